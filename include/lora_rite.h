@@ -1,0 +1,1309 @@
+/* lora_rite.h - the LoRA-RITE optimizer for C trainers, in one header.
+
+   LoRA trains a low-rank update Z = L R^T of a frozen weight (L is m x r,
+   R is n x r). LoRA-RITE (Yen et al., "LoRA Done RITE", ICLR 2025) gives the
+   same update of Z for every factorization (L S, R S^-T) of the same product:
+   it takes a thin QR of each factor, preconditions the "unmagnified"
+   gradients in the orthonormal basis with an r x r matrix second moment,
+   carries both moments across basis changes, and maps the update back.
+   The same layer API also runs a plain AdamW, so a trainer switches
+   optimizer with one setting.
+
+   USE
+   ---
+   In exactly one C or C++ file:
+
+       #define LORA_RITE_IMPLEMENTATION
+       #include "lora_rite.h"
+
+   Everywhere else just #include "lora_rite.h". Link against a CBLAS and
+   LAPACKE (OpenBLAS: -llapacke -lopenblas, or CMake's lora_rite::lora_rite).
+
+   EXAMPLE (one layer, single precision)
+
+       rite_layer *layer;
+       rite_desc desc = {0};
+       desc.m = 512; desc.n = 256; desc.r = 8;        // L: 512x8, R: 256x8
+       if (rite_init(&layer, &desc) != RITE_OK) ...   // SPEC defaults
+       for (step = 0; step < steps; step++) {
+           compute_gradients(L, R, gL, gR);           // yours
+           rite_status s = rite_step_f32(layer, L, R, gL, gR);
+           if (s != RITE_OK) fprintf(stderr, "%s\n", rite_status_string(s));
+       }
+       rite_free(layer);
+
+   SEVERAL LAYERS, GLOBAL CLIPPING (SPEC step 5)
+   The unmagnified gradients of every layer are clipped together by their
+   global norm. Step in two phases: prepare every layer (each returns its
+   own sum of squares), add the sums (across processes too, e.g. with
+   MPI_Allreduce), then apply every layer with the total:
+
+       double total = 0, sq;
+       for (i = 0; i < nl; i++) { rite_prepare_f32(lay[i], L[i], R[i], gL[i], gR[i], &sq); total += sq; }
+       for (i = 0; i < nl; i++) rite_apply(lay[i], total);
+
+   rite_step_f32 is rite_prepare_f32 followed by rite_apply with the layer's
+   own sum: a layer stepped alone is clipped by its own norm. Between prepare
+   and apply neither the factors nor the gradients may be changed (AdamW
+   reads its gradients in apply); rite_set_config cancels a pending prepare.
+
+   STORAGE
+   Each factor (and its gradient) is stored row-major in one of two layouts:
+     RITE_RANK_LAST   k x r, element (i, j) at  X[i * ld + j], ld >= r
+     RITE_RANK_FIRST  r x k, element (i, j) at  X[j * ld + i], ld >= k
+   (k = m for L, n for R). PEFT's lora_A (r x in) is L in RITE_RANK_FIRST and
+   lora_B (out x r) is R in RITE_RANK_LAST. Results do not depend on layout.
+   A leading dimension of 0 means "packed" (r or k).
+
+   CONFIGURATION
+   rite_config holds the hyper-parameters; rite_config_default(optimizer)
+   returns the defaults of SPEC.md. A desc whose config pointer is NULL uses
+   them. Zero in any other desc field means its default (float32, rank-last,
+   packed, LoRA-RITE, malloc/free).
+
+     field         LoRA-RITE   AdamW   meaning
+     lr            1e-3        1e-3    learning rate (>= 0)
+     beta1         0.9         0.9     first-moment decay, in [0, 1)
+     beta2         0.999       0.999   second-moment decay, in [0, 1)
+     eps           1e-6        1e-8    added to the root of the second moment
+     eps_root      0           -       added under the root (RITE)
+     clip          1.0         -       global unmagnified-gradient clipping, 0 = off
+     skip          1.0         -       skip a factor whose unmagnified rms > skip, 0 = off
+     cap           0           -       cap the update rms, 0 = off
+     weight_decay  0           0       decoupled weight decay
+     escape        0           -       escaped-mass correction (SPEC step 8)
+     relative_eps  0           -       eps_root scaled by the largest eigenvalue
+     balance       0           -       rebalance the factor norms after a step
+
+   ERRORS
+   Every function returns a rite_status; rite_status_string() describes it.
+   On any error nothing is changed: factors, optimizer state and step count
+   are exactly as before, so the caller may fix the input and retry (for
+   example skip a batch whose gradients hold NaN). Nothing prints, aborts or
+   allocates inside a step; all memory is taken at rite_init.
+
+   THREADS
+   Distinct layers may be stepped concurrently from different threads. One
+   layer must not be used by two threads at once. The BLAS library may use
+   threads of its own (OPENBLAS_NUM_THREADS).
+
+   OPTIONS (define before including the implementation)
+     LORA_RITE_API      storage class of the public functions (default: extern)
+
+   LICENSE: MIT, see the end of this file.
+*/
+#ifndef LORA_RITE_H
+#define LORA_RITE_H
+
+#include <stddef.h>
+
+#define LORA_RITE_VERSION_MAJOR 0
+#define LORA_RITE_VERSION_MINOR 1
+#define LORA_RITE_VERSION_PATCH 0
+
+#ifndef LORA_RITE_API
+#define LORA_RITE_API extern
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes. RITE_OK is 0; every error has its own code. */
+typedef enum rite_status {
+    RITE_OK = 0,
+    RITE_ERR_NULL_ARGUMENT,      /* a required pointer is NULL */
+    RITE_ERR_SIZE,               /* m, n or r is not positive, or too large */
+    RITE_ERR_RANK,               /* r > min(m, n) */
+    RITE_ERR_LAYOUT,             /* a layout is not RITE_RANK_LAST or RITE_RANK_FIRST */
+    RITE_ERR_LEADING_DIM,        /* a leading dimension is negative or too small */
+    RITE_ERR_PRECISION,          /* unknown precision, or buffers of the other precision */
+    RITE_ERR_OPTIMIZER,          /* unknown optimizer kind */
+    RITE_ERR_LR,                 /* lr is negative or not finite */
+    RITE_ERR_BETA1,              /* beta1 is not in [0, 1) */
+    RITE_ERR_BETA2,              /* beta2 is not in [0, 1) */
+    RITE_ERR_EPS,                /* eps is negative or not finite */
+    RITE_ERR_EPS_ROOT,           /* eps_root is negative or not finite */
+    RITE_ERR_CLIP,               /* clip is negative or NaN */
+    RITE_ERR_SKIP,               /* skip is negative or NaN */
+    RITE_ERR_CAP,                /* cap is negative or NaN */
+    RITE_ERR_WEIGHT_DECAY,       /* weight_decay is negative or not finite */
+    RITE_ERR_NONFINITE_GRADIENT, /* a gradient holds NaN or Inf */
+    RITE_ERR_NONFINITE_FACTOR,   /* a factor holds NaN or Inf */
+    RITE_ERR_NONFINITE_UPDATE,   /* the step would make a factor or the state non-finite */
+    RITE_ERR_NOT_PREPARED,       /* rite_apply without a successful rite_prepare_* */
+    RITE_ERR_SUMSQ,              /* total sum of squares is NaN, negative, or below the layer's own */
+    RITE_ERR_OUT_OF_MEMORY,      /* the allocator returned NULL */
+    RITE_ERR_LAPACK,             /* a LAPACK routine failed (did not converge) */
+    RITE_ERR_BUFFER_SIZE,        /* a caller buffer is too small */
+    RITE_STATUS_COUNT
+} rite_status;
+
+typedef enum rite_optimizer {
+    RITE_LORA_RITE = 0,          /* LoRA-RITE, SPEC.md steps 1-16 */
+    RITE_ADAMW = 1               /* elementwise AdamW on each factor (the baseline) */
+} rite_optimizer;
+
+typedef enum rite_precision {
+    RITE_FLOAT32 = 0,            /* buffers are float:  use the *_f32 functions */
+    RITE_FLOAT64 = 1             /* buffers are double: use the *_f64 functions */
+} rite_precision;
+
+typedef enum rite_layout {
+    RITE_RANK_LAST = 0,          /* k x r row-major: X[i * ld + j] */
+    RITE_RANK_FIRST = 1          /* r x k row-major: X[j * ld + i] */
+} rite_layout;
+
+/* Hyper-parameters. Get the defaults from rite_config_default(). */
+typedef struct rite_config {
+    double lr;
+    double beta1;
+    double beta2;
+    double eps;
+    double eps_root;
+    double clip;
+    double skip;
+    double cap;
+    double weight_decay;
+    int escape;
+    int relative_eps;
+    int balance;
+} rite_config;
+
+/* Optional allocator hooks. Both NULL means malloc/free. */
+typedef struct rite_allocator {
+    void *(*alloc)(size_t size, void *user_data);
+    void (*free)(void *ptr, void *user_data);
+    void *user_data;
+} rite_allocator;
+
+/* Everything rite_init needs. Zero-initialise, then set m, n, r. */
+typedef struct rite_desc {
+    int m, n, r;                 /* L is m x r, R is n x r, 1 <= r <= min(m, n) */
+    rite_optimizer optimizer;    /* RITE_LORA_RITE (default) or RITE_ADAMW */
+    rite_precision precision;    /* RITE_FLOAT32 (default) or RITE_FLOAT64 */
+    rite_layout layout_L;        /* storage of L and of its gradient */
+    rite_layout layout_R;        /* storage of R and of its gradient */
+    int ld_L, ld_R;              /* leading dimension of L, R; 0 = packed */
+    int ld_gL, ld_gR;            /* leading dimension of the gradients; 0 = as the factor's */
+    const rite_config *config;   /* NULL = rite_config_default(optimizer) */
+    rite_allocator allocator;    /* zero = malloc/free */
+} rite_desc;
+
+/* Bytes a layer takes, as rite_memory_query reports them. */
+typedef struct rite_memory {
+    size_t state_bytes;          /* persistent optimizer state (moments, bases, counters) */
+    size_t scratch_bytes;        /* per-layer workspace used inside a step */
+    size_t total_bytes;          /* everything rite_init allocates, layer struct included */
+} rite_memory;
+
+typedef struct rite_layer rite_layer;
+
+/* The SPEC.md defaults for an optimizer. */
+LORA_RITE_API rite_config rite_config_default(rite_optimizer optimizer);
+
+/* Check a desc without allocating. Returns the first problem found. */
+LORA_RITE_API rite_status rite_desc_check(const rite_desc *desc);
+
+/* Memory a layer with this desc would take (filled only on RITE_OK). */
+LORA_RITE_API rite_status rite_memory_query(const rite_desc *desc, rite_memory *out);
+
+/* Create a layer: checks desc, allocates state and scratch once, zeroes the
+   state. On error *layer is set to NULL. */
+LORA_RITE_API rite_status rite_init(rite_layer **layer, const rite_desc *desc);
+
+/* Release a layer (NULL is allowed). */
+LORA_RITE_API void rite_free(rite_layer *layer);
+
+/* Replace the hyper-parameters (for example an lr schedule). The optimizer
+   kind, sizes, layouts and precision are fixed at init. */
+LORA_RITE_API rite_status rite_set_config(rite_layer *layer, const rite_config *config);
+LORA_RITE_API rite_status rite_set_lr(rite_layer *layer, double lr);
+LORA_RITE_API rite_config rite_get_config(const rite_layer *layer);
+LORA_RITE_API rite_desc rite_get_desc(const rite_layer *layer);
+
+/* Completed steps of this layer (skipped steps count). */
+LORA_RITE_API long long rite_step_count(const rite_layer *layer);
+
+/* Zero the optimizer state and the step count. */
+LORA_RITE_API void rite_reset(rite_layer *layer);
+
+/* One optimizer step: reads the gradients gL, gR and updates L and R in
+   place. Equal to rite_prepare_* then rite_apply with the layer's own sum. */
+LORA_RITE_API rite_status rite_step_f32(rite_layer *layer, float *L, float *R,
+                                        const float *gL, const float *gR);
+LORA_RITE_API rite_status rite_step_f64(rite_layer *layer, double *L, double *R,
+                                        const double *gL, const double *gR);
+
+/* Phase one of a step: checks everything, computes this layer's unmagnified
+   gradients, and stores their sum of squares (after skipping) in *sumsq
+   (0 for AdamW). Changes neither the factors nor the optimizer state. */
+LORA_RITE_API rite_status rite_prepare_f32(rite_layer *layer, float *L, float *R,
+                                           const float *gL, const float *gR,
+                                           double *sumsq);
+LORA_RITE_API rite_status rite_prepare_f64(rite_layer *layer, double *L, double *R,
+                                           const double *gL, const double *gR,
+                                           double *sumsq);
+
+/* Phase two: clips with the global sum of squares total_sumsq (the sum of
+   every layer's *sumsq; it must be >= this layer's own), updates the state
+   and writes the new factors into the buffers given to prepare. */
+LORA_RITE_API rite_status rite_apply(rite_layer *layer, double total_sumsq);
+
+/* The persistent optimizer state as flat bytes (for comparisons and
+   checkpoints): rite_state_size() bytes, copied by rite_state_copy(). */
+LORA_RITE_API size_t rite_state_size(const rite_layer *layer);
+LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, size_t dst_size);
+
+/* A short English description of a status code. Never NULL. */
+LORA_RITE_API const char *rite_status_string(rite_status status);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* LORA_RITE_H */
+
+/* ======================================================================== */
+/*                            IMPLEMENTATION                                */
+/* ======================================================================== */
+#if defined(LORA_RITE_IMPLEMENTATION) && !defined(LORA_RITE__IMPLEMENTED)
+#define LORA_RITE__IMPLEMENTED
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Every k x r matrix the implementation keeps is column-major and packed
+   (element (i, j) at x[j * k + i]); every r x r matrix of the algebra is
+   double, column-major. "T" below is the layer's element type. */
+
+#define RITE__ALIGN 64
+
+/* One factor of a layer: L (index 0) or R (index 1). */
+typedef struct rite__side {
+    int k;                 /* rows: m for L, n for R */
+    rite_layout layout;
+    int ld, ldg;           /* leading dimensions of the factor and its gradient */
+    /* persistent state */
+    void *M;               /* LoRA-RITE: first moment (k x r). AdamW: first moment */
+    void *B;               /* LoRA-RITE: basis U at the previous step (k x r). AdamW: second moment */
+    double *V;             /* LoRA-RITE: second moment (r x r) */
+    double rho;            /* LoRA-RITE: escaped mass */
+    /* scratch, LoRA-RITE only */
+    void *U;               /* QR of the factor, then its basis U (k x r) */
+    void *tau;             /* Householder scalars of the QR (r) */
+    void *g;               /* unmagnified gradient (k x r) */
+    void *Mn;              /* new first moment (k x r) */
+    void *D;               /* update, then the new factor (k x r) */
+    double *Tp;            /* pseudo-inverse of the triangular QR factor (r x r) */
+    void *TpT;             /* the same in the layer precision */
+    double *Vn;            /* new second moment (r x r) */
+    double rho_n;          /* new escaped mass */
+    double norm2;          /* squared Frobenius norm of the new factor */
+    /* buffers of the pending step (set by prepare) */
+    void *X;
+    const void *G;
+} rite__side;
+
+struct rite_layer {
+    rite_desc desc;        /* defaults and leading dimensions resolved; config NULL */
+    rite_config cfg;
+    rite_allocator allocator;
+    size_t es;             /* element size in bytes: 4 or 8 */
+    long long k;           /* completed steps */
+    rite__side s[2];       /* 0: L, 1: R */
+    /* r x r scratch shared by both sides (double unless noted) */
+    double *P, *T1, *T2, *T3, *W, *lam, *lam2;
+    void *PT, *QT;         /* layer precision */
+    void *work;            /* LAPACK workspace in the layer precision (geqrf, orgqr) */
+    int lwork;
+    double *dwork;         /* double LAPACK workspace (gesvd, syevd) */
+    int ldwork;
+    lapack_int *iwork;     /* integer workspace (syevd) */
+    int liwork;
+    /* pending step */
+    int prepared;
+    double own_sumsq;
+    rite_memory mem;
+    void *raw;             /* what the allocator returned */
+};
+
+/* ---- element kernels, instantiated for float and double -------------------- */
+
+/* A k x r factor in caller storage is `outer` contiguous runs of `inner`
+   elements, run a at x + a * ld: rank-last has k runs of r (a = i, b = j),
+   rank-first r runs of k (a = j, b = i). */
+#define RITE__OUTER(lay, k, r) ((lay) == RITE_RANK_LAST ? (k) : (r))
+#define RITE__INNER(lay, k, r) ((lay) == RITE_RANK_LAST ? (r) : (k))
+
+#define RITE__KERNELS(T, S, SQRT)                                                      \
+/* 1 when every element of a k x r matrix in storage (lay, ld) is finite */           \
+static int rite__finite_##S(const T *x, rite_layout lay, int ld, int k, int r)         \
+{                                                                                      \
+    int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r);                \
+    T acc = 0;                                                                         \
+    for (a = 0; a < no; a++)                                                           \
+        for (b = 0; b < ni; b++) acc += x[(size_t)a * ld + b] * 0;  /* NaN iff not finite */ \
+    return acc == 0;                                                                   \
+}                                                                                      \
+/* caller storage -> column-major k x r */                                             \
+static void rite__load_##S(const T *x, rite_layout lay, int ld, int k, int r, T *out)  \
+{                                                                                      \
+    int i, j;                                                                          \
+    if (lay == RITE_RANK_FIRST) {                                                      \
+        for (j = 0; j < r; j++) memcpy(out + (size_t)j * k, x + (size_t)j * ld, (size_t)k * sizeof(T)); \
+    } else {                                                                           \
+        for (i = 0; i < k; i++)                                                        \
+            for (j = 0; j < r; j++) out[(size_t)j * k + i] = x[(size_t)i * ld + j];    \
+    }                                                                                  \
+}                                                                                      \
+/* SPEC 13-14: d <- x - lr (d + wd x), x in caller storage, d column-major.            \
+   Returns ||x_new||_F^2 (NaN when any new element is not finite). */                 \
+static double rite__descend_##S(const T *x, rite_layout lay, int ld, int k, int r,     \
+                                T *d, T lr, T wd)                                      \
+{                                                                                      \
+    int i, j;                                                                          \
+    double ss = 0;                                                                     \
+    T chk = 0;                                                                         \
+    for (j = 0; j < r; j++)                                                            \
+        for (i = 0; i < k; i++) {                                                      \
+            T xv = lay == RITE_RANK_LAST ? x[(size_t)i * ld + j] : x[(size_t)j * ld + i]; \
+            T v = xv - lr * (d[(size_t)j * k + i] + wd * xv);                          \
+            d[(size_t)j * k + i] = v;                                                  \
+            chk += v * 0;                                                              \
+            ss += (double)v * (double)v;                                               \
+        }                                                                              \
+    return chk == 0 ? ss : (double)NAN;                                                \
+}                                                                                      \
+/* column-major k x r times a scalar -> caller storage */                              \
+static void rite__store_##S(const T *d, int k, int r, T scale, T *x, rite_layout lay, int ld) \
+{                                                                                      \
+    int i, j;                                                                          \
+    if (lay == RITE_RANK_FIRST) {                                                      \
+        for (j = 0; j < r; j++)                                                        \
+            for (i = 0; i < k; i++) x[(size_t)j * ld + i] = d[(size_t)j * k + i] * scale; \
+    } else {                                                                           \
+        for (i = 0; i < k; i++)                                                        \
+            for (j = 0; j < r; j++) x[(size_t)i * ld + j] = d[(size_t)j * k + i] * scale; \
+    }                                                                                  \
+}                                                                                      \
+/* non-finite entries -> 0 */                                                          \
+static void rite__zap_##S(T *x, size_t count)                                          \
+{                                                                                      \
+    size_t i;                                                                          \
+    for (i = 0; i < count; i++)                                                        \
+        if (x[i] * 0 != 0) x[i] = 0;                                                   \
+}                                                                                      \
+/* sum of squares, accumulated in double */                                            \
+static double rite__sumsq_##S(const T *x, size_t count)                                \
+{                                                                                      \
+    size_t i;                                                                          \
+    double ss = 0;                                                                     \
+    for (i = 0; i < count; i++) ss += (double)x[i] * (double)x[i];                     \
+    return ss;                                                                         \
+}                                                                                      \
+static void rite__to_double_##S(const T *x, int ldx, int rows, int cols, double *y, int ldy) \
+{                                                                                      \
+    int i, j;                                                                          \
+    for (j = 0; j < cols; j++)                                                         \
+        for (i = 0; i < rows; i++) y[(size_t)j * ldy + i] = (double)x[(size_t)j * ldx + i]; \
+}                                                                                      \
+static void rite__from_double_##S(const double *y, int n, T *x)                        \
+{                                                                                      \
+    int i;                                                                             \
+    for (i = 0; i < n; i++) x[i] = (T)y[i];                                            \
+}                                                                                      \
+/* AdamW, SPEC "AdamW baseline". The moments m, v are kept in the order of the         \
+   caller's storage without padding. With write = 0 nothing is written and the         \
+   return value says whether the inputs and the results are finite:                    \
+   bit 1 factor, bit 2 gradient, bit 4 result not finite. */                           \
+static int rite__adamw_##S(T *x, const T *g, rite_layout lay, int ld, int ldg, int k, int r, \
+                           T *m, T *v, const double *c, int write)                    \
+{                                                                                      \
+    int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r);                \
+    T b1 = (T)c[0], b2 = (T)c[1], bc1 = (T)c[2], bc2 = (T)c[3];                        \
+    T lr = (T)c[4], eps = (T)c[5], wd = (T)c[6];                                       \
+    T cx = 0, cg = 0, cr = 0;                                                          \
+    for (a = 0; a < no; a++) {                                                         \
+        T *xr = x + (size_t)a * ld, *mr = m + (size_t)a * ni, *vr = v + (size_t)a * ni; \
+        const T *gr = g + (size_t)a * ldg;                                             \
+        for (b = 0; b < ni; b++) {                                                     \
+            T gv = gr[b], xv = xr[b];                                                  \
+            T mv = b1 * mr[b] + (1 - b1) * gv;              /* m <- b1 m + (1-b1) g */ \
+            T vv = b2 * vr[b] + (1 - b2) * gv * gv;         /* v <- b2 v + (1-b2) g^2 */ \
+            T xn = xv - lr * ((mv / bc1) / (SQRT(vv / bc2) + eps) + wd * xv);         \
+            if (write) {                                                               \
+                mr[b] = mv;                                                            \
+                vr[b] = vv;                                                            \
+                xr[b] = xn;                                                            \
+            } else {                                                                   \
+                cx += xv * 0;                                                          \
+                cg += gv * 0;                                                          \
+                cr += (mv + vv + xn) * 0;                                              \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+    return (cx != 0 ? 1 : 0) | (cg != 0 ? 2 : 0) | (cr != 0 ? 4 : 0);                  \
+}
+
+RITE__KERNELS(float, f32, sqrtf)
+RITE__KERNELS(double, f64, sqrt)
+
+#undef RITE__KERNELS
+
+/* ---- precision dispatch ---------------------------------------------------- */
+
+#define RITE__F32(l) ((l)->desc.precision == RITE_FLOAT32)
+
+static void rite__gemm(const rite_layer *l, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,
+                       int M, int N, int K, double alpha, const void *A, int lda,
+                       const void *B, int ldb, double beta, void *C, int ldc)
+{
+    if (RITE__F32(l))
+        cblas_sgemm(CblasColMajor, ta, tb, M, N, K, (float)alpha, (const float *)A, lda,
+                    (const float *)B, ldb, (float)beta, (float *)C, ldc);
+    else
+        cblas_dgemm(CblasColMajor, ta, tb, M, N, K, alpha, (const double *)A, lda,
+                    (const double *)B, ldb, beta, (double *)C, ldc);
+}
+
+/* double r x r: C = alpha op(A) op(B) + beta C */
+static void rite__dgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int r, double alpha,
+                        const double *A, const double *B, double beta, double *C)
+{
+    cblas_dgemm(CblasColMajor, ta, tb, r, r, r, alpha, A, r, B, r, beta, C, r);
+}
+
+static int rite__finite(const rite_layer *l, const void *x, rite_layout lay, int ld, int k)
+{
+    return RITE__F32(l) ? rite__finite_f32((const float *)x, lay, ld, k, l->desc.r)
+                        : rite__finite_f64((const double *)x, lay, ld, k, l->desc.r);
+}
+
+static double rite__sumsq(const rite_layer *l, const void *x, size_t count)
+{
+    return RITE__F32(l) ? rite__sumsq_f32((const float *)x, count)
+                        : rite__sumsq_f64((const double *)x, count);
+}
+
+static void rite__zap(const rite_layer *l, void *x, size_t count)
+{
+    if (RITE__F32(l)) rite__zap_f32((float *)x, count);
+    else rite__zap_f64((double *)x, count);
+}
+
+static void rite__scal(const rite_layer *l, size_t count, double alpha, void *x)
+{
+    if (RITE__F32(l)) cblas_sscal((int)count, (float)alpha, (float *)x, 1);
+    else cblas_dscal((int)count, alpha, (double *)x, 1);
+}
+
+/* r x r in the layer precision (leading dimension ldx) -> double (packed) */
+static void rite__to_double(const rite_layer *l, const void *x, int ldx, double *y)
+{
+    int r = l->desc.r;
+    if (RITE__F32(l)) rite__to_double_f32((const float *)x, ldx, r, r, y, r);
+    else rite__to_double_f64((const double *)x, ldx, r, r, y, r);
+}
+
+static void rite__from_double(const rite_layer *l, const double *y, void *x)
+{
+    int n = l->desc.r * l->desc.r;
+    if (RITE__F32(l)) rite__from_double_f32(y, n, (float *)x);
+    else rite__from_double_f64(y, n, (double *)x);
+}
+
+/* ---- small r x r helpers (double) -------------------------------------------- */
+
+/* sym(X) = (X + X^T) / 2, in place */
+static void rite__sym(double *x, int r)
+{
+    int i, j;
+    for (j = 0; j < r; j++)
+        for (i = 0; i < j; i++) {
+            double v = 0.5 * (x[(size_t)j * r + i] + x[(size_t)i * r + j]);
+            x[(size_t)j * r + i] = v;
+            x[(size_t)i * r + j] = v;
+        }
+}
+
+static int rite__all_finite_d(const double *x, size_t count)
+{
+    size_t i;
+    double acc = 0;
+    for (i = 0; i < count; i++) acc += x[i] * 0;
+    return acc == 0;
+}
+
+/* SPEC 6: bias-corrected decay beta_hat(k) = beta (1 - beta^k) / (1 - beta^(k+1)) */
+static double rite__bhat(double beta, long long k)
+{
+    return beta * (1.0 - pow(beta, (double)k)) / (1.0 - pow(beta, (double)(k + 1)));
+}
+
+/* ---- configuration and sizes -------------------------------------------------- */
+
+LORA_RITE_API rite_config rite_config_default(rite_optimizer optimizer)
+{
+    rite_config c;
+    memset(&c, 0, sizeof c);
+    c.lr = 1e-3;
+    c.beta1 = 0.9;
+    c.beta2 = 0.999;
+    if (optimizer == RITE_ADAMW) {
+        c.eps = 1e-8;
+    } else {
+        c.eps = 1e-6;
+        c.clip = 1.0;
+        c.skip = 1.0;
+    }
+    return c;
+}
+
+static rite_status rite__check_config(const rite_config *c)
+{
+    if (!(c->lr >= 0 && c->lr <= DBL_MAX)) return RITE_ERR_LR;
+    if (!(c->beta1 >= 0 && c->beta1 < 1)) return RITE_ERR_BETA1;
+    if (!(c->beta2 >= 0 && c->beta2 < 1)) return RITE_ERR_BETA2;
+    if (!(c->eps >= 0 && c->eps <= DBL_MAX)) return RITE_ERR_EPS;
+    if (!(c->eps_root >= 0 && c->eps_root <= DBL_MAX)) return RITE_ERR_EPS_ROOT;
+    if (!(c->clip >= 0)) return RITE_ERR_CLIP;
+    if (!(c->skip >= 0)) return RITE_ERR_SKIP;
+    if (!(c->cap >= 0)) return RITE_ERR_CAP;
+    if (!(c->weight_decay >= 0 && c->weight_decay <= DBL_MAX)) return RITE_ERR_WEIGHT_DECAY;
+    return RITE_OK;
+}
+
+/* Checks desc and fills in its defaults (leading dimensions, config). */
+static rite_status rite__resolve(const rite_desc *in, rite_desc *d, rite_config *cfg)
+{
+    rite_status st;
+    int minmn;
+    if (!in) return RITE_ERR_NULL_ARGUMENT;
+    *d = *in;
+    if (d->optimizer != RITE_LORA_RITE && d->optimizer != RITE_ADAMW) return RITE_ERR_OPTIMIZER;
+    if (d->precision != RITE_FLOAT32 && d->precision != RITE_FLOAT64) return RITE_ERR_PRECISION;
+    if (d->m <= 0 || d->n <= 0 || d->r <= 0) return RITE_ERR_SIZE;
+    /* every k x r buffer must be addressable with size_t and every LAPACK size with int */
+    if ((size_t)d->m > (SIZE_MAX / 64) / (size_t)d->r || (size_t)d->n > (SIZE_MAX / 64) / (size_t)d->r ||
+        d->r > 46340)
+        return RITE_ERR_SIZE;
+    minmn = d->m < d->n ? d->m : d->n;
+    if (d->r > minmn) return RITE_ERR_RANK;
+    if ((d->layout_L != RITE_RANK_LAST && d->layout_L != RITE_RANK_FIRST) ||
+        (d->layout_R != RITE_RANK_LAST && d->layout_R != RITE_RANK_FIRST))
+        return RITE_ERR_LAYOUT;
+    {
+        int packL = d->layout_L == RITE_RANK_LAST ? d->r : d->m;
+        int packR = d->layout_R == RITE_RANK_LAST ? d->r : d->n;
+        if (d->ld_L < 0 || d->ld_R < 0 || d->ld_gL < 0 || d->ld_gR < 0) return RITE_ERR_LEADING_DIM;
+        if (d->ld_L == 0) d->ld_L = packL;
+        if (d->ld_R == 0) d->ld_R = packR;
+        if (d->ld_gL == 0) d->ld_gL = d->ld_L;
+        if (d->ld_gR == 0) d->ld_gR = d->ld_R;
+        if (d->ld_L < packL || d->ld_R < packR || d->ld_gL < packL || d->ld_gR < packR)
+            return RITE_ERR_LEADING_DIM;
+    }
+    *cfg = d->config ? *d->config : rite_config_default(d->optimizer);
+    st = rite__check_config(cfg);
+    if (st != RITE_OK) return st;
+    d->config = NULL;
+    return RITE_OK;
+}
+
+/* LAPACK workspace sizes for a resolved desc (LoRA-RITE only). */
+static rite_status rite__lapack_sizes(const rite_desc *d, int *lwork, int *ldwork, int *liwork)
+{
+    int side, r = d->r;
+    lapack_int info, iq = 0;
+    double dq = 0, dummy[1] = {0};
+    float fq = 0, fdummy[1] = {0};
+    *lwork = 1;
+    *ldwork = 1;
+    *liwork = 1;
+    for (side = 0; side < 2; side++) {
+        int k = side == 0 ? d->m : d->n;
+        if (d->precision == RITE_FLOAT32) {
+            info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, k, r, fdummy, k, fdummy, &fq, -1);
+            if (info != 0) return RITE_ERR_LAPACK;
+            if ((int)fq > *lwork) *lwork = (int)fq;
+            info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, k, r, r, fdummy, k, fdummy, &fq, -1);
+            if (info != 0) return RITE_ERR_LAPACK;
+            if ((int)fq > *lwork) *lwork = (int)fq;
+        } else {
+            info = LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, k, r, dummy, k, dummy, &dq, -1);
+            if (info != 0) return RITE_ERR_LAPACK;
+            if ((int)dq > *lwork) *lwork = (int)dq;
+            info = LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, k, r, r, dummy, k, dummy, &dq, -1);
+            if (info != 0) return RITE_ERR_LAPACK;
+            if ((int)dq > *lwork) *lwork = (int)dq;
+        }
+    }
+    info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'A', 'A', r, r, dummy, r, dummy, dummy, r,
+                               dummy, r, &dq, -1);
+    if (info != 0) return RITE_ERR_LAPACK;
+    if ((int)dq > *ldwork) *ldwork = (int)dq;
+    info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', r, dummy, r, dummy, &dq, -1, &iq, -1);
+    if (info != 0) return RITE_ERR_LAPACK;
+    if ((int)dq > *ldwork) *ldwork = (int)dq;
+    if ((int)iq > *liwork) *liwork = (int)iq;
+    return RITE_OK;
+}
+
+/* Lays the layer out in one block. With base == NULL it only counts bytes. */
+typedef struct rite__carver {
+    char *base;
+    size_t off;
+} rite__carver;
+
+static void *rite__carve(rite__carver *c, size_t bytes)
+{
+    void *p = c->base ? c->base + c->off : NULL;
+    c->off += (bytes + RITE__ALIGN - 1) / RITE__ALIGN * RITE__ALIGN;
+    return p;
+}
+
+static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
+{
+    rite__carver c;
+    size_t rr = (size_t)l->desc.r * (size_t)l->desc.r, es = l->es, r = (size_t)l->desc.r;
+    size_t state_start, scratch_start;
+    int side;
+    c.base = base;
+    c.off = 0;
+    rite__carve(&c, sizeof(rite_layer));
+    state_start = c.off;
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        size_t kr = (size_t)s->k * r;
+        s->M = rite__carve(&c, kr * es);
+        s->B = rite__carve(&c, kr * es);
+        if (l->desc.optimizer == RITE_LORA_RITE) s->V = (double *)rite__carve(&c, rr * sizeof(double));
+    }
+    scratch_start = c.off;
+    if (l->desc.optimizer == RITE_LORA_RITE) {
+        for (side = 0; side < 2; side++) {
+            rite__side *s = &l->s[side];
+            size_t kr = (size_t)s->k * r;
+            s->U = rite__carve(&c, kr * es);
+            s->g = rite__carve(&c, kr * es);
+            s->Mn = rite__carve(&c, kr * es);
+            s->D = rite__carve(&c, kr * es);
+            s->tau = rite__carve(&c, r * es);
+            s->Tp = (double *)rite__carve(&c, rr * sizeof(double));
+            s->TpT = rite__carve(&c, rr * es);
+            s->Vn = (double *)rite__carve(&c, rr * sizeof(double));
+        }
+        l->P = (double *)rite__carve(&c, rr * sizeof(double));
+        l->T1 = (double *)rite__carve(&c, rr * sizeof(double));
+        l->T2 = (double *)rite__carve(&c, rr * sizeof(double));
+        l->T3 = (double *)rite__carve(&c, rr * sizeof(double));
+        l->W = (double *)rite__carve(&c, rr * sizeof(double));
+        l->lam = (double *)rite__carve(&c, r * sizeof(double));
+        l->lam2 = (double *)rite__carve(&c, r * sizeof(double));
+        l->PT = rite__carve(&c, rr * es);
+        l->QT = rite__carve(&c, rr * es);
+        l->work = rite__carve(&c, (size_t)l->lwork * es);
+        l->dwork = (double *)rite__carve(&c, (size_t)l->ldwork * sizeof(double));
+        l->iwork = (lapack_int *)rite__carve(&c, (size_t)l->liwork * sizeof(lapack_int));
+    }
+    mem->state_bytes = scratch_start - state_start;
+    mem->scratch_bytes = c.off - scratch_start;
+    mem->total_bytes = c.off + RITE__ALIGN; /* room to align the block */
+}
+
+/* Fills a layer struct (not its buffers) from a desc. */
+static rite_status rite__setup(const rite_desc *desc, rite_layer *l)
+{
+    rite_status st;
+    memset(l, 0, sizeof *l);
+    st = rite__resolve(desc, &l->desc, &l->cfg);
+    if (st != RITE_OK) return st;
+    l->allocator = l->desc.allocator;
+    l->es = l->desc.precision == RITE_FLOAT32 ? sizeof(float) : sizeof(double);
+    l->s[0].k = l->desc.m;
+    l->s[0].layout = l->desc.layout_L;
+    l->s[0].ld = l->desc.ld_L;
+    l->s[0].ldg = l->desc.ld_gL;
+    l->s[1].k = l->desc.n;
+    l->s[1].layout = l->desc.layout_R;
+    l->s[1].ld = l->desc.ld_R;
+    l->s[1].ldg = l->desc.ld_gR;
+    if (l->desc.optimizer == RITE_LORA_RITE)
+        return rite__lapack_sizes(&l->desc, &l->lwork, &l->ldwork, &l->liwork);
+    return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_desc_check(const rite_desc *desc)
+{
+    rite_desc d;
+    rite_config c;
+    return rite__resolve(desc, &d, &c);
+}
+
+LORA_RITE_API rite_status rite_memory_query(const rite_desc *desc, rite_memory *out)
+{
+    rite_layer tmp;
+    rite_status st;
+    if (!out) return RITE_ERR_NULL_ARGUMENT;
+    st = rite__setup(desc, &tmp);
+    if (st != RITE_OK) return st;
+    rite__plan(&tmp, NULL, out);
+    return RITE_OK;
+}
+
+static void *rite__alloc(const rite_allocator *a, size_t n)
+{
+    return a->alloc ? a->alloc(n, a->user_data) : malloc(n);
+}
+
+static void rite__dealloc(const rite_allocator *a, void *p)
+{
+    if (a->alloc) {
+        if (a->free) a->free(p, a->user_data);
+    } else {
+        free(p);
+    }
+}
+
+LORA_RITE_API rite_status rite_init(rite_layer **layer, const rite_desc *desc)
+{
+    rite_layer tmp, *l;
+    rite_memory mem;
+    rite_status st;
+    char *raw, *base;
+    if (!layer) return RITE_ERR_NULL_ARGUMENT;
+    *layer = NULL;
+    st = rite__setup(desc, &tmp);
+    if (st != RITE_OK) return st;
+    if ((tmp.allocator.alloc == NULL) != (tmp.allocator.free == NULL)) return RITE_ERR_NULL_ARGUMENT;
+    rite__plan(&tmp, NULL, &mem);
+    raw = (char *)rite__alloc(&tmp.allocator, mem.total_bytes);
+    if (!raw) return RITE_ERR_OUT_OF_MEMORY;
+    base = raw + (RITE__ALIGN - (size_t)((uintptr_t)raw % RITE__ALIGN)) % RITE__ALIGN;
+    memset(base, 0, mem.total_bytes - RITE__ALIGN);
+    l = (rite_layer *)(void *)base;
+    *l = tmp;
+    rite__plan(l, base, &l->mem);
+    l->raw = raw;
+    *layer = l;
+    return RITE_OK;
+}
+
+LORA_RITE_API void rite_free(rite_layer *layer)
+{
+    rite_allocator a;
+    if (!layer) return;
+    a = layer->allocator;
+    rite__dealloc(&a, layer->raw);
+}
+
+LORA_RITE_API rite_status rite_set_config(rite_layer *layer, const rite_config *config)
+{
+    rite_status st;
+    if (!layer || !config) return RITE_ERR_NULL_ARGUMENT;
+    st = rite__check_config(config);
+    if (st != RITE_OK) return st;
+    layer->cfg = *config;
+    layer->prepared = 0;
+    return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_set_lr(rite_layer *layer, double lr)
+{
+    rite_config c;
+    if (!layer) return RITE_ERR_NULL_ARGUMENT;
+    c = layer->cfg;
+    c.lr = lr;
+    return rite_set_config(layer, &c);
+}
+
+LORA_RITE_API rite_config rite_get_config(const rite_layer *layer)
+{
+    rite_config c;
+    if (layer) return layer->cfg;
+    memset(&c, 0, sizeof c);
+    return c;
+}
+
+LORA_RITE_API rite_desc rite_get_desc(const rite_layer *layer)
+{
+    rite_desc d;
+    if (layer) return layer->desc;
+    memset(&d, 0, sizeof d);
+    return d;
+}
+
+LORA_RITE_API long long rite_step_count(const rite_layer *layer)
+{
+    return layer ? layer->k : 0;
+}
+
+LORA_RITE_API void rite_reset(rite_layer *layer)
+{
+    int side;
+    size_t kr;
+    if (!layer) return;
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &layer->s[side];
+        kr = (size_t)s->k * (size_t)layer->desc.r;
+        memset(s->M, 0, kr * layer->es);
+        memset(s->B, 0, kr * layer->es);
+        if (s->V) memset(s->V, 0, (size_t)layer->desc.r * (size_t)layer->desc.r * sizeof(double));
+        s->rho = 0;
+    }
+    layer->k = 0;
+    layer->prepared = 0;
+}
+
+/* ---- the LoRA-RITE step ---------------------------------------------------- */
+
+/* SPEC 1: thin QR X = U T of side s, T^+ with the SPEC threshold, U explicit. */
+static rite_status rite__qr_pinv(rite_layer *l, rite__side *s)
+{
+    int r = l->desc.r, k = s->k, i, p;
+    double *T = l->T1, *Us = l->T2, *VT = l->T3, *sv = l->lam;
+    double tol, eps = RITE__F32(l) ? (double)FLT_EPSILON : DBL_EPSILON;
+    lapack_int info;
+    if (RITE__F32(l)) {
+        rite__load_f32((const float *)s->X, s->layout, s->ld, k, r, (float *)s->U);
+        info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, k, r, (float *)s->U, k, (float *)s->tau,
+                                   (float *)l->work, l->lwork);
+    } else {
+        rite__load_f64((const double *)s->X, s->layout, s->ld, k, r, (double *)s->U);
+        info = LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, k, r, (double *)s->U, k, (double *)s->tau,
+                                   (double *)l->work, l->lwork);
+    }
+    if (info != 0) return RITE_ERR_LAPACK;
+    /* T: the upper triangle of the QR output */
+    rite__to_double(l, s->U, k, T);
+    for (p = 0; p < r; p++)
+        for (i = p + 1; i < r; i++) T[(size_t)p * r + i] = 0;
+    /* T^+ = V diag(1/sigma) U^T, sigma <= r eps sigma_max counted as zero */
+    info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'A', 'A', r, r, T, r, sv, Us, r, VT, r,
+                               l->dwork, l->ldwork);
+    if (info != 0) return RITE_ERR_LAPACK;
+    tol = (double)r * eps * sv[0];
+    for (p = 0; p < r; p++) {
+        double inv = sv[p] > tol ? 1.0 / sv[p] : 0.0;
+        for (i = 0; i < r; i++) VT[(size_t)i * r + p] *= inv;   /* row p of V^T */
+    }
+    rite__dgemm(CblasTrans, CblasTrans, r, 1.0, VT, Us, 0.0, s->Tp);
+    rite__from_double(l, s->Tp, s->TpT);
+    /* U explicitly, for the basis transport of SPEC 4 */
+    if (RITE__F32(l))
+        info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, k, r, r, (float *)s->U, k, (const float *)s->tau,
+                                   (float *)l->work, l->lwork);
+    else
+        info = LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, k, r, r, (double *)s->U, k, (const double *)s->tau,
+                                   (double *)l->work, l->lwork);
+    return info == 0 ? RITE_OK : RITE_ERR_LAPACK;
+}
+
+static rite_status rite__rite_prepare(rite_layer *l, double *sumsq)
+{
+    int side, r = l->desc.r;
+    double total = 0;
+    rite_status st;
+    for (side = 0; side < 2; side++) {
+        st = rite__qr_pinv(l, &l->s[side]);
+        if (st != RITE_OK) return st;
+    }
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side], *o = &l->s[1 - side];
+        size_t kr = (size_t)s->k * (size_t)r;
+        double ss;
+        /* SPEC 2: unmagnified gradient g = grad T_other^+ */
+        rite__gemm(l, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, CblasNoTrans,
+                   s->k, r, r, 1.0, s->G, s->ldg, o->TpT, r, 0.0, s->g, s->k);
+        ss = rite__sumsq(l, s->g, kr);
+        /* SPEC 3: skip a factor whose unmagnified rms exceeds the threshold */
+        if (l->cfg.skip > 0 && !(sqrt(ss / (double)kr) <= l->cfg.skip) && ss == ss) {
+            memset(s->g, 0, kr * l->es);
+            ss = 0;
+        }
+        total += ss;
+    }
+    if (!(total <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+    *sumsq = total;
+    return RITE_OK;
+}
+
+/* SPEC 4-12 for side s (the other side is o): new V, rho, M and the update D. */
+static rite_status rite__rite_side(rite_layer *l, rite__side *s, const rite__side *o,
+                                   double scale, double b1h, double b2h)
+{
+    const rite_config *c = &l->cfg;
+    int r = l->desc.r, p;
+    size_t kr = (size_t)s->k * (size_t)r, rr = (size_t)r * (size_t)r;
+    double *P = l->P, *Vt = l->T1, *Wk = l->T2, *G = l->T3, *W = l->W, *lam = l->lam;
+    double root_eps = c->eps_root, ss, capf = 1.0;
+    lapack_int info;
+    int first = l->k == 0;
+
+    /* SPEC 4: basis transport P = U_o^T U_o,prev (zero at the first step) */
+    if (!first) {
+        rite__gemm(l, CblasTrans, CblasNoTrans, r, r, o->k, 1.0, o->U, o->k, o->B, o->k, 0.0,
+                   l->PT, r);
+        rite__to_double(l, l->PT, r, P);
+        /* SPEC 7: V~ = sym(P V P^T), non-finite -> 0 */
+        rite__dgemm(CblasNoTrans, CblasNoTrans, r, 1.0, P, s->V, 0.0, Wk);
+        rite__dgemm(CblasNoTrans, CblasTrans, r, 1.0, Wk, P, 0.0, Vt);
+        rite__sym(Vt, r);
+        for (p = 0; p < (int)rr; p++)
+            if (Vt[p] * 0 != 0) Vt[p] = 0;
+    } else {
+        memset(Vt, 0, rr * sizeof(double));
+    }
+    /* SPEC 7: V <- sym(b2h V~ + (1 - b2h) g^T g / k), with the clipped g = scale g */
+    if (RITE__F32(l))
+        cblas_ssyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, (float)(scale * scale / s->k),
+                    (const float *)s->g, s->k, 0.0f, (float *)l->QT, r);
+    else
+        cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, scale * scale / s->k,
+                    (const double *)s->g, s->k, 0.0, (double *)l->QT, r);
+    rite__to_double(l, l->QT, r, G);
+    for (p = 0; p < (int)rr; p++) {
+        int i = p % r, j = p / r;
+        double gij = i <= j ? G[p] : G[(size_t)i * r + j];
+        s->Vn[p] = b2h * Vt[p] + (1.0 - b2h) * gij;
+    }
+    rite__sym(s->Vn, r);
+    if (!rite__all_finite_d(s->Vn, rr)) return RITE_ERR_NONFINITE_UPDATE;
+
+    /* SPEC 8: escaped mass */
+    s->rho_n = 0;
+    if (c->escape) {
+        double e1 = 0, e2, tr_old = 0, tr_t = 0;
+        memcpy(W, s->V, rr * sizeof(double));
+        info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', r, W, r, l->lam2, l->dwork, l->ldwork,
+                                   l->iwork, l->liwork);
+        if (info != 0) return RITE_ERR_LAPACK;
+        memcpy(W, Vt, rr * sizeof(double));
+        info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', r, W, r, lam, l->dwork, l->ldwork,
+                                   l->iwork, l->liwork);
+        if (info != 0) return RITE_ERR_LAPACK;
+        for (p = 0; p < r; p++) {
+            double d = l->lam2[p] - lam[p];   /* both ascending */
+            if (d > e1) e1 = d;
+            tr_old += s->V[(size_t)p * r + p];
+            tr_t += Vt[(size_t)p * r + p];
+        }
+        e2 = tr_old - tr_t > 0 ? tr_old - tr_t : 0;
+        s->rho_n = b2h * (s->rho + (e1 < e2 ? e1 : e2));
+        if (!(s->rho_n <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+    }
+
+    /* SPEC 9: Q = sym(W diag(1 / (sqrt(max(lam, 0) + rho + eps_root) + eps)) W^T) */
+    memcpy(W, s->Vn, rr * sizeof(double));
+    info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', r, W, r, lam, l->dwork, l->ldwork,
+                               l->iwork, l->liwork);
+    if (info != 0) return RITE_ERR_LAPACK;
+    if (c->relative_eps) root_eps *= lam[r - 1] > 0 ? lam[r - 1] : 0;
+    for (p = 0; p < r; p++) {
+        double lp = lam[p] > 0 ? lam[p] : 0;   /* (fix) clamp round-off negatives */
+        double d = 1.0 / (sqrt(lp + s->rho_n + root_eps) + c->eps);
+        int i;
+        for (i = 0; i < r; i++) Wk[(size_t)p * r + i] = W[(size_t)p * r + i] * d;
+    }
+    rite__dgemm(CblasNoTrans, CblasTrans, r, 1.0, Wk, W, 0.0, G);
+    rite__sym(G, r);
+    rite__from_double(l, G, l->QT);
+
+    /* SPEC 9: S = (scale g) Q, non-finite -> 0; SPEC 10: M <- b1h M P^T + (1 - b1h) S */
+    rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, r, scale, s->g, s->k, l->QT, r, 0.0, s->Mn, s->k);
+    rite__zap(l, s->Mn, kr);
+    rite__scal(l, kr, 1.0 - b1h, s->Mn);
+    if (!first && b1h != 0) {
+        rite__gemm(l, CblasNoTrans, CblasTrans, s->k, r, r, b1h, s->M, s->k, l->PT, r, 1.0, s->Mn, s->k);
+    }
+    ss = rite__sumsq(l, s->Mn, kr);
+    if (!(ss <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+
+    /* SPEC 11: cap the update (not the stored moment) */
+    if (c->cap > 0) {
+        double rms = sqrt(ss / (double)kr);
+        if (rms / c->cap > 1) capf = c->cap / rms;
+    }
+    /* SPEC 12: D = U T_o^+T */
+    rite__gemm(l, CblasNoTrans, CblasTrans, s->k, r, r, capf, s->Mn, s->k, o->TpT, r, 0.0, s->D, s->k);
+    return RITE_OK;
+}
+
+static rite_status rite__rite_apply(rite_layer *l, double total)
+{
+    const rite_config *c = &l->cfg;
+    double scale = 1.0, b1h = rite__bhat(c->beta1, l->k), b2h = rite__bhat(c->beta2, l->k);
+    double fL = 1.0, fR = 1.0;
+    int side, r = l->desc.r;
+    rite_status st;
+
+    /* SPEC 5: global clipping of the unmagnified gradients */
+    if (c->clip > 0) {
+        double gamma = sqrt(total);
+        if (gamma > c->clip) scale = c->clip / gamma;
+    }
+    for (side = 0; side < 2; side++) {
+        st = rite__rite_side(l, &l->s[side], &l->s[1 - side], scale, b1h, b2h);
+        if (st != RITE_OK) return st;
+    }
+    /* SPEC 13-14: weight decay and descent, from the pre-step factors */
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        if (RITE__F32(l))
+            s->norm2 = rite__descend_f32((const float *)s->X, s->layout, s->ld, s->k, r, (float *)s->D,
+                                         (float)c->lr, (float)c->weight_decay);
+        else
+            s->norm2 = rite__descend_f64((const double *)s->X, s->layout, s->ld, s->k, r, (double *)s->D,
+                                         c->lr, c->weight_decay);
+        if (s->norm2 != s->norm2) return RITE_ERR_NONFINITE_UPDATE;
+    }
+    /* SPEC 15: balance the factor norms */
+    if (c->balance) {
+        double a = sqrt(l->s[0].norm2) + 1e-6, b = sqrt(l->s[1].norm2) + 1e-6, sab = sqrt(a * b);
+        fL = sab / a;
+        fR = sab / b;
+    }
+    /* commit: nothing below can fail */
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        void *t;
+        double f = side == 0 ? fL : fR;
+        if (RITE__F32(l))
+            rite__store_f32((const float *)s->D, s->k, r, (float)f, (float *)s->X, s->layout, s->ld);
+        else
+            rite__store_f64((const double *)s->D, s->k, r, f, (double *)s->X, s->layout, s->ld);
+        t = s->M; s->M = s->Mn; s->Mn = t;      /* SPEC 10 */
+        t = s->B; s->B = s->U; s->U = t;        /* SPEC 16: keep U for the next P */
+        memcpy(s->V, s->Vn, (size_t)r * (size_t)r * sizeof(double));
+        s->rho = s->rho_n;
+    }
+    return RITE_OK;
+}
+
+/* ---- the AdamW step ------------------------------------------------------------ */
+
+static void rite__adamw_coef(const rite_layer *l, double *c)
+{
+    double t = (double)(l->k + 1);
+    c[0] = l->cfg.beta1;
+    c[1] = l->cfg.beta2;
+    c[2] = 1.0 - pow(l->cfg.beta1, t);
+    c[3] = 1.0 - pow(l->cfg.beta2, t);
+    c[4] = l->cfg.lr;
+    c[5] = l->cfg.eps;
+    c[6] = l->cfg.weight_decay;
+}
+
+static int rite__adamw_side(rite_layer *l, rite__side *s, int write)
+{
+    double c[7];
+    rite__adamw_coef(l, c);
+    if (RITE__F32(l))
+        return rite__adamw_f32((float *)s->X, (const float *)s->G, s->layout, s->ld, s->ldg, s->k,
+                               l->desc.r, (float *)s->M, (float *)s->B, c, write);
+    return rite__adamw_f64((double *)s->X, (const double *)s->G, s->layout, s->ld, s->ldg, s->k,
+                           l->desc.r, (double *)s->M, (double *)s->B, c, write);
+}
+
+/* ---- public step functions --------------------------------------------------- */
+
+static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, void *R,
+                                 const void *gL, const void *gR, double *sumsq)
+{
+    rite_status st;
+    int side;
+    double own = 0;
+    if (!l || !L || !R || !gL || !gR || !sumsq) return RITE_ERR_NULL_ARGUMENT;
+    if (l->desc.precision != prec) return RITE_ERR_PRECISION;
+    if (l->desc.optimizer == RITE_ADAMW) {
+        /* one read-only pass: inputs finite, and results finite */
+        int flags[2];
+        l->s[0].X = L; l->s[0].G = gL;
+        l->s[1].X = R; l->s[1].G = gR;
+        for (side = 0; side < 2; side++) flags[side] = rite__adamw_side(l, &l->s[side], 0);
+        l->s[0].X = l->s[1].X = NULL;
+        l->s[0].G = l->s[1].G = NULL;
+        if ((flags[0] | flags[1]) & 1) return RITE_ERR_NONFINITE_FACTOR;
+        if ((flags[0] | flags[1]) & 2) return RITE_ERR_NONFINITE_GRADIENT;
+        if ((flags[0] | flags[1]) & 4) return RITE_ERR_NONFINITE_UPDATE;
+    } else {
+        if (!rite__finite(l, L, l->s[0].layout, l->s[0].ld, l->s[0].k) ||
+            !rite__finite(l, R, l->s[1].layout, l->s[1].ld, l->s[1].k))
+            return RITE_ERR_NONFINITE_FACTOR;
+        if (!rite__finite(l, gL, l->s[0].layout, l->s[0].ldg, l->s[0].k) ||
+            !rite__finite(l, gR, l->s[1].layout, l->s[1].ldg, l->s[1].k))
+            return RITE_ERR_NONFINITE_GRADIENT;
+    }
+    /* inputs are good: from here on the scratch is overwritten */
+    l->prepared = 0;
+    l->s[0].X = L; l->s[0].G = gL;
+    l->s[1].X = R; l->s[1].G = gR;
+    if (l->desc.optimizer == RITE_LORA_RITE) {
+        st = rite__rite_prepare(l, &own);
+        if (st != RITE_OK) return st;
+    }
+    l->own_sumsq = own;
+    l->prepared = 1;
+    *sumsq = own;
+    return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_apply(rite_layer *layer, double total_sumsq)
+{
+    rite_status st = RITE_OK;
+    int side;
+    if (!layer) return RITE_ERR_NULL_ARGUMENT;
+    if (!layer->prepared) return RITE_ERR_NOT_PREPARED;
+    if (!(total_sumsq >= layer->own_sumsq && total_sumsq <= DBL_MAX)) return RITE_ERR_SUMSQ;
+    if (layer->desc.optimizer == RITE_ADAMW) {
+        for (side = 0; side < 2; side++) rite__adamw_side(layer, &layer->s[side], 1);
+    } else {
+        st = rite__rite_apply(layer, total_sumsq);
+        if (st != RITE_OK) return st;
+    }
+    layer->k++;
+    layer->prepared = 0;
+    return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_prepare_f32(rite_layer *layer, float *L, float *R,
+                                           const float *gL, const float *gR, double *sumsq)
+{
+    return rite__prepare(layer, RITE_FLOAT32, L, R, gL, gR, sumsq);
+}
+
+LORA_RITE_API rite_status rite_prepare_f64(rite_layer *layer, double *L, double *R,
+                                           const double *gL, const double *gR, double *sumsq)
+{
+    return rite__prepare(layer, RITE_FLOAT64, L, R, gL, gR, sumsq);
+}
+
+static rite_status rite__step(rite_layer *l, rite_precision prec, void *L, void *R,
+                              const void *gL, const void *gR)
+{
+    double own;
+    rite_status st = rite__prepare(l, prec, L, R, gL, gR, &own);
+    if (st != RITE_OK) return st;
+    st = rite_apply(l, own);
+    l->prepared = 0;
+    return st;
+}
+
+LORA_RITE_API rite_status rite_step_f32(rite_layer *layer, float *L, float *R,
+                                        const float *gL, const float *gR)
+{
+    return rite__step(layer, RITE_FLOAT32, L, R, gL, gR);
+}
+
+LORA_RITE_API rite_status rite_step_f64(rite_layer *layer, double *L, double *R,
+                                        const double *gL, const double *gR)
+{
+    return rite__step(layer, RITE_FLOAT64, L, R, gL, gR);
+}
+
+/* ---- state export ---------------------------------------------------------------- */
+
+LORA_RITE_API size_t rite_state_size(const rite_layer *layer)
+{
+    size_t n = sizeof(long long);
+    int side;
+    if (!layer) return 0;
+    for (side = 0; side < 2; side++) {
+        size_t kr = (size_t)layer->s[side].k * (size_t)layer->desc.r;
+        n += 2 * kr * layer->es;
+        if (layer->desc.optimizer == RITE_LORA_RITE)
+            n += (size_t)layer->desc.r * (size_t)layer->desc.r * sizeof(double) + sizeof(double);
+    }
+    return n;
+}
+
+LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, size_t dst_size)
+{
+    char *o = (char *)dst;
+    int side;
+    if (!layer || !dst) return RITE_ERR_NULL_ARGUMENT;
+    if (dst_size < rite_state_size(layer)) return RITE_ERR_BUFFER_SIZE;
+    memcpy(o, &layer->k, sizeof layer->k);
+    o += sizeof layer->k;
+    for (side = 0; side < 2; side++) {
+        const rite__side *s = &layer->s[side];
+        size_t kb = (size_t)s->k * (size_t)layer->desc.r * layer->es;
+        memcpy(o, s->M, kb);
+        o += kb;
+        memcpy(o, s->B, kb);
+        o += kb;
+        if (layer->desc.optimizer == RITE_LORA_RITE) {
+            size_t vb = (size_t)layer->desc.r * (size_t)layer->desc.r * sizeof(double);
+            memcpy(o, s->V, vb);
+            o += vb;
+            memcpy(o, &s->rho, sizeof s->rho);
+            o += sizeof s->rho;
+        }
+    }
+    return RITE_OK;
+}
+
+LORA_RITE_API const char *rite_status_string(rite_status status)
+{
+    switch (status) {
+    case RITE_OK: return "success";
+    case RITE_ERR_NULL_ARGUMENT: return "a required pointer argument is NULL";
+    case RITE_ERR_SIZE: return "m, n and r must be positive (and not too large)";
+    case RITE_ERR_RANK: return "the rank r must not exceed min(m, n)";
+    case RITE_ERR_LAYOUT: return "a layout must be RITE_RANK_LAST or RITE_RANK_FIRST";
+    case RITE_ERR_LEADING_DIM: return "a leading dimension is negative or smaller than the packed one";
+    case RITE_ERR_PRECISION: return "unknown precision, or buffers of the other precision than the layer's";
+    case RITE_ERR_OPTIMIZER: return "unknown optimizer kind";
+    case RITE_ERR_LR: return "lr must be finite and >= 0";
+    case RITE_ERR_BETA1: return "beta1 must be in [0, 1)";
+    case RITE_ERR_BETA2: return "beta2 must be in [0, 1)";
+    case RITE_ERR_EPS: return "eps must be finite and >= 0";
+    case RITE_ERR_EPS_ROOT: return "eps_root must be finite and >= 0";
+    case RITE_ERR_CLIP: return "clip must be >= 0 (0 disables clipping)";
+    case RITE_ERR_SKIP: return "skip must be >= 0 (0 disables skipping)";
+    case RITE_ERR_CAP: return "cap must be >= 0 (0 disables capping)";
+    case RITE_ERR_WEIGHT_DECAY: return "weight_decay must be finite and >= 0";
+    case RITE_ERR_NONFINITE_GRADIENT: return "a gradient holds NaN or Inf; nothing was changed";
+    case RITE_ERR_NONFINITE_FACTOR: return "a factor holds NaN or Inf; nothing was changed";
+    case RITE_ERR_NONFINITE_UPDATE: return "the step would produce NaN or Inf (overflow); nothing was changed";
+    case RITE_ERR_NOT_PREPARED: return "rite_apply needs a successful rite_prepare_* first";
+    case RITE_ERR_SUMSQ: return "the total sum of squares must be finite and >= the layer's own";
+    case RITE_ERR_OUT_OF_MEMORY: return "out of memory";
+    case RITE_ERR_LAPACK: return "a LAPACK routine failed";
+    case RITE_ERR_BUFFER_SIZE: return "the destination buffer is too small";
+    case RITE_STATUS_COUNT: break;
+    }
+    return "unknown status code";
+}
+
+#endif /* LORA_RITE_IMPLEMENTATION */
+
+/*
+MIT License
+
+Copyright (c) 2026 the lora_rite authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+*/
