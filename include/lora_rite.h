@@ -136,6 +136,11 @@ typedef enum rite_status {
     RITE_ERR_OUT_OF_MEMORY,      /* the allocator returned NULL */
     RITE_ERR_LAPACK,             /* a LAPACK routine failed (did not converge) */
     RITE_ERR_BUFFER_SIZE,        /* a caller buffer is too small */
+    RITE_ERR_IO,                 /* a checkpoint file could not be opened, read or written */
+    RITE_ERR_CHECKPOINT_FORMAT,  /* not a lora_rite checkpoint (bad magic), or truncated */
+    RITE_ERR_CHECKPOINT_VERSION, /* a checkpoint of a format version this library cannot read */
+    RITE_ERR_CHECKPOINT_CORRUPT, /* the checkpoint's checksum does not match its contents */
+    RITE_ERR_CHECKPOINT_MISMATCH,/* the checkpoint is of another optimizer, precision, size or options */
     RITE_STATUS_COUNT
 } rite_status;
 
@@ -255,6 +260,19 @@ LORA_RITE_API rite_status rite_apply(rite_layer *layer, double total_sumsq);
 LORA_RITE_API size_t rite_state_size(const rite_layer *layer);
 LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, size_t dst_size);
 
+/* Checkpoints: a layer's optimizer state (step count included) in a
+   versioned binary format with a header and a checksum (see README).
+   rite_checkpoint_size() is the exact byte count rite_checkpoint_save()
+   writes, and rite_checkpoint_load() wants exactly that many. Loading checks magic, version, checksum, and that optimizer,
+   precision, m, n, r and the escape/relative_eps/balance options match the
+   layer; on any error the layer is left exactly as it was. The factors are
+   the caller's: save them alongside. */
+LORA_RITE_API size_t rite_checkpoint_size(const rite_layer *layer);
+LORA_RITE_API rite_status rite_checkpoint_save(const rite_layer *layer, void *dst, size_t dst_size);
+LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *src, size_t src_size);
+LORA_RITE_API rite_status rite_checkpoint_save_file(const rite_layer *layer, const char *path);
+LORA_RITE_API rite_status rite_checkpoint_load_file(rite_layer *layer, const char *path);
+
 /* A short English description of a status code. Never NULL. */
 LORA_RITE_API const char *rite_status_string(rite_status status);
 
@@ -275,6 +293,7 @@ LORA_RITE_API const char *rite_status_string(rite_status status);
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1207,46 +1226,211 @@ LORA_RITE_API rite_status rite_step_f64(rite_layer *layer, double *L, double *R,
     return rite__step(layer, RITE_FLOAT64, L, R, gL, gR);
 }
 
-/* ---- state export ---------------------------------------------------------------- */
+/* ---- state export and checkpoints ------------------------------------------ */
+
+/* The persistent state as a list of byte ranges, in checkpoint order. */
+typedef struct rite__field {
+    void *p;
+    size_t n;
+} rite__field;
+
+static int rite__state_fields(const rite_layer *l, rite__field *f)
+{
+    int side, nf = 0;
+    size_t rr = (size_t)l->desc.r * (size_t)l->desc.r;
+    f[nf].p = (void *)&l->k;
+    f[nf++].n = sizeof l->k;
+    for (side = 0; side < 2; side++) {
+        const rite__side *s = &l->s[side];
+        size_t kb = (size_t)s->k * (size_t)l->desc.r * l->es;
+        f[nf].p = s->M;
+        f[nf++].n = kb;
+        f[nf].p = s->B;
+        f[nf++].n = kb;
+        if (l->desc.optimizer == RITE_LORA_RITE) {
+            f[nf].p = s->V;
+            f[nf++].n = rr * sizeof(double);
+            f[nf].p = (void *)&s->rho;
+            f[nf++].n = sizeof s->rho;
+        }
+    }
+    return nf;
+}
+
+#define RITE__MAX_FIELDS 16
 
 LORA_RITE_API size_t rite_state_size(const rite_layer *layer)
 {
-    size_t n = sizeof(long long);
-    int side;
+    rite__field f[RITE__MAX_FIELDS];
+    size_t n = 0;
+    int i, nf;
     if (!layer) return 0;
-    for (side = 0; side < 2; side++) {
-        size_t kr = (size_t)layer->s[side].k * (size_t)layer->desc.r;
-        n += 2 * kr * layer->es;
-        if (layer->desc.optimizer == RITE_LORA_RITE)
-            n += (size_t)layer->desc.r * (size_t)layer->desc.r * sizeof(double) + sizeof(double);
-    }
+    nf = rite__state_fields(layer, f);
+    for (i = 0; i < nf; i++) n += f[i].n;
     return n;
 }
 
 LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, size_t dst_size)
 {
+    rite__field f[RITE__MAX_FIELDS];
     char *o = (char *)dst;
-    int side;
+    int i, nf;
     if (!layer || !dst) return RITE_ERR_NULL_ARGUMENT;
     if (dst_size < rite_state_size(layer)) return RITE_ERR_BUFFER_SIZE;
-    memcpy(o, &layer->k, sizeof layer->k);
-    o += sizeof layer->k;
-    for (side = 0; side < 2; side++) {
-        const rite__side *s = &layer->s[side];
-        size_t kb = (size_t)s->k * (size_t)layer->desc.r * layer->es;
-        memcpy(o, s->M, kb);
-        o += kb;
-        memcpy(o, s->B, kb);
-        o += kb;
-        if (layer->desc.optimizer == RITE_LORA_RITE) {
-            size_t vb = (size_t)layer->desc.r * (size_t)layer->desc.r * sizeof(double);
-            memcpy(o, s->V, vb);
-            o += vb;
-            memcpy(o, &s->rho, sizeof s->rho);
-            o += sizeof s->rho;
-        }
+    nf = rite__state_fields(layer, f);
+    for (i = 0; i < nf; i++) {
+        memcpy(o, f[i].p, f[i].n);
+        o += f[i].n;
     }
     return RITE_OK;
+}
+
+/* Checkpoint layout (all integers in the writer's byte order, which the
+   byte-order mark records; a reader of the other order rejects the file):
+     0  char[8] magic "LORARITE"        8  u32 version (1)
+    12  u32 header bytes (64)          16  u32 byte-order mark 0x01020304
+    20  u32 optimizer                  24  u32 precision
+    28  u32 m   32 u32 n   36 u32 r    40  u32 options: 1 escape, 2 relative_eps, 4 balance
+    44  u32 layouts: 1 L rank-first, 2 R rank-first (checked for AdamW only)
+    48  u64 payload bytes              56  u64 step count (also in the payload)
+    64  payload: the state fields, as rite_state_copy writes them
+   end  u64 FNV-1a 64 checksum of every byte before it */
+#define RITE__CKPT_VERSION 1u
+#define RITE__CKPT_HEADER 64u
+
+static uint64_t rite__fnv1a(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void rite__ckpt_header(const rite_layer *l, unsigned char *h)
+{
+    uint32_t v[10];
+    uint64_t payload = rite_state_size(l), k = (uint64_t)l->k;
+    memset(h, 0, RITE__CKPT_HEADER);
+    memcpy(h, "LORARITE", 8);
+    v[0] = RITE__CKPT_VERSION;
+    v[1] = RITE__CKPT_HEADER;
+    v[2] = 0x01020304u;
+    v[3] = (uint32_t)l->desc.optimizer;
+    v[4] = (uint32_t)l->desc.precision;
+    v[5] = (uint32_t)l->desc.m;
+    v[6] = (uint32_t)l->desc.n;
+    v[7] = (uint32_t)l->desc.r;
+    v[8] = (l->cfg.escape ? 1u : 0u) | (l->cfg.relative_eps ? 2u : 0u) | (l->cfg.balance ? 4u : 0u);
+    v[9] = (l->desc.layout_L == RITE_RANK_FIRST ? 1u : 0u) | (l->desc.layout_R == RITE_RANK_FIRST ? 2u : 0u);
+    memcpy(h + 8, v, sizeof v);
+    memcpy(h + 48, &payload, 8);
+    memcpy(h + 56, &k, 8);
+}
+
+LORA_RITE_API size_t rite_checkpoint_size(const rite_layer *layer)
+{
+    return layer ? RITE__CKPT_HEADER + rite_state_size(layer) + 8 : 0;
+}
+
+LORA_RITE_API rite_status rite_checkpoint_save(const rite_layer *layer, void *dst, size_t dst_size)
+{
+    unsigned char *o = (unsigned char *)dst;
+    uint64_t h;
+    size_t n;
+    if (!layer || !dst) return RITE_ERR_NULL_ARGUMENT;
+    n = rite_checkpoint_size(layer);
+    if (dst_size < n) return RITE_ERR_BUFFER_SIZE;
+    rite__ckpt_header(layer, o);
+    rite_state_copy(layer, o + RITE__CKPT_HEADER, n - RITE__CKPT_HEADER - 8);
+    h = rite__fnv1a(14695981039346656037ull, o, n - 8);
+    memcpy(o + n - 8, &h, 8);
+    return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *src, size_t src_size)
+{
+    const unsigned char *in = (const unsigned char *)src;
+    unsigned char want[RITE__CKPT_HEADER];
+    rite__field f[RITE__MAX_FIELDS];
+    uint32_t version, mark;
+    uint64_t h, stored;
+    size_t n;
+    int i, nf;
+    if (!layer || !src) return RITE_ERR_NULL_ARGUMENT;
+    if (src_size < RITE__CKPT_HEADER + 8 || memcmp(in, "LORARITE", 8) != 0) return RITE_ERR_CHECKPOINT_FORMAT;
+    memcpy(&version, in + 8, 4);
+    memcpy(&mark, in + 16, 4);
+    if (mark != 0x01020304u) return RITE_ERR_CHECKPOINT_FORMAT;
+    if (version != RITE__CKPT_VERSION) return RITE_ERR_CHECKPOINT_VERSION;
+    n = rite_checkpoint_size(layer);
+    rite__ckpt_header(layer, want);
+    /* optimizer, precision, sizes, options: bytes 20-43; layouts (44) for AdamW */
+    if (memcmp(in + 20, want + 20, 24) != 0 ||
+        (layer->desc.optimizer == RITE_ADAMW && memcmp(in + 44, want + 44, 4) != 0) ||
+        memcmp(in + 48, want + 48, 8) != 0)
+        return RITE_ERR_CHECKPOINT_MISMATCH;
+    if (src_size != n) return RITE_ERR_CHECKPOINT_FORMAT;   /* truncated, or trailing bytes */
+    memcpy(&stored, in + n - 8, 8);
+    h = rite__fnv1a(14695981039346656037ull, in, n - 8);
+    if (h != stored || memcmp(in + 56, in + RITE__CKPT_HEADER, 8) != 0) return RITE_ERR_CHECKPOINT_CORRUPT;
+    nf = rite__state_fields(layer, f);
+    in += RITE__CKPT_HEADER;
+    for (i = 0; i < nf; i++) {
+        memcpy(f[i].p, in, f[i].n);
+        in += f[i].n;
+    }
+    layer->prepared = 0;
+    return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_checkpoint_save_file(const rite_layer *layer, const char *path)
+{
+    rite__field f[RITE__MAX_FIELDS];
+    unsigned char head[RITE__CKPT_HEADER];
+    uint64_t h;
+    FILE *fp;
+    int i, nf, ok;
+    if (!layer || !path) return RITE_ERR_NULL_ARGUMENT;
+    fp = fopen(path, "wb");
+    if (!fp) return RITE_ERR_IO;
+    rite__ckpt_header(layer, head);
+    h = rite__fnv1a(14695981039346656037ull, head, sizeof head);
+    ok = fwrite(head, 1, sizeof head, fp) == sizeof head;
+    nf = rite__state_fields(layer, f);
+    for (i = 0; i < nf && ok; i++) {
+        h = rite__fnv1a(h, f[i].p, f[i].n);
+        ok = fwrite(f[i].p, 1, f[i].n, fp) == f[i].n;
+    }
+    ok = ok && fwrite(&h, 1, 8, fp) == 8;
+    ok = (fclose(fp) == 0) && ok;
+    return ok ? RITE_OK : RITE_ERR_IO;
+}
+
+/* Reads the file into memory taken from the layer's allocator (loading is
+   not a step), then loads it. */
+LORA_RITE_API rite_status rite_checkpoint_load_file(rite_layer *layer, const char *path)
+{
+    size_t want, got;
+    unsigned char *buf;
+    rite_status st;
+    FILE *fp;
+    if (!layer || !path) return RITE_ERR_NULL_ARGUMENT;
+    fp = fopen(path, "rb");
+    if (!fp) return RITE_ERR_IO;
+    want = rite_checkpoint_size(layer);
+    buf = (unsigned char *)rite__alloc(&layer->allocator, want + 1);
+    if (!buf) {
+        fclose(fp);
+        return RITE_ERR_OUT_OF_MEMORY;
+    }
+    got = fread(buf, 1, want + 1, fp);   /* one byte more shows a file that is too long */
+    st = ferror(fp) ? RITE_ERR_IO : rite_checkpoint_load(layer, buf, got);
+    fclose(fp);
+    rite__dealloc(&layer->allocator, buf);
+    return st;
 }
 
 LORA_RITE_API const char *rite_status_string(rite_status status)
@@ -1277,6 +1461,11 @@ LORA_RITE_API const char *rite_status_string(rite_status status)
     case RITE_ERR_OUT_OF_MEMORY: return "out of memory";
     case RITE_ERR_LAPACK: return "a LAPACK routine failed";
     case RITE_ERR_BUFFER_SIZE: return "the destination buffer is too small";
+    case RITE_ERR_IO: return "a checkpoint file could not be opened, read or written";
+    case RITE_ERR_CHECKPOINT_FORMAT: return "not a lora_rite checkpoint, or truncated";
+    case RITE_ERR_CHECKPOINT_VERSION: return "unsupported checkpoint format version";
+    case RITE_ERR_CHECKPOINT_CORRUPT: return "checkpoint checksum mismatch (corrupted data)";
+    case RITE_ERR_CHECKPOINT_MISMATCH: return "checkpoint is for another optimizer, precision, size or options";
     case RITE_STATUS_COUNT: break;
     }
     return "unknown status code";
