@@ -233,6 +233,16 @@ LORA_RITE_API long long rite_step_count(const rite_layer *layer);
 /* Zero the optimizer state and the step count. */
 LORA_RITE_API void rite_reset(rite_layer *layer);
 
+/* Say that the factors were changed outside rite_step/rite_apply since the
+   last step (for example loaded, merged or rescaled by the trainer). The
+   layer does not keep the previous k x r bases; it keeps the r x r products
+   it needs of them, formed from the factors it wrote. After this call the
+   next step takes the moments to be already in the new factors' bases (the
+   basis transport P of SPEC step 4 is the identity for that step); the
+   moments, second moment and step count are kept. For a fresh start use
+   rite_reset instead. Cancels a pending rite_prepare_*. */
+LORA_RITE_API void rite_factors_changed(rite_layer *layer);
+
 /* One optimizer step: reads the gradients gL, gR and updates L and R in
    place. Equal to rite_prepare_* then rite_apply with the layer's own sum. */
 LORA_RITE_API rite_status rite_step_f32(rite_layer *layer, float *L, float *R,
@@ -309,19 +319,26 @@ typedef struct rite__side {
     rite_layout layout;
     int ld, ldg;           /* leading dimensions of the factor and its gradient */
     /* persistent state */
-    void *M;               /* LoRA-RITE: first moment (k x r). AdamW: first moment */
-    void *B;               /* LoRA-RITE: basis U at the previous step (k x r). AdamW: second moment */
-    double *V;             /* LoRA-RITE: second moment (r x r) */
+    void *M;               /* first moment (k x r), both optimizers */
+    void *B;               /* AdamW: second moment (k x r) */
+    double *Vp;            /* LoRA-RITE: second moment, upper triangle packed by columns */
+    double *C;             /* LoRA-RITE: X_new^T U, what the next step needs of this
+                              factor's basis U to transport the moments (r x r) */
     double rho;            /* LoRA-RITE: escaped mass */
     /* scratch, LoRA-RITE only */
+    void *MgM;             /* three k x r blocks [A | g | B]; M is A or B, the new
+                              first moment goes to the other, so that [M g] or
+                              [g M] is one k x 2r matrix for a single product */
+    void *g;               /* unmagnified gradient: the middle block */
+    void *Mn;              /* new first moment: the free outer block */
     void *U;               /* QR of the factor, then its basis U (k x r) */
-    void *tau;             /* Householder scalars of the QR (r) */
-    void *g;               /* unmagnified gradient (k x r) */
-    void *Mn;              /* new first moment (k x r) */
     void *D;               /* update, then the new factor (k x r) */
+    void *tau;             /* Householder scalars of the QR (r) */
     double *Tp;            /* pseudo-inverse of the triangular QR factor (r x r) */
     void *TpT;             /* the same in the layer precision */
+    double *V;             /* the second moment unpacked (r x r) */
     double *Vn;            /* new second moment (r x r) */
+    double *Cn;            /* new C (r x r) */
     double rho_n;          /* new escaped mass */
     double norm2;          /* squared Frobenius norm of the new factor */
     /* buffers of the pending step (set by prepare) */
@@ -337,8 +354,10 @@ struct rite_layer {
     long long k;           /* completed steps */
     rite__side s[2];       /* 0: L, 1: R */
     /* r x r scratch shared by both sides (double unless noted) */
-    double *P, *T1, *T2, *T3, *W, *lam, *lam2;
-    void *PT, *QT;         /* layer precision */
+    double *P, *T1, *T2, *T3, *W, *W2, *lam, *lam2;
+    void *WT;              /* 2r x r weights of the first-moment product, layer precision */
+    void *QT;              /* r x r, layer precision */
+    int stale;             /* the factors were changed outside a step */
     void *work;            /* LAPACK workspace in the layer precision (geqrf, orgqr) */
     int lwork;
     double *dwork;         /* double LAPACK workspace (gesvd, syevd) */
@@ -530,9 +549,8 @@ static void rite__to_double(const rite_layer *l, const void *x, int ldx, double 
     else rite__to_double_f64((const double *)x, ldx, r, r, y, r);
 }
 
-static void rite__from_double(const rite_layer *l, const double *y, void *x)
+static void rite__from_double(const rite_layer *l, const double *y, void *x, int n)
 {
-    int n = l->desc.r * l->desc.r;
     if (RITE__F32(l)) rite__from_double_f32(y, n, (float *)x);
     else rite__from_double_f64(y, n, (double *)x);
 }
@@ -687,37 +705,40 @@ static void *rite__carve(rite__carver *c, size_t bytes)
     return p;
 }
 
+static size_t rite__state_bytes(const rite_layer *l);
+
 static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
 {
     rite__carver c;
     size_t rr = (size_t)l->desc.r * (size_t)l->desc.r, es = l->es, r = (size_t)l->desc.r;
-    size_t state_start, scratch_start;
     int side;
     c.base = base;
     c.off = 0;
     rite__carve(&c, sizeof(rite_layer));
-    state_start = c.off;
     for (side = 0; side < 2; side++) {
         rite__side *s = &l->s[side];
-        size_t kr = (size_t)s->k * r;
-        s->M = rite__carve(&c, kr * es);
-        s->B = rite__carve(&c, kr * es);
-        if (l->desc.optimizer == RITE_LORA_RITE) s->V = (double *)rite__carve(&c, rr * sizeof(double));
-    }
-    scratch_start = c.off;
-    if (l->desc.optimizer == RITE_LORA_RITE) {
-        for (side = 0; side < 2; side++) {
-            rite__side *s = &l->s[side];
-            size_t kr = (size_t)s->k * r;
-            s->U = rite__carve(&c, kr * es);
-            s->g = rite__carve(&c, kr * es);
-            s->Mn = rite__carve(&c, kr * es);
-            s->D = rite__carve(&c, kr * es);
-            s->tau = rite__carve(&c, r * es);
-            s->Tp = (double *)rite__carve(&c, rr * sizeof(double));
-            s->TpT = rite__carve(&c, rr * es);
-            s->Vn = (double *)rite__carve(&c, rr * sizeof(double));
+        size_t kb = (size_t)s->k * r * es;
+        if (l->desc.optimizer == RITE_ADAMW) {
+            s->M = rite__carve(&c, kb);
+            s->B = rite__carve(&c, kb);
+            continue;
         }
+        s->Vp = (double *)rite__carve(&c, (rr + r) / 2 * sizeof(double));
+        s->C = (double *)rite__carve(&c, rr * sizeof(double));
+        s->MgM = rite__carve(&c, 3 * kb);
+        s->M = s->MgM;
+        s->g = base ? (char *)s->MgM + kb : NULL;
+        s->Mn = base ? (char *)s->MgM + 2 * kb : NULL;
+        s->U = rite__carve(&c, kb);
+        s->D = rite__carve(&c, kb);
+        s->tau = rite__carve(&c, r * es);
+        s->Tp = (double *)rite__carve(&c, rr * sizeof(double));
+        s->TpT = rite__carve(&c, rr * es);
+        s->V = (double *)rite__carve(&c, rr * sizeof(double));
+        s->Vn = (double *)rite__carve(&c, rr * sizeof(double));
+        s->Cn = (double *)rite__carve(&c, rr * sizeof(double));
+    }
+    if (l->desc.optimizer == RITE_LORA_RITE) {
         l->P = (double *)rite__carve(&c, rr * sizeof(double));
         l->T1 = (double *)rite__carve(&c, rr * sizeof(double));
         l->T2 = (double *)rite__carve(&c, rr * sizeof(double));
@@ -725,15 +746,16 @@ static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
         l->W = (double *)rite__carve(&c, rr * sizeof(double));
         l->lam = (double *)rite__carve(&c, r * sizeof(double));
         l->lam2 = (double *)rite__carve(&c, r * sizeof(double));
-        l->PT = rite__carve(&c, rr * es);
+        l->W2 = (double *)rite__carve(&c, 2 * rr * sizeof(double));
+        l->WT = rite__carve(&c, 2 * rr * es);
         l->QT = rite__carve(&c, rr * es);
         l->work = rite__carve(&c, (size_t)l->lwork * es);
         l->dwork = (double *)rite__carve(&c, (size_t)l->ldwork * sizeof(double));
         l->iwork = (lapack_int *)rite__carve(&c, (size_t)l->liwork * sizeof(lapack_int));
     }
-    mem->state_bytes = scratch_start - state_start;
-    mem->scratch_bytes = c.off - scratch_start;
+    mem->state_bytes = rite__state_bytes(l);
     mem->total_bytes = c.off + RITE__ALIGN; /* room to align the block */
+    mem->scratch_bytes = mem->total_bytes - mem->state_bytes - sizeof(rite_layer);
 }
 
 /* Fills a layer struct (not its buffers) from a desc. */
@@ -866,17 +888,27 @@ LORA_RITE_API long long rite_step_count(const rite_layer *layer)
 LORA_RITE_API void rite_reset(rite_layer *layer)
 {
     int side;
-    size_t kr;
+    size_t r;
     if (!layer) return;
+    r = (size_t)layer->desc.r;
     for (side = 0; side < 2; side++) {
         rite__side *s = &layer->s[side];
-        kr = (size_t)s->k * (size_t)layer->desc.r;
-        memset(s->M, 0, kr * layer->es);
-        memset(s->B, 0, kr * layer->es);
-        if (s->V) memset(s->V, 0, (size_t)layer->desc.r * (size_t)layer->desc.r * sizeof(double));
+        size_t kb = (size_t)s->k * r * layer->es;
+        memset(s->M, 0, kb);
+        if (s->B) memset(s->B, 0, kb);
+        if (s->Vp) memset(s->Vp, 0, (r * r + r) / 2 * sizeof(double));
+        if (s->C) memset(s->C, 0, r * r * sizeof(double));
         s->rho = 0;
     }
     layer->k = 0;
+    layer->stale = 0;
+    layer->prepared = 0;
+}
+
+LORA_RITE_API void rite_factors_changed(rite_layer *layer)
+{
+    if (!layer) return;
+    layer->stale = 1;
     layer->prepared = 0;
 }
 
@@ -913,7 +945,7 @@ static rite_status rite__qr_pinv(rite_layer *l, rite__side *s)
         for (i = 0; i < r; i++) VT[(size_t)i * r + p] *= inv;   /* row p of V^T */
     }
     rite__dgemm(CblasTrans, CblasTrans, r, 1.0, VT, Us, 0.0, s->Tp);
-    rite__from_double(l, s->Tp, s->TpT);
+    rite__from_double(l, s->Tp, s->TpT, r * r);
     /* U explicitly, for the basis transport of SPEC 4 */
     if (RITE__F32(l))
         info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, k, r, r, (float *)s->U, k, (const float *)s->tau,
@@ -958,19 +990,28 @@ static rite_status rite__rite_side(rite_layer *l, rite__side *s, const rite__sid
                                    double scale, double b1h, double b2h)
 {
     const rite_config *c = &l->cfg;
-    int r = l->desc.r, p;
+    int r = l->desc.r, p, i, j;
     size_t kr = (size_t)s->k * (size_t)r, rr = (size_t)r * (size_t)r;
     double *P = l->P, *Vt = l->T1, *Wk = l->T2, *G = l->T3, *W = l->W, *lam = l->lam;
     double root_eps = c->eps_root, ss, capf = 1.0;
     lapack_int info;
-    int first = l->k == 0;
+    int first = l->k == 0, mfirst = s->M == s->MgM;
+    const void *Mg = mfirst ? s->M : s->g;   /* [M g] or [g M], k x 2r */
 
-    /* SPEC 4: basis transport P = U_o^T U_o,prev (zero at the first step) */
+    for (j = 0, p = 0; j < r; j++)            /* unpack V */
+        for (i = 0; i <= j; i++, p++) s->V[(size_t)j * r + i] = s->V[(size_t)i * r + j] = s->Vp[p];
+
+    /* SPEC 4: P = U_o^T U_o,prev. With X_o = U_o T_o this is T_o^+T (X_o^T U_o,prev)
+       = T_o^+T C_o, where C_o was formed when the previous step wrote X_o.
+       Zero at the first step; the identity after rite_factors_changed. */
+    memset(P, 0, rr * sizeof(double));
+    if (!first && l->stale) {
+        for (p = 0; p < r; p++) P[(size_t)p * r + p] = 1.0;
+    } else if (!first) {
+        rite__dgemm(CblasTrans, CblasNoTrans, r, 1.0, o->Tp, o->C, 0.0, P);
+    }
+    /* SPEC 7: V~ = sym(P V P^T), non-finite -> 0 */
     if (!first) {
-        rite__gemm(l, CblasTrans, CblasNoTrans, r, r, o->k, 1.0, o->U, o->k, o->B, o->k, 0.0,
-                   l->PT, r);
-        rite__to_double(l, l->PT, r, P);
-        /* SPEC 7: V~ = sym(P V P^T), non-finite -> 0 */
         rite__dgemm(CblasNoTrans, CblasNoTrans, r, 1.0, P, s->V, 0.0, Wk);
         rite__dgemm(CblasNoTrans, CblasTrans, r, 1.0, Wk, P, 0.0, Vt);
         rite__sym(Vt, r);
@@ -987,11 +1028,11 @@ static rite_status rite__rite_side(rite_layer *l, rite__side *s, const rite__sid
         cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, scale * scale / s->k,
                     (const double *)s->g, s->k, 0.0, (double *)l->QT, r);
     rite__to_double(l, l->QT, r, G);
-    for (p = 0; p < (int)rr; p++) {
-        int i = p % r, j = p / r;
-        double gij = i <= j ? G[p] : G[(size_t)i * r + j];
-        s->Vn[p] = b2h * Vt[p] + (1.0 - b2h) * gij;
-    }
+    for (j = 0; j < r; j++)
+        for (i = 0; i < r; i++) {
+            double gij = i <= j ? G[(size_t)j * r + i] : G[(size_t)i * r + j];
+            s->Vn[(size_t)j * r + i] = b2h * Vt[(size_t)j * r + i] + (1.0 - b2h) * gij;
+        }
     rite__sym(s->Vn, r);
     if (!rite__all_finite_d(s->Vn, rr)) return RITE_ERR_NONFINITE_UPDATE;
 
@@ -1027,22 +1068,36 @@ static rite_status rite__rite_side(rite_layer *l, rite__side *s, const rite__sid
     for (p = 0; p < r; p++) {
         double lp = lam[p] > 0 ? lam[p] : 0;   /* (fix) clamp round-off negatives */
         double d = 1.0 / (sqrt(lp + s->rho_n + root_eps) + c->eps);
-        int i;
         for (i = 0; i < r; i++) Wk[(size_t)p * r + i] = W[(size_t)p * r + i] * d;
     }
     rite__dgemm(CblasNoTrans, CblasTrans, r, 1.0, Wk, W, 0.0, G);
     rite__sym(G, r);
-    rite__from_double(l, G, l->QT);
 
-    /* SPEC 9: S = (scale g) Q, non-finite -> 0; SPEC 10: M <- b1h M P^T + (1 - b1h) S */
-    rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, r, scale, s->g, s->k, l->QT, r, 0.0, s->Mn, s->k);
-    rite__zap(l, s->Mn, kr);
-    rite__scal(l, kr, 1.0 - b1h, s->Mn);
-    if (!first && b1h != 0) {
-        rite__gemm(l, CblasNoTrans, CblasTrans, s->k, r, r, b1h, s->M, s->k, l->PT, r, 1.0, s->Mn, s->k);
+    /* SPEC 9-10 as one product: M_new = b1h M P^T + (1 - b1h) S with S = (scale g) Q,
+       that is [M g] [b1h P^T; (1 - b1h) scale Q] (or [g M], the blocks swapped) */
+    {
+        double *Wm = l->W2 + (mfirst ? 0 : r), *Wg = l->W2 + (mfirst ? r : 0);
+        for (j = 0; j < r; j++)
+            for (i = 0; i < r; i++) {
+                Wm[(size_t)j * 2 * r + i] = b1h * P[(size_t)i * r + j];
+                Wg[(size_t)j * 2 * r + i] = (1.0 - b1h) * scale * G[(size_t)j * r + i];
+            }
+        rite__from_double(l, l->W2, l->WT, 2 * r * r);
     }
+    rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, 2 * r, 1.0, Mg, s->k, l->WT, 2 * r, 0.0, s->Mn, s->k);
     ss = rite__sumsq(l, s->Mn, kr);
-    if (!(ss <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+    if (!(ss <= DBL_MAX)) {
+        /* an overflow: redo it in the SPEC's order, S's non-finite entries -> 0 */
+        rite__from_double(l, G, l->QT, r * r);
+        rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, r, scale, s->g, s->k, l->QT, r, 0.0, s->Mn, s->k);
+        rite__zap(l, s->Mn, kr);
+        rite__scal(l, kr, 1.0 - b1h, s->Mn);
+        if (!first && b1h != 0)
+            rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, r, 1.0, s->M, s->k,
+                       (const char *)l->WT + (mfirst ? 0 : (size_t)r * l->es), 2 * r, 1.0, s->Mn, s->k);
+        ss = rite__sumsq(l, s->Mn, kr);
+        if (!(ss <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+    }
 
     /* SPEC 11: cap the update (not the stored moment) */
     if (c->cap > 0) {
@@ -1058,8 +1113,9 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
 {
     const rite_config *c = &l->cfg;
     double scale = 1.0, b1h = rite__bhat(c->beta1, l->k), b2h = rite__bhat(c->beta2, l->k);
-    double fL = 1.0, fR = 1.0;
+    double f[2] = {1.0, 1.0};
     int side, r = l->desc.r;
+    size_t rr = (size_t)r * (size_t)r;
     rite_status st;
 
     /* SPEC 5: global clipping of the unmagnified gradients */
@@ -1085,23 +1141,32 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
     /* SPEC 15: balance the factor norms */
     if (c->balance) {
         double a = sqrt(l->s[0].norm2) + 1e-6, b = sqrt(l->s[1].norm2) + 1e-6, sab = sqrt(a * b);
-        fL = sab / a;
-        fR = sab / b;
+        f[0] = sab / a;
+        f[1] = sab / b;
+    }
+    /* SPEC 16: what the next step needs of this step's bases: C = X_new^T U */
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        rite__gemm(l, CblasTrans, CblasNoTrans, r, r, s->k, f[side], s->D, s->k, s->U, s->k, 0.0, l->QT, r);
+        rite__to_double(l, l->QT, r, s->Cn);
+        if (!rite__all_finite_d(s->Cn, rr)) return RITE_ERR_NONFINITE_UPDATE;
     }
     /* commit: nothing below can fail */
     for (side = 0; side < 2; side++) {
         rite__side *s = &l->s[side];
         void *t;
-        double f = side == 0 ? fL : fR;
+        int i, j, p;
         if (RITE__F32(l))
-            rite__store_f32((const float *)s->D, s->k, r, (float)f, (float *)s->X, s->layout, s->ld);
+            rite__store_f32((const float *)s->D, s->k, r, (float)f[side], (float *)s->X, s->layout, s->ld);
         else
-            rite__store_f64((const double *)s->D, s->k, r, f, (double *)s->X, s->layout, s->ld);
+            rite__store_f64((const double *)s->D, s->k, r, f[side], (double *)s->X, s->layout, s->ld);
         t = s->M; s->M = s->Mn; s->Mn = t;      /* SPEC 10 */
-        t = s->B; s->B = s->U; s->U = t;        /* SPEC 16: keep U for the next P */
-        memcpy(s->V, s->Vn, (size_t)r * (size_t)r * sizeof(double));
+        for (j = 0, p = 0; j < r; j++)          /* SPEC 7, packed */
+            for (i = 0; i <= j; i++, p++) s->Vp[p] = s->Vn[(size_t)j * r + i];
+        memcpy(s->C, s->Cn, rr * sizeof(double));
         s->rho = s->rho_n;
     }
+    l->stale = 0;
     return RITE_OK;
 }
 
@@ -1237,19 +1302,22 @@ typedef struct rite__field {
 static int rite__state_fields(const rite_layer *l, rite__field *f)
 {
     int side, nf = 0;
-    size_t rr = (size_t)l->desc.r * (size_t)l->desc.r;
+    size_t r = (size_t)l->desc.r;
     f[nf].p = (void *)&l->k;
     f[nf++].n = sizeof l->k;
     for (side = 0; side < 2; side++) {
         const rite__side *s = &l->s[side];
-        size_t kb = (size_t)s->k * (size_t)l->desc.r * l->es;
+        size_t kb = (size_t)s->k * r * l->es;
         f[nf].p = s->M;
         f[nf++].n = kb;
-        f[nf].p = s->B;
-        f[nf++].n = kb;
-        if (l->desc.optimizer == RITE_LORA_RITE) {
-            f[nf].p = s->V;
-            f[nf++].n = rr * sizeof(double);
+        if (l->desc.optimizer == RITE_ADAMW) {
+            f[nf].p = s->B;
+            f[nf++].n = kb;
+        } else {
+            f[nf].p = s->Vp;
+            f[nf++].n = (r * r + r) / 2 * sizeof(double);
+            f[nf].p = s->C;
+            f[nf++].n = r * r * sizeof(double);
             f[nf].p = (void *)&s->rho;
             f[nf++].n = sizeof s->rho;
         }
@@ -1259,15 +1327,18 @@ static int rite__state_fields(const rite_layer *l, rite__field *f)
 
 #define RITE__MAX_FIELDS 16
 
-LORA_RITE_API size_t rite_state_size(const rite_layer *layer)
+static size_t rite__state_bytes(const rite_layer *l)
 {
     rite__field f[RITE__MAX_FIELDS];
     size_t n = 0;
-    int i, nf;
-    if (!layer) return 0;
-    nf = rite__state_fields(layer, f);
+    int i, nf = rite__state_fields(l, f);
     for (i = 0; i < nf; i++) n += f[i].n;
     return n;
+}
+
+LORA_RITE_API size_t rite_state_size(const rite_layer *layer)
+{
+    return layer ? rite__state_bytes(layer) : 0;
 }
 
 LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, size_t dst_size)
