@@ -331,10 +331,10 @@ typedef struct rite__side {
                               [g M] is one k x 2r matrix for a single product */
     void *g;               /* unmagnified gradient: the middle block */
     void *Mn;              /* new first moment: the free outer block */
-    void *U;               /* QR of the factor, then its basis U (k x r) */
-    void *D;               /* update, then the new factor (k x r) */
+    void *D;               /* QR of the factor; then the update; then the new factor (k x r) */
     void *tau;             /* Householder scalars of the QR (r) */
-    double *Tp;            /* pseudo-inverse of the triangular QR factor (r x r) */
+    double *Td;            /* the triangular QR factor T (r x r) */
+    double *Tp;            /* its pseudo-inverse T^+ (r x r) */
     void *TpT;             /* the same in the layer precision */
     double *V;             /* the second moment unpacked (r x r) */
     double *Vn;            /* new second moment (r x r) */
@@ -358,7 +358,7 @@ struct rite_layer {
     void *WT;              /* 2r x r weights of the first-moment product, layer precision */
     void *QT;              /* r x r, layer precision */
     int stale;             /* the factors were changed outside a step */
-    void *work;            /* LAPACK workspace in the layer precision (geqrf, orgqr) */
+    void *work;            /* LAPACK workspace in the layer precision (geqrf) */
     int lwork;
     double *dwork;         /* double LAPACK workspace (gesvd, syevd) */
     int ldwork;
@@ -378,26 +378,29 @@ struct rite_layer {
    rank-first r runs of k (a = j, b = i). */
 #define RITE__OUTER(lay, k, r) ((lay) == RITE_RANK_LAST ? (k) : (r))
 #define RITE__INNER(lay, k, r) ((lay) == RITE_RANK_LAST ? (r) : (k))
+#define RITE__TILE 16   /* rows per tile when transposing rank-last storage */
 
 #define RITE__KERNELS(T, S, SQRT)                                                      \
 /* 1 when every element of a k x r matrix in storage (lay, ld) is finite */           \
 static int rite__finite_##S(const T *x, rite_layout lay, int ld, int k, int r)         \
 {                                                                                      \
-    int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r);                \
-    T acc = 0;                                                                         \
+    int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r), bad = 0;       \
     for (a = 0; a < no; a++)                                                           \
-        for (b = 0; b < ni; b++) acc += x[(size_t)a * ld + b] * 0;  /* NaN iff not finite */ \
-    return acc == 0;                                                                   \
+        for (b = 0; b < ni; b++) bad |= x[(size_t)a * ld + b] * 0 != 0; /* NaN iff not finite */ \
+    return !bad;                                                                       \
 }                                                                                      \
 /* caller storage -> column-major k x r */                                             \
 static void rite__load_##S(const T *x, rite_layout lay, int ld, int k, int r, T *out)  \
 {                                                                                      \
-    int i, j;                                                                          \
+    int i, j, i0, i1;                                                                  \
     if (lay == RITE_RANK_FIRST) {                                                      \
         for (j = 0; j < r; j++) memcpy(out + (size_t)j * k, x + (size_t)j * ld, (size_t)k * sizeof(T)); \
-    } else {                                                                           \
-        for (i = 0; i < k; i++)                                                        \
-            for (j = 0; j < r; j++) out[(size_t)j * k + i] = x[(size_t)i * ld + j];    \
+        return;                                                                        \
+    }                                                                                  \
+    for (i0 = 0; i0 < k; i0 = i1) {           /* transpose by tiles of rows */         \
+        i1 = i0 + RITE__TILE < k ? i0 + RITE__TILE : k;                                \
+        for (j = 0; j < r; j++)                                                        \
+            for (i = i0; i < i1; i++) out[(size_t)j * k + i] = x[(size_t)i * ld + j];  \
     }                                                                                  \
 }                                                                                      \
 /* SPEC 13-14: d <- x - lr (d + wd x), x in caller storage, d column-major.            \
@@ -405,29 +408,35 @@ static void rite__load_##S(const T *x, rite_layout lay, int ld, int k, int r, T 
 static double rite__descend_##S(const T *x, rite_layout lay, int ld, int k, int r,     \
                                 T *d, T lr, T wd)                                      \
 {                                                                                      \
-    int i, j;                                                                          \
+    int i, j, i0, i1, bad = 0;                                                         \
+    size_t rs = lay == RITE_RANK_LAST ? (size_t)ld : 1, cs = lay == RITE_RANK_LAST ? 1 : (size_t)ld; \
     double ss = 0;                                                                     \
-    T chk = 0;                                                                         \
-    for (j = 0; j < r; j++)                                                            \
-        for (i = 0; i < k; i++) {                                                      \
-            T xv = lay == RITE_RANK_LAST ? x[(size_t)i * ld + j] : x[(size_t)j * ld + i]; \
-            T v = xv - lr * (d[(size_t)j * k + i] + wd * xv);                          \
-            d[(size_t)j * k + i] = v;                                                  \
-            chk += v * 0;                                                              \
-            ss += (double)v * (double)v;                                               \
-        }                                                                              \
-    return chk == 0 ? ss : (double)NAN;                                                \
+    for (i0 = 0; i0 < k; i0 = i1) {           /* tiles of rows: x is read by rows */   \
+        i1 = i0 + RITE__TILE < k ? i0 + RITE__TILE : k;                                \
+        for (j = 0; j < r; j++)                                                        \
+            for (i = i0; i < i1; i++) {                                                \
+                T xv = x[(size_t)i * rs + (size_t)j * cs];                             \
+                T v = xv - lr * (d[(size_t)j * k + i] + wd * xv);                      \
+                d[(size_t)j * k + i] = v;                                              \
+                bad |= v * 0 != 0;                                                     \
+                ss += (double)v * (double)v;                                           \
+            }                                                                          \
+    }                                                                                  \
+    return bad ? (double)NAN : ss;                                                     \
 }                                                                                      \
 /* column-major k x r times a scalar -> caller storage */                              \
 static void rite__store_##S(const T *d, int k, int r, T scale, T *x, rite_layout lay, int ld) \
 {                                                                                      \
-    int i, j;                                                                          \
+    int i, j, i0, i1;                                                                  \
     if (lay == RITE_RANK_FIRST) {                                                      \
         for (j = 0; j < r; j++)                                                        \
             for (i = 0; i < k; i++) x[(size_t)j * ld + i] = d[(size_t)j * k + i] * scale; \
-    } else {                                                                           \
-        for (i = 0; i < k; i++)                                                        \
-            for (j = 0; j < r; j++) x[(size_t)i * ld + j] = d[(size_t)j * k + i] * scale; \
+        return;                                                                        \
+    }                                                                                  \
+    for (i0 = 0; i0 < k; i0 = i1) {           /* transpose by tiles of rows */         \
+        i1 = i0 + RITE__TILE < k ? i0 + RITE__TILE : k;                                \
+        for (j = 0; j < r; j++)                                                        \
+            for (i = i0; i < i1; i++) x[(size_t)i * ld + j] = d[(size_t)j * k + i] * scale; \
     }                                                                                  \
 }                                                                                      \
 /* non-finite entries -> 0 */                                                          \
@@ -669,14 +678,8 @@ static rite_status rite__lapack_sizes(const rite_desc *d, int *lwork, int *ldwor
             info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, k, r, fdummy, k, fdummy, &fq, -1);
             if (info != 0) return RITE_ERR_LAPACK;
             if ((int)fq > *lwork) *lwork = (int)fq;
-            info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, k, r, r, fdummy, k, fdummy, &fq, -1);
-            if (info != 0) return RITE_ERR_LAPACK;
-            if ((int)fq > *lwork) *lwork = (int)fq;
         } else {
             info = LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, k, r, dummy, k, dummy, &dq, -1);
-            if (info != 0) return RITE_ERR_LAPACK;
-            if ((int)dq > *lwork) *lwork = (int)dq;
-            info = LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, k, r, r, dummy, k, dummy, &dq, -1);
             if (info != 0) return RITE_ERR_LAPACK;
             if ((int)dq > *lwork) *lwork = (int)dq;
         }
@@ -729,9 +732,9 @@ static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
         s->M = s->MgM;
         s->g = base ? (char *)s->MgM + kb : NULL;
         s->Mn = base ? (char *)s->MgM + 2 * kb : NULL;
-        s->U = rite__carve(&c, kb);
         s->D = rite__carve(&c, kb);
         s->tau = rite__carve(&c, r * es);
+        s->Td = (double *)rite__carve(&c, rr * sizeof(double));
         s->Tp = (double *)rite__carve(&c, rr * sizeof(double));
         s->TpT = rite__carve(&c, rr * es);
         s->V = (double *)rite__carve(&c, rr * sizeof(double));
@@ -914,7 +917,8 @@ LORA_RITE_API void rite_factors_changed(rite_layer *layer)
 
 /* ---- the LoRA-RITE step ---------------------------------------------------- */
 
-/* SPEC 1: thin QR X = U T of side s, T^+ with the SPEC threshold, U explicit. */
+/* SPEC 1: thin QR X = U T of side s, and T^+ with the SPEC threshold. U itself
+   is never formed: where the step needs it, it is X T^+ (see SPEC 4 and 16). */
 static rite_status rite__qr_pinv(rite_layer *l, rite__side *s)
 {
     int r = l->desc.r, k = s->k, i, p;
@@ -922,19 +926,20 @@ static rite_status rite__qr_pinv(rite_layer *l, rite__side *s)
     double tol, eps = RITE__F32(l) ? (double)FLT_EPSILON : DBL_EPSILON;
     lapack_int info;
     if (RITE__F32(l)) {
-        rite__load_f32((const float *)s->X, s->layout, s->ld, k, r, (float *)s->U);
-        info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, k, r, (float *)s->U, k, (float *)s->tau,
+        rite__load_f32((const float *)s->X, s->layout, s->ld, k, r, (float *)s->D);
+        info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, k, r, (float *)s->D, k, (float *)s->tau,
                                    (float *)l->work, l->lwork);
     } else {
-        rite__load_f64((const double *)s->X, s->layout, s->ld, k, r, (double *)s->U);
-        info = LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, k, r, (double *)s->U, k, (double *)s->tau,
+        rite__load_f64((const double *)s->X, s->layout, s->ld, k, r, (double *)s->D);
+        info = LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, k, r, (double *)s->D, k, (double *)s->tau,
                                    (double *)l->work, l->lwork);
     }
     if (info != 0) return RITE_ERR_LAPACK;
     /* T: the upper triangle of the QR output */
-    rite__to_double(l, s->U, k, T);
+    rite__to_double(l, s->D, k, T);
     for (p = 0; p < r; p++)
         for (i = p + 1; i < r; i++) T[(size_t)p * r + i] = 0;
+    memcpy(s->Td, T, (size_t)r * (size_t)r * sizeof(double));
     /* T^+ = V diag(1/sigma) U^T, sigma <= r eps sigma_max counted as zero */
     info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'A', 'A', r, r, T, r, sv, Us, r, VT, r,
                                l->dwork, l->ldwork);
@@ -946,14 +951,7 @@ static rite_status rite__qr_pinv(rite_layer *l, rite__side *s)
     }
     rite__dgemm(CblasTrans, CblasTrans, r, 1.0, VT, Us, 0.0, s->Tp);
     rite__from_double(l, s->Tp, s->TpT, r * r);
-    /* U explicitly, for the basis transport of SPEC 4 */
-    if (RITE__F32(l))
-        info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, k, r, r, (float *)s->U, k, (const float *)s->tau,
-                                   (float *)l->work, l->lwork);
-    else
-        info = LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, k, r, r, (double *)s->U, k, (const double *)s->tau,
-                                   (double *)l->work, l->lwork);
-    return info == 0 ? RITE_OK : RITE_ERR_LAPACK;
+    return RITE_OK;
 }
 
 static rite_status rite__rite_prepare(rite_layer *l, double *sumsq)
@@ -1124,8 +1122,13 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
         if (gamma > c->clip) scale = c->clip / gamma;
     }
     for (side = 0; side < 2; side++) {
-        st = rite__rite_side(l, &l->s[side], &l->s[1 - side], scale, b1h, b2h);
+        rite__side *s = &l->s[side];
+        st = rite__rite_side(l, s, &l->s[1 - side], scale, b1h, b2h);
         if (st != RITE_OK) return st;
+        /* for SPEC 16: E = D^T X, kept in Cn */
+        rite__gemm(l, CblasTrans, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, r, r, s->k,
+                   1.0, s->D, s->k, s->X, s->ld, 0.0, l->QT, r);
+        rite__to_double(l, l->QT, r, s->Cn);
     }
     /* SPEC 13-14: weight decay and descent, from the pre-step factors */
     for (side = 0; side < 2; side++) {
@@ -1144,11 +1147,17 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
         f[0] = sab / a;
         f[1] = sab / b;
     }
-    /* SPEC 16: what the next step needs of this step's bases: C = X_new^T U */
+    /* SPEC 16: what the next step needs of this step's basis U = X T^+:
+       C = X_new^T U = f ((1 - lr wd) X^T - lr D^T) X T^+ = f ((1 - lr wd) T^T - lr E T^+),
+       as X^T X T^+ = T^T T T^+ = T^T. */
     for (side = 0; side < 2; side++) {
         rite__side *s = &l->s[side];
-        rite__gemm(l, CblasTrans, CblasNoTrans, r, r, s->k, f[side], s->D, s->k, s->U, s->k, 0.0, l->QT, r);
-        rite__to_double(l, l->QT, r, s->Cn);
+        double a = f[side] * (1.0 - c->lr * c->weight_decay), b = -f[side] * c->lr;
+        int i, j;
+        rite__dgemm(CblasNoTrans, CblasNoTrans, r, 1.0, s->Cn, s->Tp, 0.0, l->T1);
+        for (j = 0; j < r; j++)
+            for (i = 0; i < r; i++)
+                s->Cn[(size_t)j * r + i] = a * s->Td[(size_t)i * r + j] + b * l->T1[(size_t)j * r + i];
         if (!rite__all_finite_d(s->Cn, rr)) return RITE_ERR_NONFINITE_UPDATE;
     }
     /* commit: nothing below can fail */
