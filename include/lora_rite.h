@@ -340,7 +340,6 @@ typedef struct rite__side {
     double *Vn;            /* new second moment (r x r) */
     double *Cn;            /* new C (r x r) */
     double rho_n;          /* new escaped mass */
-    double norm2;          /* squared Frobenius norm of the new factor */
     /* buffers of the pending step (set by prepare) */
     void *X;
     const void *G;
@@ -404,13 +403,12 @@ static void rite__load_##S(const T *x, rite_layout lay, int ld, int k, int r, T 
     }                                                                                  \
 }                                                                                      \
 /* SPEC 13-14: d <- x - lr (d + wd x), x in caller storage, d column-major.            \
-   Returns ||x_new||_F^2 (NaN when any new element is not finite). */                 \
-static double rite__descend_##S(const T *x, rite_layout lay, int ld, int k, int r,     \
-                                T *d, T lr, T wd)                                      \
+   Returns 1 when every new element is finite. */                                     \
+static int rite__descend_##S(const T *x, rite_layout lay, int ld, int k, int r,        \
+                             T *d, T lr, T wd)                                         \
 {                                                                                      \
     int i, j, i0, i1, bad = 0;                                                         \
     size_t rs = lay == RITE_RANK_LAST ? (size_t)ld : 1, cs = lay == RITE_RANK_LAST ? 1 : (size_t)ld; \
-    double ss = 0;                                                                     \
     for (i0 = 0; i0 < k; i0 = i1) {           /* tiles of rows: x is read by rows */   \
         i1 = i0 + RITE__TILE < k ? i0 + RITE__TILE : k;                                \
         for (j = 0; j < r; j++)                                                        \
@@ -419,10 +417,9 @@ static double rite__descend_##S(const T *x, rite_layout lay, int ld, int k, int 
                 T v = xv - lr * (d[(size_t)j * k + i] + wd * xv);                      \
                 d[(size_t)j * k + i] = v;                                              \
                 bad |= v * 0 != 0;                                                     \
-                ss += (double)v * (double)v;                                           \
             }                                                                          \
     }                                                                                  \
-    return bad ? (double)NAN : ss;                                                     \
+    return !bad;                                                                       \
 }                                                                                      \
 /* column-major k x r times a scalar -> caller storage */                              \
 static void rite__store_##S(const T *d, int k, int r, T scale, T *x, rite_layout lay, int ld) \
@@ -446,14 +443,6 @@ static void rite__zap_##S(T *x, size_t count)                                   
     for (i = 0; i < count; i++)                                                        \
         if (x[i] * 0 != 0) x[i] = 0;                                                   \
 }                                                                                      \
-/* sum of squares, accumulated in double */                                            \
-static double rite__sumsq_##S(const T *x, size_t count)                                \
-{                                                                                      \
-    size_t i;                                                                          \
-    double ss = 0;                                                                     \
-    for (i = 0; i < count; i++) ss += (double)x[i] * (double)x[i];                     \
-    return ss;                                                                         \
-}                                                                                      \
 static void rite__to_double_##S(const T *x, int ldx, int rows, int cols, double *y, int ldy) \
 {                                                                                      \
     int i, j;                                                                          \
@@ -466,16 +455,13 @@ static void rite__from_double_##S(const double *y, int n, T *x)                 
     for (i = 0; i < n; i++) x[i] = (T)y[i];                                            \
 }                                                                                      \
 /* AdamW, SPEC "AdamW baseline". The moments m, v are kept in the order of the         \
-   caller's storage without padding. With write = 0 nothing is written and the         \
-   return value says whether the inputs and the results are finite:                    \
-   bit 1 factor, bit 2 gradient, bit 4 result not finite. */                           \
-static int rite__adamw_##S(T *x, const T *g, rite_layout lay, int ld, int ldg, int k, int r, \
-                           T *m, T *v, const double *c, int write)                    \
+   caller's storage without padding. c holds b1, b2, 1 - b1^t, 1 - b2^t, lr, eps, wd. */ \
+static void rite__adamw_##S(T *x, const T *g, rite_layout lay, int ld, int ldg, int k, int r, \
+                            T *m, T *v, const double *c)                               \
 {                                                                                      \
     int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r);                \
     T b1 = (T)c[0], b2 = (T)c[1], bc1 = (T)c[2], bc2 = (T)c[3];                        \
     T lr = (T)c[4], eps = (T)c[5], wd = (T)c[6];                                       \
-    T cx = 0, cg = 0, cr = 0;                                                          \
     for (a = 0; a < no; a++) {                                                         \
         T *xr = x + (size_t)a * ld, *mr = m + (size_t)a * ni, *vr = v + (size_t)a * ni; \
         const T *gr = g + (size_t)a * ldg;                                             \
@@ -483,23 +469,49 @@ static int rite__adamw_##S(T *x, const T *g, rite_layout lay, int ld, int ldg, i
             T gv = gr[b], xv = xr[b];                                                  \
             T mv = b1 * mr[b] + (1 - b1) * gv;              /* m <- b1 m + (1-b1) g */ \
             T vv = b2 * vr[b] + (1 - b2) * gv * gv;         /* v <- b2 v + (1-b2) g^2 */ \
-            T xn = xv - lr * ((mv / bc1) / (SQRT(vv / bc2) + eps) + wd * xv);         \
-            if (write) {                                                               \
-                mr[b] = mv;                                                            \
-                vr[b] = vv;                                                            \
-                xr[b] = xn;                                                            \
-            } else {                                                                   \
-                cx += xv * 0;                                                          \
-                cg += gv * 0;                                                          \
-                cr += (mv + vv + xn) * 0;                                              \
-            }                                                                          \
+            mr[b] = mv;                                                                \
+            vr[b] = vv;                                                                \
+            xr[b] = xv - lr * ((mv / bc1) / (SQRT(vv / bc2) + eps) + wd * xv);        \
         }                                                                              \
     }                                                                                  \
-    return (cx != 0 ? 1 : 0) | (cg != 0 ? 2 : 0) | (cr != 0 ? 4 : 0);                  \
+}                                                                                      \
+/* The same arithmetic, writing nothing: bit 1 a factor, bit 2 a gradient,             \
+   bit 4 a result is not finite. */                                                    \
+static int rite__adamw_check_##S(const T *x, const T *g, rite_layout lay, int ld, int ldg, \
+                                 int k, int r, const T *m, const T *v, const double *c) \
+{                                                                                      \
+    int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r);                \
+    int bx = 0, bg = 0, br = 0;                                                        \
+    T b1 = (T)c[0], b2 = (T)c[1], bc1 = (T)c[2], bc2 = (T)c[3];                        \
+    T lr = (T)c[4], eps = (T)c[5], wd = (T)c[6];                                       \
+    for (a = 0; a < no; a++) {                                                         \
+        const T *xr = x + (size_t)a * ld, *mr = m + (size_t)a * ni, *vr = v + (size_t)a * ni; \
+        const T *gr = g + (size_t)a * ldg;                                             \
+        for (b = 0; b < ni; b++) {                                                     \
+            T gv = gr[b], xv = xr[b];                                                  \
+            T mv = b1 * mr[b] + (1 - b1) * gv;                                         \
+            T vv = b2 * vr[b] + (1 - b2) * gv * gv;                                    \
+            T xn = xv - lr * ((mv / bc1) / (SQRT(vv / bc2) + eps) + wd * xv);         \
+            bx |= xv * 0 != 0;                                                         \
+            bg |= gv * 0 != 0;                                                         \
+            br |= (mv + vv + xn) * 0 != 0;                                             \
+        }                                                                              \
+    }                                                                                  \
+    return bx | bg << 1 | br << 2;                                                     \
 }
 
+/* The element loops are written to vectorise. GCC keeps a scalar sqrt call
+   (for errno) unless told otherwise, and at -O2 vectorises only the simplest
+   loops; these kernels never read errno, so relax both for them alone. */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER)
+#pragma GCC push_options
+#pragma GCC optimize("no-math-errno", "tree-vectorize", "vect-cost-model=dynamic")
+#endif
 RITE__KERNELS(float, f32, sqrtf)
 RITE__KERNELS(double, f64, sqrt)
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER)
+#pragma GCC pop_options
+#endif
 
 #undef RITE__KERNELS
 
@@ -532,10 +544,11 @@ static int rite__finite(const rite_layer *l, const void *x, rite_layout lay, int
                         : rite__finite_f64((const double *)x, lay, ld, k, l->desc.r);
 }
 
+/* sum of squares of a packed buffer, accumulated in double */
 static double rite__sumsq(const rite_layer *l, const void *x, size_t count)
 {
-    return RITE__F32(l) ? rite__sumsq_f32((const float *)x, count)
-                        : rite__sumsq_f64((const double *)x, count);
+    return RITE__F32(l) ? cblas_dsdot((int)count, (const float *)x, 1, (const float *)x, 1)
+                        : cblas_ddot((int)count, (const double *)x, 1, (const double *)x, 1);
 }
 
 static void rite__zap(const rite_layer *l, void *x, size_t count)
@@ -632,6 +645,7 @@ static rite_status rite__resolve(const rite_desc *in, rite_desc *d, rite_config 
     int minmn;
     if (!in) return RITE_ERR_NULL_ARGUMENT;
     *d = *in;
+    if ((d->allocator.alloc == NULL) != (d->allocator.free == NULL)) return RITE_ERR_NULL_ARGUMENT;
     if (d->optimizer != RITE_LORA_RITE && d->optimizer != RITE_ADAMW) return RITE_ERR_OPTIMIZER;
     if (d->precision != RITE_FLOAT32 && d->precision != RITE_FLOAT64) return RITE_ERR_PRECISION;
     if (d->m <= 0 || d->n <= 0 || d->r <= 0) return RITE_ERR_SIZE;
@@ -825,7 +839,6 @@ LORA_RITE_API rite_status rite_init(rite_layer **layer, const rite_desc *desc)
     *layer = NULL;
     st = rite__setup(desc, &tmp);
     if (st != RITE_OK) return st;
-    if ((tmp.allocator.alloc == NULL) != (tmp.allocator.free == NULL)) return RITE_ERR_NULL_ARGUMENT;
     rite__plan(&tmp, NULL, &mem);
     raw = (char *)rite__alloc(&tmp.allocator, mem.total_bytes);
     if (!raw) return RITE_ERR_OUT_OF_MEMORY;
@@ -940,7 +953,21 @@ static rite_status rite__qr_pinv(rite_layer *l, rite__side *s)
     for (p = 0; p < r; p++)
         for (i = p + 1; i < r; i++) T[(size_t)p * r + i] = 0;
     memcpy(s->Td, T, (size_t)r * (size_t)r * sizeof(double));
-    /* T^+ = V diag(1/sigma) U^T, sigma <= r eps sigma_max counted as zero */
+    /* T^+ with singular values sigma <= r eps sigma_max counted as zero. When
+       none is, T^+ = T^-1, which the triangular inverse gives at a fraction of
+       the cost of the singular vectors. */
+    info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'N', 'N', r, r, T, r, sv, Us, r, VT, r,
+                               l->dwork, l->ldwork);
+    if (info != 0) return RITE_ERR_LAPACK;
+    tol = (double)r * eps * sv[0];
+    if (sv[r - 1] > tol) {
+        memcpy(s->Tp, s->Td, (size_t)r * (size_t)r * sizeof(double));
+        info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', r, s->Tp, r);
+        if (info != 0) return RITE_ERR_LAPACK;
+        rite__from_double(l, s->Tp, s->TpT, r * r);
+        return RITE_OK;
+    }
+    memcpy(T, s->Td, (size_t)r * (size_t)r * sizeof(double));
     info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'A', 'A', r, r, T, r, sv, Us, r, VT, r,
                                l->dwork, l->ldwork);
     if (info != 0) return RITE_ERR_LAPACK;
@@ -1133,17 +1160,21 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
     /* SPEC 13-14: weight decay and descent, from the pre-step factors */
     for (side = 0; side < 2; side++) {
         rite__side *s = &l->s[side];
+        int ok;
         if (RITE__F32(l))
-            s->norm2 = rite__descend_f32((const float *)s->X, s->layout, s->ld, s->k, r, (float *)s->D,
-                                         (float)c->lr, (float)c->weight_decay);
+            ok = rite__descend_f32((const float *)s->X, s->layout, s->ld, s->k, r, (float *)s->D,
+                                   (float)c->lr, (float)c->weight_decay);
         else
-            s->norm2 = rite__descend_f64((const double *)s->X, s->layout, s->ld, s->k, r, (double *)s->D,
-                                         c->lr, c->weight_decay);
-        if (s->norm2 != s->norm2) return RITE_ERR_NONFINITE_UPDATE;
+            ok = rite__descend_f64((const double *)s->X, s->layout, s->ld, s->k, r, (double *)s->D,
+                                   c->lr, c->weight_decay);
+        if (!ok) return RITE_ERR_NONFINITE_UPDATE;
     }
     /* SPEC 15: balance the factor norms */
     if (c->balance) {
-        double a = sqrt(l->s[0].norm2) + 1e-6, b = sqrt(l->s[1].norm2) + 1e-6, sab = sqrt(a * b);
+        double a = sqrt(rite__sumsq(l, l->s[0].D, (size_t)l->s[0].k * (size_t)r)) + 1e-6;
+        double b = sqrt(rite__sumsq(l, l->s[1].D, (size_t)l->s[1].k * (size_t)r)) + 1e-6;
+        double sab = sqrt(a * b);
+        if (!(sab <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
         f[0] = sab / a;
         f[1] = sab / b;
     }
@@ -1196,12 +1227,22 @@ static void rite__adamw_coef(const rite_layer *l, double *c)
 static int rite__adamw_side(rite_layer *l, rite__side *s, int write)
 {
     double c[7];
+    int r = l->desc.r;
     rite__adamw_coef(l, c);
-    if (RITE__F32(l))
-        return rite__adamw_f32((float *)s->X, (const float *)s->G, s->layout, s->ld, s->ldg, s->k,
-                               l->desc.r, (float *)s->M, (float *)s->B, c, write);
-    return rite__adamw_f64((double *)s->X, (const double *)s->G, s->layout, s->ld, s->ldg, s->k,
-                           l->desc.r, (double *)s->M, (double *)s->B, c, write);
+    if (RITE__F32(l)) {
+        if (!write)
+            return rite__adamw_check_f32((const float *)s->X, (const float *)s->G, s->layout, s->ld, s->ldg,
+                                         s->k, r, (const float *)s->M, (const float *)s->B, c);
+        rite__adamw_f32((float *)s->X, (const float *)s->G, s->layout, s->ld, s->ldg, s->k, r,
+                        (float *)s->M, (float *)s->B, c);
+    } else {
+        if (!write)
+            return rite__adamw_check_f64((const double *)s->X, (const double *)s->G, s->layout, s->ld,
+                                         s->ldg, s->k, r, (const double *)s->M, (const double *)s->B, c);
+        rite__adamw_f64((double *)s->X, (const double *)s->G, s->layout, s->ld, s->ldg, s->k, r,
+                        (double *)s->M, (double *)s->B, c);
+    }
+    return 0;
 }
 
 /* ---- public step functions --------------------------------------------------- */
