@@ -455,12 +455,14 @@ static void rite__from_double_##S(const double *y, int n, T *x)                 
     for (i = 0; i < n; i++) x[i] = (T)y[i];                                            \
 }                                                                                      \
 /* AdamW, SPEC "AdamW baseline". The moments m, v are kept in the order of the         \
-   caller's storage without padding. c holds b1, b2, 1 - b1^t, 1 - b2^t, lr, eps, wd. */ \
+   caller's storage without padding. c holds b1, b2, 1 - b1^t, 1 / sqrt(1 - b2^t),     \
+   lr, eps, wd: sqrt(v / (1 - b2^t)) is taken as sqrt(v) / sqrt(1 - b2^t), which       \
+   cannot overflow where v can be stored. */                                           \
 static void rite__adamw_##S(T *x, const T *g, rite_layout lay, int ld, int ldg, int k, int r, \
                             T *m, T *v, const double *c)                               \
 {                                                                                      \
     int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r);                \
-    T b1 = (T)c[0], b2 = (T)c[1], bc1 = (T)c[2], bc2 = (T)c[3];                        \
+    T b1 = (T)c[0], b2 = (T)c[1], bc1 = (T)c[2], rbc2 = (T)c[3];                       \
     T lr = (T)c[4], eps = (T)c[5], wd = (T)c[6];                                       \
     for (a = 0; a < no; a++) {                                                         \
         T *xr = x + (size_t)a * ld, *mr = m + (size_t)a * ni, *vr = v + (size_t)a * ni; \
@@ -471,7 +473,7 @@ static void rite__adamw_##S(T *x, const T *g, rite_layout lay, int ld, int ldg, 
             T vv = b2 * vr[b] + (1 - b2) * gv * gv;         /* v <- b2 v + (1-b2) g^2 */ \
             mr[b] = mv;                                                                \
             vr[b] = vv;                                                                \
-            xr[b] = xv - lr * ((mv / bc1) / (SQRT(vv / bc2) + eps) + wd * xv);        \
+            xr[b] = xv - lr * ((mv / bc1) / (SQRT(vv) * rbc2 + eps) + wd * xv);       \
         }                                                                              \
     }                                                                                  \
 }                                                                                      \
@@ -482,7 +484,7 @@ static int rite__adamw_check_##S(const T *x, const T *g, rite_layout lay, int ld
 {                                                                                      \
     int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r);                \
     int bx = 0, bg = 0, br = 0;                                                        \
-    T b1 = (T)c[0], b2 = (T)c[1], bc1 = (T)c[2], bc2 = (T)c[3];                        \
+    T b1 = (T)c[0], b2 = (T)c[1], bc1 = (T)c[2], rbc2 = (T)c[3];                       \
     T lr = (T)c[4], eps = (T)c[5], wd = (T)c[6];                                       \
     for (a = 0; a < no; a++) {                                                         \
         const T *xr = x + (size_t)a * ld, *mr = m + (size_t)a * ni, *vr = v + (size_t)a * ni; \
@@ -491,7 +493,7 @@ static int rite__adamw_check_##S(const T *x, const T *g, rite_layout lay, int ld
             T gv = gr[b], xv = xr[b];                                                  \
             T mv = b1 * mr[b] + (1 - b1) * gv;                                         \
             T vv = b2 * vr[b] + (1 - b2) * gv * gv;                                    \
-            T xn = xv - lr * ((mv / bc1) / (SQRT(vv / bc2) + eps) + wd * xv);         \
+            T xn = xv - lr * ((mv / bc1) / (SQRT(vv) * rbc2 + eps) + wd * xv);        \
             bx |= xv * 0 != 0;                                                         \
             bg |= gv * 0 != 0;                                                         \
             br |= (mv + vv + xn) * 0 != 0;                                             \
@@ -549,6 +551,13 @@ static double rite__sumsq(const rite_layer *l, const void *x, size_t count)
 {
     return RITE__F32(l) ? cblas_dsdot((int)count, (const float *)x, 1, (const float *)x, 1)
                         : cblas_ddot((int)count, (const double *)x, 1, (const double *)x, 1);
+}
+
+/* Frobenius norm of a packed buffer (scaled: no overflow) */
+static double rite__nrm2(const rite_layer *l, const void *x, size_t count)
+{
+    return RITE__F32(l) ? (double)cblas_snrm2((int)count, (const float *)x, 1)
+                        : cblas_dnrm2((int)count, (const double *)x, 1);
 }
 
 static void rite__zap(const rite_layer *l, void *x, size_t count)
@@ -1171,8 +1180,8 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
     }
     /* SPEC 15: balance the factor norms */
     if (c->balance) {
-        double a = sqrt(rite__sumsq(l, l->s[0].D, (size_t)l->s[0].k * (size_t)r)) + 1e-6;
-        double b = sqrt(rite__sumsq(l, l->s[1].D, (size_t)l->s[1].k * (size_t)r)) + 1e-6;
+        double a = rite__nrm2(l, l->s[0].D, (size_t)l->s[0].k * (size_t)r) + 1e-6;
+        double b = rite__nrm2(l, l->s[1].D, (size_t)l->s[1].k * (size_t)r) + 1e-6;
         double sab = sqrt(a * b);
         if (!(sab <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
         f[0] = sab / a;
@@ -1218,7 +1227,7 @@ static void rite__adamw_coef(const rite_layer *l, double *c)
     c[0] = l->cfg.beta1;
     c[1] = l->cfg.beta2;
     c[2] = 1.0 - pow(l->cfg.beta1, t);
-    c[3] = 1.0 - pow(l->cfg.beta2, t);
+    c[3] = 1.0 / sqrt(1.0 - pow(l->cfg.beta2, t));
     c[4] = l->cfg.lr;
     c[5] = l->cfg.eps;
     c[6] = l->cfg.weight_decay;
@@ -1379,7 +1388,7 @@ static int rite__state_fields(const rite_layer *l, rite__field *f)
 
 static size_t rite__state_bytes(const rite_layer *l)
 {
-    rite__field f[RITE__MAX_FIELDS];
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0}};
     size_t n = 0;
     int i, nf = rite__state_fields(l, f);
     for (i = 0; i < nf; i++) n += f[i].n;
@@ -1393,7 +1402,7 @@ LORA_RITE_API size_t rite_state_size(const rite_layer *layer)
 
 LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, size_t dst_size)
 {
-    rite__field f[RITE__MAX_FIELDS];
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0}};
     char *o = (char *)dst;
     int i, nf;
     if (!layer || !dst) return RITE_ERR_NULL_ARGUMENT;
@@ -1475,7 +1484,7 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
 {
     const unsigned char *in = (const unsigned char *)src;
     unsigned char want[RITE__CKPT_HEADER];
-    rite__field f[RITE__MAX_FIELDS];
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0}};
     uint32_t version, mark;
     uint64_t h, stored;
     size_t n;
@@ -1509,7 +1518,7 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
 
 LORA_RITE_API rite_status rite_checkpoint_save_file(const rite_layer *layer, const char *path)
 {
-    rite__field f[RITE__MAX_FIELDS];
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0}};
     unsigned char head[RITE__CKPT_HEADER];
     uint64_t h;
     FILE *fp;
