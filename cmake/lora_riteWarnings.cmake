@@ -1,0 +1,15 @@
+# lora_rite_warnings(target): the project's warning flags for its own programs
+# (tests, examples, benchmarks). With LORA_RITE_WERROR they become errors.
+function(lora_rite_warnings target)
+  if(MSVC)
+    target_compile_options(${target} PRIVATE /W4)
+    if(LORA_RITE_WERROR)
+      target_compile_options(${target} PRIVATE /WX)
+    endif()
+  else()
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic)
+    if(LORA_RITE_WERROR)
+      target_compile_options(${target} PRIVATE -Werror)
+    endif()
+  endif()
+endfunction()
