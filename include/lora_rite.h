@@ -193,6 +193,10 @@ typedef struct rite_desc {
     int ld_gL, ld_gR;            /* leading dimension of the gradients; 0 = as the factor's */
     const rite_config *config;   /* NULL = rite_config_default(optimizer) */
     rite_allocator allocator;    /* zero = malloc/free */
+    int keep_basis;              /* LoRA-RITE: keep each factor's k x r basis between
+                                    steps, so that factors changed outside the
+                                    library are transported exactly (see
+                                    rite_factors_changed); costs (m + n) r numbers */
 } rite_desc;
 
 /* Bytes a layer takes, as rite_memory_query reports them. */
@@ -234,13 +238,18 @@ LORA_RITE_API long long rite_step_count(const rite_layer *layer);
 LORA_RITE_API void rite_reset(rite_layer *layer);
 
 /* Say that the factors were changed outside rite_step/rite_apply since the
-   last step (for example loaded, merged or rescaled by the trainer). The
-   layer does not keep the previous k x r bases; it keeps the r x r products
-   it needs of them, formed from the factors it wrote. After this call the
-   next step takes the moments to be already in the new factors' bases (the
-   basis transport P of SPEC step 4 is the identity for that step); the
-   moments, second moment and step count are kept. For a fresh start use
-   rite_reset instead. Cancels a pending rite_prepare_*. */
+   last step (for example merged, re-initialised or rescaled by the trainer).
+   By default a layer does not keep the previous k x r bases of SPEC step 4;
+   it keeps the r x r products it needs of them, formed from the factors it
+   wrote, which is exact as long as the factor buffers keep what the last
+   step wrote (or what a checkpoint restores with its state). After this
+   call the next step takes the moments to be already in the new factors'
+   bases (the basis transport P is the identity for that one step); moments,
+   second moment and step count are kept. Without the call, the next step
+   would transport the moments with bases that no longer match. A layer
+   created with desc.keep_basis = 1 keeps the bases themselves and needs no
+   call: it transports exactly as SPEC step 4 says, whatever happened to the
+   factors. For a fresh start use rite_reset. Cancels a pending prepare. */
 LORA_RITE_API void rite_factors_changed(rite_layer *layer);
 
 /* One optimizer step: reads the gradients gL, gR and updates L and R in
@@ -324,6 +333,7 @@ typedef struct rite__side {
     double *Vp;            /* LoRA-RITE: second moment, upper triangle packed by columns */
     double *C;             /* LoRA-RITE: X_new^T U, what the next step needs of this
                               factor's basis U to transport the moments (r x r) */
+    void *B0;              /* LoRA-RITE with keep_basis: the basis U of the last step (k x r) */
     double rho;            /* LoRA-RITE: escaped mass */
     /* scratch, LoRA-RITE only */
     void *MgM;             /* three k x r blocks [A | g | B]; M is A or B, the new
@@ -332,6 +342,7 @@ typedef struct rite__side {
     void *g;               /* unmagnified gradient: the middle block */
     void *Mn;              /* new first moment: the free outer block */
     void *D;               /* QR of the factor; then the update; then the new factor (k x r) */
+    void *Us;              /* keep_basis: this step's basis U = X T^+ (k x r) */
     void *tau;             /* Householder scalars of the QR (r) */
     double *Td;            /* the triangular QR factor T (r x r) */
     double *Tp;            /* its pseudo-inverse T^+ (r x r) */
@@ -682,6 +693,7 @@ static rite_status rite__resolve(const rite_desc *in, rite_desc *d, rite_config 
     st = rite__check_config(cfg);
     if (st != RITE_OK) return st;
     d->config = NULL;
+    d->keep_basis = d->optimizer == RITE_LORA_RITE && d->keep_basis != 0;
     return RITE_OK;
 }
 
@@ -750,7 +762,12 @@ static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
             continue;
         }
         s->Vp = (double *)rite__carve(&c, (rr + r) / 2 * sizeof(double));
-        s->C = (double *)rite__carve(&c, rr * sizeof(double));
+        if (l->desc.keep_basis) {
+            s->B0 = rite__carve(&c, kb);
+            s->Us = rite__carve(&c, kb);
+        } else {
+            s->C = (double *)rite__carve(&c, rr * sizeof(double));
+        }
         s->MgM = rite__carve(&c, 3 * kb);
         s->M = s->MgM;
         s->g = base ? (char *)s->MgM + kb : NULL;
@@ -923,6 +940,7 @@ LORA_RITE_API void rite_reset(rite_layer *layer)
         if (s->B) memset(s->B, 0, kb);
         if (s->Vp) memset(s->Vp, 0, (r * r + r) / 2 * sizeof(double));
         if (s->C) memset(s->C, 0, r * r * sizeof(double));
+        if (s->B0) memset(s->B0, 0, kb);
         s->rho = 0;
     }
     layer->k = 0;
@@ -933,7 +951,7 @@ LORA_RITE_API void rite_reset(rite_layer *layer)
 LORA_RITE_API void rite_factors_changed(rite_layer *layer)
 {
     if (!layer) return;
-    layer->stale = 1;
+    layer->stale = !layer->desc.keep_basis;
     layer->prepared = 0;
 }
 
@@ -1006,6 +1024,9 @@ static rite_status rite__rite_prepare(rite_layer *l, double *sumsq)
         /* SPEC 2: unmagnified gradient g = grad T_other^+ */
         rite__gemm(l, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, CblasNoTrans,
                    s->k, r, r, 1.0, s->G, s->ldg, o->TpT, r, 0.0, s->g, s->k);
+        if (l->desc.keep_basis)   /* SPEC 1: the basis itself, U = X T^+ */
+            rite__gemm(l, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, CblasNoTrans,
+                       s->k, r, r, 1.0, s->X, s->ld, s->TpT, r, 0.0, s->Us, s->k);
         ss = rite__sumsq(l, s->g, kr);
         /* SPEC 3: skip a factor whose unmagnified rms exceeds the threshold */
         if (l->cfg.skip > 0 && !(sqrt(ss / (double)kr) <= l->cfg.skip) && ss == ss) {
@@ -1039,7 +1060,10 @@ static rite_status rite__rite_side(rite_layer *l, rite__side *s, const rite__sid
        = T_o^+T C_o, where C_o was formed when the previous step wrote X_o.
        Zero at the first step; the identity after rite_factors_changed. */
     memset(P, 0, rr * sizeof(double));
-    if (!first && l->stale) {
+    if (!first && l->desc.keep_basis) {   /* the bases themselves */
+        rite__gemm(l, CblasTrans, CblasNoTrans, r, r, o->k, 1.0, o->Us, o->k, o->B0, o->k, 0.0, l->QT, r);
+        rite__to_double(l, l->QT, r, P);
+    } else if (!first && l->stale) {
         for (p = 0; p < r; p++) P[(size_t)p * r + p] = 1.0;
     } else if (!first) {
         rite__dgemm(CblasTrans, CblasNoTrans, r, 1.0, o->Tp, o->C, 0.0, P);
@@ -1162,9 +1186,11 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
         st = rite__rite_side(l, s, &l->s[1 - side], scale, b1h, b2h);
         if (st != RITE_OK) return st;
         /* for SPEC 16: E = D^T X, kept in Cn */
-        rite__gemm(l, CblasTrans, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, r, r, s->k,
-                   1.0, s->D, s->k, s->X, s->ld, 0.0, l->QT, r);
-        rite__to_double(l, l->QT, r, s->Cn);
+        if (!l->desc.keep_basis) {
+            rite__gemm(l, CblasTrans, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, r, r, s->k,
+                       1.0, s->D, s->k, s->X, s->ld, 0.0, l->QT, r);
+            rite__to_double(l, l->QT, r, s->Cn);
+        }
     }
     /* SPEC 13-14: weight decay and descent, from the pre-step factors */
     for (side = 0; side < 2; side++) {
@@ -1190,7 +1216,7 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
     /* SPEC 16: what the next step needs of this step's basis U = X T^+:
        C = X_new^T U = f ((1 - lr wd) X^T - lr D^T) X T^+ = f ((1 - lr wd) T^T - lr E T^+),
        as X^T X T^+ = T^T T T^+ = T^T. */
-    for (side = 0; side < 2; side++) {
+    for (side = 0; side < 2 && !l->desc.keep_basis; side++) {
         rite__side *s = &l->s[side];
         double a = f[side] * (1.0 - c->lr * c->weight_decay), b = -f[side] * c->lr;
         int i, j;
@@ -1212,7 +1238,11 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
         t = s->M; s->M = s->Mn; s->Mn = t;      /* SPEC 10 */
         for (j = 0, p = 0; j < r; j++)          /* SPEC 7, packed */
             for (i = 0; i <= j; i++, p++) s->Vp[p] = s->Vn[(size_t)j * r + i];
-        memcpy(s->C, s->Cn, rr * sizeof(double));
+        if (l->desc.keep_basis) {
+            t = s->B0; s->B0 = s->Us; s->Us = t;   /* SPEC 16 */
+        } else {
+            memcpy(s->C, s->Cn, rr * sizeof(double));
+        }
         s->rho = s->rho_n;
     }
     l->stale = 0;
@@ -1375,8 +1405,13 @@ static int rite__state_fields(const rite_layer *l, rite__field *f)
         } else {
             f[nf].p = s->Vp;
             f[nf++].n = (r * r + r) / 2 * sizeof(double);
-            f[nf].p = s->C;
-            f[nf++].n = r * r * sizeof(double);
+            if (l->desc.keep_basis) {
+                f[nf].p = s->B0;
+                f[nf++].n = kb;
+            } else {
+                f[nf].p = s->C;
+                f[nf++].n = r * r * sizeof(double);
+            }
             f[nf].p = (void *)&s->rho;
             f[nf++].n = sizeof s->rho;
         }
@@ -1420,7 +1455,8 @@ LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, si
      0  char[8] magic "LORARITE"        8  u32 version (1)
     12  u32 header bytes (64)          16  u32 byte-order mark 0x01020304
     20  u32 optimizer                  24  u32 precision
-    28  u32 m   32 u32 n   36 u32 r    40  u32 options: 1 escape, 2 relative_eps, 4 balance
+    28  u32 m   32 u32 n   36 u32 r    40  u32 options: 1 escape, 2 relative_eps, 4 balance,
+                                           8 keep_basis
     44  u32 layouts: 1 L rank-first, 2 R rank-first (checked for AdamW only)
     48  u64 payload bytes              56  u64 step count (also in the payload)
     64  payload: the state fields, as rite_state_copy writes them
@@ -1453,7 +1489,8 @@ static void rite__ckpt_header(const rite_layer *l, unsigned char *h)
     v[5] = (uint32_t)l->desc.m;
     v[6] = (uint32_t)l->desc.n;
     v[7] = (uint32_t)l->desc.r;
-    v[8] = (l->cfg.escape ? 1u : 0u) | (l->cfg.relative_eps ? 2u : 0u) | (l->cfg.balance ? 4u : 0u);
+    v[8] = (l->cfg.escape ? 1u : 0u) | (l->cfg.relative_eps ? 2u : 0u) | (l->cfg.balance ? 4u : 0u) |
+           (l->desc.keep_basis ? 8u : 0u);
     v[9] = (l->desc.layout_L == RITE_RANK_FIRST ? 1u : 0u) | (l->desc.layout_R == RITE_RANK_FIRST ? 2u : 0u);
     memcpy(h + 8, v, sizeof v);
     memcpy(h + 48, &payload, 8);
