@@ -24,13 +24,18 @@
        rite_layer *layer;
        rite_desc desc = {0};
        desc.m = 512; desc.n = 256; desc.r = 8;        // L: 512x8, R: 256x8
-       if (rite_init(&layer, &desc) != RITE_OK) ...   // SPEC defaults
+       if (rite_init(&layer, &desc) != RITE_OK) ...   // SPEC.md defaults
        for (step = 0; step < steps; step++) {
            compute_gradients(L, R, gL, gR);           // yours
            rite_status s = rite_step_f32(layer, L, R, gL, gR);
            if (s != RITE_OK) fprintf(stderr, "%s\n", rite_status_string(s));
        }
        rite_free(layer);
+
+   Every function that takes buffers comes as _f32 (float) and _f64
+   (double), for layers created with precision RITE_FLOAT32 / RITE_FLOAT64.
+   In C11 and C++, rite_step(layer, L, R, gL, gR) and rite_prepare(...)
+   pick the right one from the buffer type.
 
    SEVERAL LAYERS, GLOBAL CLIPPING (SPEC step 5)
    The unmagnified gradients of every layer are clipped together by their
@@ -57,8 +62,8 @@
 
    CONFIGURATION
    rite_config holds the hyper-parameters; rite_config_default(optimizer)
-   returns the defaults of SPEC.md. A desc whose config pointer is NULL uses
-   them. Zero in any other desc field means its default (float32, rank-last,
+   returns the defaults of SPEC.md (the algorithm, step by step, in the
+   repository). A desc whose config pointer is NULL uses them. Zero in any other desc field means its default (float32, rank-last,
    packed, LoRA-RITE, malloc/free).
 
      field         LoRA-RITE   AdamW   meaning
@@ -74,6 +79,19 @@
      escape        0           -       escaped-mass correction (SPEC step 8)
      relative_eps  0           -       eps_root scaled by the largest eigenvalue
      balance       0           -       rebalance the factor norms after a step
+
+   STATE AND MEMORY
+   A LoRA-RITE layer keeps one k x r first moment per factor and a few r x r
+   matrices: the second moment, the escaped mass, and in place of the
+   previous step's k x r basis (SPEC step 4) the r x r product the next step
+   needs of it, formed while the old and new factors are both at hand. That
+   is half of AdamW's two k x r moments per factor, plus O(r^2). It is exact
+   as long as the factor buffers keep what the last step wrote (or what a
+   checkpoint restores); a trainer that changes them between steps calls
+   rite_factors_changed(), or creates the layer with desc.keep_basis = 1 to
+   keep the bases themselves. rite_memory_query() reports state and scratch
+   bytes before allocating; rite_checkpoint_save()/load() store and restore
+   the state in a versioned, checksummed format.
 
    ERRORS
    Every function returns a rite_status; rite_status_string() describes it.
@@ -297,6 +315,32 @@ LORA_RITE_API const char *rite_status_string(rite_status status);
 
 #ifdef __cplusplus
 } /* extern "C" */
+
+/* C++: rite_step / rite_prepare pick the precision from the buffer type. */
+inline rite_status rite_step(rite_layer *layer, float *L, float *R, const float *gL, const float *gR)
+{
+    return rite_step_f32(layer, L, R, gL, gR);
+}
+inline rite_status rite_step(rite_layer *layer, double *L, double *R, const double *gL, const double *gR)
+{
+    return rite_step_f64(layer, L, R, gL, gR);
+}
+inline rite_status rite_prepare(rite_layer *layer, float *L, float *R, const float *gL, const float *gR,
+                                double *sumsq)
+{
+    return rite_prepare_f32(layer, L, R, gL, gR, sumsq);
+}
+inline rite_status rite_prepare(rite_layer *layer, double *L, double *R, const double *gL, const double *gR,
+                                double *sumsq)
+{
+    return rite_prepare_f64(layer, L, R, gL, gR, sumsq);
+}
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+/* C11: rite_step / rite_prepare pick the precision from the type of L. */
+#define rite_step(layer, L, R, gL, gR) \
+    _Generic((L), float *: rite_step_f32, double *: rite_step_f64)(layer, L, R, gL, gR)
+#define rite_prepare(layer, L, R, gL, gR, sumsq) \
+    _Generic((L), float *: rite_prepare_f32, double *: rite_prepare_f64)(layer, L, R, gL, gR, sumsq)
 #endif
 
 #endif /* LORA_RITE_H */

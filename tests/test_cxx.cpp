@@ -151,7 +151,42 @@ void test_adamw_step() {
 
 }  // namespace
 
+// The rite_step / rite_prepare overloads call the _f32 / _f64 function of
+// the buffer type: the same bits as calling it directly.
+void test_overloads() {
+    Problem p;
+    for (int prec = 0; prec < 2; ++prec) {
+        rite_desc d = {};
+        d.m = m;
+        d.n = n;
+        d.r = r;
+        d.precision = prec ? RITE_FLOAT64 : RITE_FLOAT32;
+        rite_layer *a = nullptr, *b = nullptr;
+        CHECK(rite_init(&a, &d) == RITE_OK && rite_init(&b, &d) == RITE_OK);
+        std::vector<double> Ld(p.L), Rd(m * r > n * r ? m * r : n * r, 0.1), Ld2(Ld), Rd2(Rd);
+        std::vector<float> Lf(Ld.begin(), Ld.end()), Rf(Rd.begin(), Rd.end()), Lf2(Lf), Rf2(Rf);
+        std::vector<double> gLd(m * r, 0.01), gRd(n * r, -0.02);
+        std::vector<float> gLf(gLd.begin(), gLd.end()), gRf(gRd.begin(), gRd.end());
+        double sq = 0;
+        if (prec) {
+            CHECK(rite_step(a, Ld.data(), Rd.data(), gLd.data(), gRd.data()) == RITE_OK);
+            CHECK(rite_step_f64(b, Ld2.data(), Rd2.data(), gLd.data(), gRd.data()) == RITE_OK);
+            CHECK(Ld == Ld2 && Rd == Rd2);
+            CHECK(rite_prepare(a, Ld.data(), Rd.data(), gLd.data(), gRd.data(), &sq) == RITE_OK);
+        } else {
+            CHECK(rite_step(a, Lf.data(), Rf.data(), gLf.data(), gRf.data()) == RITE_OK);
+            CHECK(rite_step_f32(b, Lf2.data(), Rf2.data(), gLf.data(), gRf.data()) == RITE_OK);
+            CHECK(Lf == Lf2 && Rf == Rf2);
+            CHECK(rite_prepare(a, Lf.data(), Rf.data(), gLf.data(), gRf.data(), &sq) == RITE_OK);
+        }
+        CHECK(sq > 0);
+        rite_free(a);
+        rite_free(b);
+    }
+}
+
 int main() {
+    test_overloads();
     test_defaults();
     test_rank_error();
     test_status_strings();

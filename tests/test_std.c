@@ -21,6 +21,7 @@
      -lr g / (|g| + eps) (eps = 1e-8); L (zero gradient) does not move. */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #define LORA_RITE_IMPLEMENTATION
 #include "lora_rite.h"
@@ -181,8 +182,57 @@ static void run(rite_optimizer opt, rite_precision prec, const char *name) {
     make_problem(); /* undo the float rounding of L0 */
 }
 
+#if __STDC_VERSION__ >= 201112L
+/* C11: the type-generic rite_step / rite_prepare call the _f32 / _f64
+   function of the buffer type: the same bits as calling it directly. */
+static void check_generic(void) {
+    float Lf[2][M * RANK], Rf[2][N * RANK], gLf[M * RANK], gRf[N * RANK];
+    double Ld[2][M * RANK], Rd[2][N * RANK], gLd[M * RANK], gRd[N * RANK], sq = 0;
+    rite_layer *lay[4];
+    rite_desc desc = {0};
+    int i, k;
+    desc.m = M;
+    desc.n = N;
+    desc.r = RANK;
+    for (k = 0; k < 4; k++) {
+        desc.precision = k < 2 ? RITE_FLOAT32 : RITE_FLOAT64;
+        CHECK(rite_init(&lay[k], &desc) == RITE_OK, "generic: init");
+    }
+    for (k = 0; k < 2; k++) {
+        for (i = 0; i < M * RANK; i++) {
+            Lf[k][i] = (float)L0[i];
+            Ld[k][i] = L0[i];
+            gLf[i] = (float)(0.01 * L0[i]);
+            gLd[i] = 0.01 * L0[i];
+        }
+        for (i = 0; i < N * RANK; i++) {
+            Rf[k][i] = (float)(0.1 * gR0[i]);
+            Rd[k][i] = 0.1 * gR0[i];
+            gRf[i] = (float)gR0[i];
+            gRd[i] = gR0[i];
+        }
+    }
+    CHECK(rite_step(lay[0], Lf[0], Rf[0], gLf, gRf) == RITE_OK, "generic rite_step, float");
+    CHECK(rite_step_f32(lay[1], Lf[1], Rf[1], gLf, gRf) == RITE_OK, "rite_step_f32");
+    CHECK(rite_step(lay[2], Ld[0], Rd[0], gLd, gRd) == RITE_OK, "generic rite_step, double");
+    CHECK(rite_step_f64(lay[3], Ld[1], Rd[1], gLd, gRd) == RITE_OK, "rite_step_f64");
+    CHECK(memcmp(Lf[0], Lf[1], sizeof Lf[0]) == 0 && memcmp(Rf[0], Rf[1], sizeof Rf[0]) == 0,
+          "generic rite_step, float: same bits as rite_step_f32");
+    CHECK(memcmp(Ld[0], Ld[1], sizeof Ld[0]) == 0 && memcmp(Rd[0], Rd[1], sizeof Rd[0]) == 0,
+          "generic rite_step, double: same bits as rite_step_f64");
+    CHECK(rite_prepare(lay[0], Lf[0], Rf[0], gLf, gRf, &sq) == RITE_OK && sq > 0, "generic rite_prepare, float");
+    CHECK(rite_prepare(lay[2], Ld[0], Rd[0], gLd, gRd, &sq) == RITE_OK && sq > 0, "generic rite_prepare, double");
+    CHECK(rite_prepare(lay[0], Ld[0], Rd[0], gLd, gRd, &sq) == RITE_ERR_PRECISION,
+          "generic rite_prepare: double buffers on a float layer");
+    for (k = 0; k < 4; k++) rite_free(lay[k]);
+}
+#endif
+
 int main(void) {
     make_problem();
+#if __STDC_VERSION__ >= 201112L
+    check_generic();
+#endif
     run(RITE_LORA_RITE, RITE_FLOAT64, "LoRA-RITE f64");
     run(RITE_LORA_RITE, RITE_FLOAT32, "LoRA-RITE f32");
     run(RITE_ADAMW, RITE_FLOAT64, "AdamW f64");
