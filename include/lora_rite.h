@@ -300,10 +300,17 @@ LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, si
 /* Checkpoints: a layer's optimizer state (step count included) in a
    versioned binary format with a header and a checksum (see README).
    rite_checkpoint_size() is the exact byte count rite_checkpoint_save()
-   writes, and rite_checkpoint_load() wants exactly that many. Loading checks magic, version, checksum, and that optimizer,
-   precision, m, n, r and the escape/relative_eps/balance options match the
-   layer; on any error the layer is left exactly as it was. The factors are
-   the caller's: save them alongside. */
+   writes, and rite_checkpoint_load() wants exactly that many. Loading checks,
+   in this order: magic, byte order and header size (RITE_ERR_CHECKPOINT_FORMAT),
+   version (_VERSION), that optimizer, precision, m, n, r and the options
+   escape / relative_eps / balance / keep_basis match the layer (_MISMATCH;
+   for AdamW the layouts too), the length (_FORMAT), then the checksum and
+   that every number is finite (_CORRUPT). On any error the layer is left
+   exactly as it was; a successful load cancels a pending prepare. The
+   hyper-parameters (lr, betas, ...) stay the layer's own. The factors are
+   the caller's: save them alongside. save_file writes PATH in place (save
+   to another name and rename it to replace a checkpoint safely); load_file
+   reads through the layer's allocator and may return RITE_ERR_OUT_OF_MEMORY. */
 LORA_RITE_API size_t rite_checkpoint_size(const rite_layer *layer);
 LORA_RITE_API rite_status rite_checkpoint_save(const rite_layer *layer, void *dst, size_t dst_size);
 LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *src, size_t src_size);
@@ -971,12 +978,30 @@ LORA_RITE_API long long rite_step_count(const rite_layer *layer)
     return layer ? layer->k : 0;
 }
 
+/* LoRA-RITE keeps M in the first outer block of [A | g | B] after an even
+   number of steps and in the last after an odd one (each step swaps them),
+   so that a layer's arithmetic depends on its step count alone. */
+static void rite__place_moments(rite_layer *l)
+{
+    int side;
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        char *a = (char *)s->MgM;
+        size_t kb = (size_t)s->k * (size_t)l->desc.r * l->es;
+        if (!a) continue;
+        s->M = l->k % 2 == 0 ? a : a + 2 * kb;
+        s->Mn = l->k % 2 == 0 ? a + 2 * kb : a;
+    }
+}
+
 LORA_RITE_API void rite_reset(rite_layer *layer)
 {
     int side;
     size_t r;
     if (!layer) return;
     r = (size_t)layer->desc.r;
+    layer->k = 0;
+    rite__place_moments(layer);
     for (side = 0; side < 2; side++) {
         rite__side *s = &layer->s[side];
         size_t kb = (size_t)s->k * r * layer->es;
@@ -1430,44 +1455,65 @@ LORA_RITE_API rite_status rite_step_f64(rite_layer *layer, double *L, double *R,
 typedef struct rite__field {
     void *p;
     size_t n;
+    int kind;              /* 0 integers, 1 numbers of the layer precision, 2 doubles */
 } rite__field;
+
+static void rite__field_set(rite__field *f, void *p, size_t n, int kind)
+{
+    f->p = p;
+    f->n = n;
+    f->kind = kind;
+}
 
 static int rite__state_fields(const rite_layer *l, rite__field *f)
 {
     int side, nf = 0;
     size_t r = (size_t)l->desc.r;
-    f[nf].p = (void *)&l->k;
-    f[nf++].n = sizeof l->k;
+    rite__field_set(&f[nf++], (void *)&l->k, sizeof l->k, 0);
     for (side = 0; side < 2; side++) {
         const rite__side *s = &l->s[side];
         size_t kb = (size_t)s->k * r * l->es;
-        f[nf].p = s->M;
-        f[nf++].n = kb;
+        rite__field_set(&f[nf++], s->M, kb, 1);
         if (l->desc.optimizer == RITE_ADAMW) {
-            f[nf].p = s->B;
-            f[nf++].n = kb;
+            rite__field_set(&f[nf++], s->B, kb, 1);
+            continue;
+        }
+        rite__field_set(&f[nf++], s->Vp, (r * r + r) / 2 * sizeof(double), 2);
+        if (l->desc.keep_basis)
+            rite__field_set(&f[nf++], s->B0, kb, 1);
+        else
+            rite__field_set(&f[nf++], s->C, r * r * sizeof(double), 2);
+        rite__field_set(&f[nf++], (void *)&s->rho, sizeof s->rho, 2);
+    }
+    if (l->desc.optimizer == RITE_LORA_RITE && !l->desc.keep_basis)
+        rite__field_set(&f[nf++], (void *)&l->stale, sizeof l->stale, 0);
+    return nf;
+}
+
+/* 1 when the n bytes at p (possibly unaligned) are finite numbers */
+static int rite__finite_bytes(const unsigned char *p, size_t n, size_t es)
+{
+    size_t i;
+    int bad = 0;
+    for (i = 0; i + es <= n; i += es) {
+        if (es == sizeof(float)) {
+            float v;
+            memcpy(&v, p + i, sizeof v);
+            bad |= v * 0 != 0;
         } else {
-            f[nf].p = s->Vp;
-            f[nf++].n = (r * r + r) / 2 * sizeof(double);
-            if (l->desc.keep_basis) {
-                f[nf].p = s->B0;
-                f[nf++].n = kb;
-            } else {
-                f[nf].p = s->C;
-                f[nf++].n = r * r * sizeof(double);
-            }
-            f[nf].p = (void *)&s->rho;
-            f[nf++].n = sizeof s->rho;
+            double v;
+            memcpy(&v, p + i, sizeof v);
+            bad |= v * 0 != 0;
         }
     }
-    return nf;
+    return !bad;
 }
 
 #define RITE__MAX_FIELDS 16
 
 static size_t rite__state_bytes(const rite_layer *l)
 {
-    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0}};
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0}};
     size_t n = 0;
     int i, nf = rite__state_fields(l, f);
     for (i = 0; i < nf; i++) n += f[i].n;
@@ -1481,7 +1527,7 @@ LORA_RITE_API size_t rite_state_size(const rite_layer *layer)
 
 LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, size_t dst_size)
 {
-    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0}};
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0}};
     char *o = (char *)dst;
     int i, nf;
     if (!layer || !dst) return RITE_ERR_NULL_ARGUMENT;
@@ -1533,8 +1579,9 @@ static void rite__ckpt_header(const rite_layer *l, unsigned char *h)
     v[5] = (uint32_t)l->desc.m;
     v[6] = (uint32_t)l->desc.n;
     v[7] = (uint32_t)l->desc.r;
-    v[8] = (l->cfg.escape ? 1u : 0u) | (l->cfg.relative_eps ? 2u : 0u) | (l->cfg.balance ? 4u : 0u) |
-           (l->desc.keep_basis ? 8u : 0u);
+    v[8] = l->desc.optimizer == RITE_ADAMW ? 0u
+           : (l->cfg.escape ? 1u : 0u) | (l->cfg.relative_eps ? 2u : 0u) | (l->cfg.balance ? 4u : 0u) |
+             (l->desc.keep_basis ? 8u : 0u);
     v[9] = (l->desc.layout_L == RITE_RANK_FIRST ? 1u : 0u) | (l->desc.layout_R == RITE_RANK_FIRST ? 2u : 0u);
     memcpy(h + 8, v, sizeof v);
     memcpy(h + 48, &payload, 8);
@@ -1565,17 +1612,19 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
 {
     const unsigned char *in = (const unsigned char *)src;
     unsigned char want[RITE__CKPT_HEADER];
-    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0}};
-    uint32_t version, mark;
-    uint64_t h, stored;
-    size_t n;
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0}};
+    uint32_t version, mark, hsize;
+    uint64_t h, stored, k;
+    size_t n, off;
     int i, nf;
     if (!layer || !src) return RITE_ERR_NULL_ARGUMENT;
     if (src_size < RITE__CKPT_HEADER + 8 || memcmp(in, "LORARITE", 8) != 0) return RITE_ERR_CHECKPOINT_FORMAT;
     memcpy(&version, in + 8, 4);
+    memcpy(&hsize, in + 12, 4);
     memcpy(&mark, in + 16, 4);
     if (mark != 0x01020304u) return RITE_ERR_CHECKPOINT_FORMAT;
     if (version != RITE__CKPT_VERSION) return RITE_ERR_CHECKPOINT_VERSION;
+    if (hsize != RITE__CKPT_HEADER) return RITE_ERR_CHECKPOINT_FORMAT;
     n = rite_checkpoint_size(layer);
     rite__ckpt_header(layer, want);
     /* optimizer, precision, sizes, options: bytes 20-43; layouts (44) for AdamW */
@@ -1587,19 +1636,26 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
     memcpy(&stored, in + n - 8, 8);
     h = rite__fnv1a(14695981039346656037ull, in, n - 8);
     if (h != stored || memcmp(in + 56, in + RITE__CKPT_HEADER, 8) != 0) return RITE_ERR_CHECKPOINT_CORRUPT;
+    /* every number finite (a payload resealed by hand could hold anything) */
     nf = rite__state_fields(layer, f);
-    in += RITE__CKPT_HEADER;
-    for (i = 0; i < nf; i++) {
-        memcpy(f[i].p, in, f[i].n);
-        in += f[i].n;
-    }
+    for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++)
+        if (f[i].kind && !rite__finite_bytes(in + off, f[i].n, f[i].kind == 1 ? layer->es : sizeof(double)))
+            return RITE_ERR_CHECKPOINT_CORRUPT;
+    /* all checked: place the moment blocks for the loaded step count, then copy */
+    memcpy(&k, in + 56, 8);
+    layer->k = (long long)k;
+    rite__place_moments(layer);
+    nf = rite__state_fields(layer, f);
+    for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++) memcpy(f[i].p, in + off, f[i].n);
     layer->prepared = 0;
     return RITE_OK;
 }
 
+/* Writes PATH in place (to replace a checkpoint safely, save to another
+   name and rename it). */
 LORA_RITE_API rite_status rite_checkpoint_save_file(const rite_layer *layer, const char *path)
 {
-    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0}};
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0}};
     unsigned char head[RITE__CKPT_HEADER];
     uint64_t h;
     FILE *fp;
