@@ -50,7 +50,8 @@
    rite_step_f32 is rite_prepare_f32 followed by rite_apply with the layer's
    own sum: a layer stepped alone is clipped by its own norm. Between prepare
    and apply neither the factors nor the gradients may be changed (AdamW
-   reads its gradients in apply); rite_set_config cancels a pending prepare.
+   reads its gradients in apply). A pending prepare may be dropped: the next
+   prepare replaces it; rite_set_config also cancels it.
 
    STORAGE
    Each factor (and its gradient) is stored row-major in one of two layouts:
@@ -101,9 +102,19 @@
    allocates inside a step; all memory is taken at rite_init.
 
    THREADS
-   Distinct layers may be stepped concurrently from different threads. One
-   layer must not be used by two threads at once. The BLAS library may use
-   threads of its own (OPENBLAS_NUM_THREADS).
+   Layers are independent and the library has no global mutable state; all
+   scratch space is per layer. Distinct layers may be created, stepped,
+   reconfigured, checkpointed and freed concurrently from different threads,
+   with results bit-identical to stepping them in one thread (for a given
+   BLAS thread count). A rite_config may be shared read-only; rite_init and
+   rite_set_config copy it. One layer must not be used by two threads at
+   once, except that functions taking a const rite_layer * may run together
+   while no thread modifies it. A layer may move between threads (prepared
+   in one, applied in another) with ordinary synchronisation in between.
+   Allocator hooks shared by layers of different threads must be
+   thread-safe, and so must the CBLAS/LAPACKE (OpenBLAS's pthreads build
+   is). When stepping layers from several threads, OPENBLAS_NUM_THREADS=1
+   avoids contention between the two kinds of threads.
 
    OPTIONS (define before including the implementation)
      LORA_RITE_API      storage class of the public functions (default: extern)
@@ -1048,6 +1059,8 @@ static rite_status rite__qr_pinv(rite_layer *l, rite__side *s)
     rite__to_double(l, s->D, k, T);
     for (p = 0; p < r; p++)
         for (i = p + 1; i < r; i++) T[(size_t)p * r + i] = 0;
+    /* a factor so large that its norms overflow: refuse before LAPACK sees it */
+    if (!rite__all_finite_d(T, (size_t)r * (size_t)r)) return RITE_ERR_NONFINITE_UPDATE;
     memcpy(s->Td, T, (size_t)r * (size_t)r * sizeof(double));
     /* T^+ with singular values sigma <= r eps sigma_max counted as zero. When
        none is, T^+ = T^-1, which the triangular inverse gives at a fraction of

@@ -591,11 +591,18 @@ static int ck_phase2(const char *dir) {
 
 /* Run this executable again as `<self> --phase2 <dir>`; its exit status. */
 static int ck_run_phase2(void) {
-    const char *self = access("/proc/self/exe", X_OK) == 0 ? "/proc/self/exe" : g_self;
+    /* the resolved path of this program (under valgrind /proc/self/exe is valgrind) */
+    static char resolved[4200];
+    const char *self = g_self;
+    ssize_t len = readlink("/proc/self/exe", resolved, sizeof resolved - 1);
     char a0[4200], a1[] = "--phase2", a2[4200];
     char *args[4];
     pid_t pid;
     int status = 0;
+    if (len > 0) {
+        resolved[len] = 0;
+        if (access(resolved, X_OK) == 0) self = resolved;
+    }
     snprintf(a0, sizeof a0, "%s", self);
     snprintf(a2, sizeof a2, "%s", g_dir);
     args[0] = a0;
@@ -624,6 +631,12 @@ static void test_resume_fresh_process(void **state) {
     int nc = ck_cases(cases), i, s;
     char path[4200], name[64];
     (void)state;
+    if (getenv("LORA_RITE_VALGRIND")) {
+        /* valgrind emulates floating point: its numbers need not match the
+           native child process bit for bit (in-process resume is still tested) */
+        printf("    skipped under valgrind: a native child would be compared with an emulated parent\n");
+        skip();
+    }
     for (i = 0; i < nc; i++) {
         ck_prob p;
         rite_layer *l;

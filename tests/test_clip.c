@@ -168,6 +168,11 @@ static void global_case(const char *name, const ref_config *cfg, double spike) {
     long clipped = 0, skipped = 0;
     int i, s;
 
+    memset(lib, 0, sizeof lib);   /* the comparisons read whole MAXK x MAXR arrays */
+    memset(La, 0, sizeof La);
+    memset(Ra, 0, sizeof Ra);
+    memset(Lr, 0, sizeof Lr);
+    memset(Rr, 0, sizeof Rr);
     for (i = 0; i < NL; i++) {
         problem_make(&p[i], i);
         lib_make(&lib[i], i, &p[i], cfg);
