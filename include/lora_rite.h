@@ -527,46 +527,24 @@ static void rite__from_double_##S(const double *y, int n, T *x)                 
     int i;                                                                             \
     for (i = 0; i < n; i++) x[i] = (T)y[i];                                            \
 }                                                                                      \
-/* AdamW, SPEC "AdamW baseline". The moments m, v are kept in the order of the         \
-   caller's storage without padding. c holds b1, b2, 1 - b1^t, 1 / sqrt(1 - b2^t),     \
-   lr, eps, wd: sqrt(v / (1 - b2^t)) is taken as sqrt(v) / sqrt(1 - b2^t), which       \
-   cannot overflow where v can be stored. */                                           \
-static void rite__adamw_##S(T *x, const T *g, rite_layout lay, int ld, int ldg, int k, int r, \
-                            T *m, T *v, const double *c)                               \
+/* AdamW, SPEC "AdamW baseline", on n contiguous elements. k holds b1, b2,      \
+   1 - b1, 1 - b2, 1 - b1^t, 1 / sqrt(1 - b2^t), lr, eps, wd: sqrt(v / (1 - b2^t)) \
+   is taken as sqrt(v) / sqrt(1 - b2^t), which cannot overflow where v can be     \
+   stored. With write = 0 nothing is written and the result says what is not      \
+   finite: bit 1 a factor, bit 2 a gradient, bit 4 a result. */                    \
+static int rite__adamw_span_##S(T *x, const T *g, T *m, T *v, int n, const T *k, int write) \
 {                                                                                      \
-    int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r);                \
-    T b1 = (T)c[0], b2 = (T)c[1], bc1 = (T)c[2], rbc2 = (T)c[3];                       \
-    T lr = (T)c[4], eps = (T)c[5], wd = (T)c[6];                                       \
-    for (a = 0; a < no; a++) {                                                         \
-        T *xr = x + (size_t)a * ld, *mr = m + (size_t)a * ni, *vr = v + (size_t)a * ni; \
-        const T *gr = g + (size_t)a * ldg;                                             \
-        for (b = 0; b < ni; b++) {                                                     \
-            T gv = gr[b], xv = xr[b];                                                  \
-            T mv = b1 * mr[b] + (1 - b1) * gv;              /* m <- b1 m + (1-b1) g */ \
-            T vv = b2 * vr[b] + (1 - b2) * gv * gv;         /* v <- b2 v + (1-b2) g^2 */ \
-            mr[b] = mv;                                                                \
-            vr[b] = vv;                                                                \
-            xr[b] = xv - lr * ((mv / bc1) / (SQRT(vv) * rbc2 + eps) + wd * xv);       \
-        }                                                                              \
-    }                                                                                  \
-}                                                                                      \
-/* The same arithmetic, writing nothing: bit 1 a factor, bit 2 a gradient,             \
-   bit 4 a result is not finite. */                                                    \
-static int rite__adamw_check_##S(const T *x, const T *g, rite_layout lay, int ld, int ldg, \
-                                 int k, int r, const T *m, const T *v, const double *c) \
-{                                                                                      \
-    int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r);                \
-    int bx = 0, bg = 0, br = 0;                                                        \
-    T b1 = (T)c[0], b2 = (T)c[1], bc1 = (T)c[2], rbc2 = (T)c[3];                       \
-    T lr = (T)c[4], eps = (T)c[5], wd = (T)c[6];                                       \
-    for (a = 0; a < no; a++) {                                                         \
-        const T *xr = x + (size_t)a * ld, *mr = m + (size_t)a * ni, *vr = v + (size_t)a * ni; \
-        const T *gr = g + (size_t)a * ldg;                                             \
-        for (b = 0; b < ni; b++) {                                                     \
-            T gv = gr[b], xv = xr[b];                                                  \
-            T mv = b1 * mr[b] + (1 - b1) * gv;                                         \
-            T vv = b2 * vr[b] + (1 - b2) * gv * gv;                                    \
-            T xn = xv - lr * ((mv / bc1) / (SQRT(vv) * rbc2 + eps) + wd * xv);        \
+    int b, bx = 0, bg = 0, br = 0;                                                     \
+    for (b = 0; b < n; b++) {                                                          \
+        T gv = g[b], xv = x[b];                                                        \
+        T mv = k[0] * m[b] + k[2] * gv;                     /* m <- b1 m + (1-b1) g */ \
+        T vv = k[1] * v[b] + k[3] * gv * gv;                /* v <- b2 v + (1-b2) g^2 */ \
+        T xn = xv - k[6] * ((mv / k[4]) / (SQRT(vv) * k[5] + k[7]) + k[8] * xv);      \
+        if (write) {                                                                   \
+            m[b] = mv;                                                                 \
+            v[b] = vv;                                                                 \
+            x[b] = xn;                                                                 \
+        } else {                                                                       \
             bx |= xv * 0 != 0;                                                         \
             bg |= gv * 0 != 0;                                                         \
             br |= (mv + vv + xn) * 0 != 0;                                             \
@@ -586,6 +564,73 @@ RITE__KERNELS(float, f32, sqrtf)
 RITE__KERNELS(double, f64, sqrt)
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER)
 #pragma GCC pop_options
+#endif
+
+/* AdamW spans in SSE2 where it exists: compilers keep sqrt scalar (for errno)
+   in the plain loop above. The same operations in the same order, lane by
+   lane; the scalar loop does the tail. */
+#if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
+#include <emmintrin.h>
+
+static int rite__adamw_fast_f32(float *x, const float *g, float *m, float *v, int n, const float *k, int write)
+{
+    const __m128 b1 = _mm_set1_ps(k[0]), b2 = _mm_set1_ps(k[1]), ob1 = _mm_set1_ps(k[2]);
+    const __m128 ob2 = _mm_set1_ps(k[3]), bc1 = _mm_set1_ps(k[4]), rbc2 = _mm_set1_ps(k[5]);
+    const __m128 lr = _mm_set1_ps(k[6]), eps = _mm_set1_ps(k[7]), wd = _mm_set1_ps(k[8]);
+    const __m128 zero = _mm_setzero_ps();
+    int b = 0, flags = 0, bx = 0, bg = 0, br = 0;
+    for (; b + 4 <= n; b += 4) {
+        __m128 gv = _mm_loadu_ps(g + b), xv = _mm_loadu_ps(x + b);
+        __m128 mv = _mm_add_ps(_mm_mul_ps(b1, _mm_loadu_ps(m + b)), _mm_mul_ps(ob1, gv));
+        __m128 vv = _mm_add_ps(_mm_mul_ps(b2, _mm_loadu_ps(v + b)), _mm_mul_ps(_mm_mul_ps(ob2, gv), gv));
+        __m128 den = _mm_add_ps(_mm_mul_ps(_mm_sqrt_ps(vv), rbc2), eps);
+        __m128 upd = _mm_add_ps(_mm_div_ps(_mm_div_ps(mv, bc1), den), _mm_mul_ps(wd, xv));
+        __m128 xn = _mm_sub_ps(xv, _mm_mul_ps(lr, upd));
+        if (write) {
+            _mm_storeu_ps(m + b, mv);
+            _mm_storeu_ps(v + b, vv);
+            _mm_storeu_ps(x + b, xn);
+        } else {
+            bx |= _mm_movemask_ps(_mm_cmpneq_ps(_mm_mul_ps(xv, zero), zero));
+            bg |= _mm_movemask_ps(_mm_cmpneq_ps(_mm_mul_ps(gv, zero), zero));
+            br |= _mm_movemask_ps(_mm_cmpneq_ps(_mm_mul_ps(_mm_add_ps(_mm_add_ps(mv, vv), xn), zero), zero));
+        }
+    }
+    flags = (bx ? 1 : 0) | (bg ? 2 : 0) | (br ? 4 : 0);
+    return flags | rite__adamw_span_f32(x + b, g + b, m + b, v + b, n - b, k, write);
+}
+
+static int rite__adamw_fast_f64(double *x, const double *g, double *m, double *v, int n, const double *k,
+                                int write)
+{
+    const __m128d b1 = _mm_set1_pd(k[0]), b2 = _mm_set1_pd(k[1]), ob1 = _mm_set1_pd(k[2]);
+    const __m128d ob2 = _mm_set1_pd(k[3]), bc1 = _mm_set1_pd(k[4]), rbc2 = _mm_set1_pd(k[5]);
+    const __m128d lr = _mm_set1_pd(k[6]), eps = _mm_set1_pd(k[7]), wd = _mm_set1_pd(k[8]);
+    const __m128d zero = _mm_setzero_pd();
+    int b = 0, flags = 0, bx = 0, bg = 0, br = 0;
+    for (; b + 2 <= n; b += 2) {
+        __m128d gv = _mm_loadu_pd(g + b), xv = _mm_loadu_pd(x + b);
+        __m128d mv = _mm_add_pd(_mm_mul_pd(b1, _mm_loadu_pd(m + b)), _mm_mul_pd(ob1, gv));
+        __m128d vv = _mm_add_pd(_mm_mul_pd(b2, _mm_loadu_pd(v + b)), _mm_mul_pd(_mm_mul_pd(ob2, gv), gv));
+        __m128d den = _mm_add_pd(_mm_mul_pd(_mm_sqrt_pd(vv), rbc2), eps);
+        __m128d upd = _mm_add_pd(_mm_div_pd(_mm_div_pd(mv, bc1), den), _mm_mul_pd(wd, xv));
+        __m128d xn = _mm_sub_pd(xv, _mm_mul_pd(lr, upd));
+        if (write) {
+            _mm_storeu_pd(m + b, mv);
+            _mm_storeu_pd(v + b, vv);
+            _mm_storeu_pd(x + b, xn);
+        } else {
+            bx |= _mm_movemask_pd(_mm_cmpneq_pd(_mm_mul_pd(xv, zero), zero));
+            bg |= _mm_movemask_pd(_mm_cmpneq_pd(_mm_mul_pd(gv, zero), zero));
+            br |= _mm_movemask_pd(_mm_cmpneq_pd(_mm_mul_pd(_mm_add_pd(_mm_add_pd(mv, vv), xn), zero), zero));
+        }
+    }
+    flags = (bx ? 1 : 0) | (bg ? 2 : 0) | (br ? 4 : 0);
+    return flags | rite__adamw_span_f64(x + b, g + b, m + b, v + b, n - b, k, write);
+}
+#else
+#define rite__adamw_fast_f32 rite__adamw_span_f32
+#define rite__adamw_fast_f64 rite__adamw_span_f64
 #endif
 
 #undef RITE__KERNELS
@@ -1333,37 +1378,37 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
 
 /* ---- the AdamW step ------------------------------------------------------------ */
 
-static void rite__adamw_coef(const rite_layer *l, double *c)
-{
-    double t = (double)(l->k + 1);
-    c[0] = l->cfg.beta1;
-    c[1] = l->cfg.beta2;
-    c[2] = 1.0 - pow(l->cfg.beta1, t);
-    c[3] = 1.0 / sqrt(1.0 - pow(l->cfg.beta2, t));
-    c[4] = l->cfg.lr;
-    c[5] = l->cfg.eps;
-    c[6] = l->cfg.weight_decay;
-}
-
+/* SPEC "AdamW baseline" for one factor, row by row of its storage: with
+   write = 0 only checks (see rite__adamw_span_*), else updates. */
 static int rite__adamw_side(rite_layer *l, rite__side *s, int write)
 {
-    double c[7];
-    int r = l->desc.r;
-    rite__adamw_coef(l, c);
-    if (RITE__F32(l)) {
-        if (!write)
-            return rite__adamw_check_f32((const float *)s->X, (const float *)s->G, s->layout, s->ld, s->ldg,
-                                         s->k, r, (const float *)s->M, (const float *)s->B, c);
-        rite__adamw_f32((float *)s->X, (const float *)s->G, s->layout, s->ld, s->ldg, s->k, r,
-                        (float *)s->M, (float *)s->B, c);
-    } else {
-        if (!write)
-            return rite__adamw_check_f64((const double *)s->X, (const double *)s->G, s->layout, s->ld,
-                                         s->ldg, s->k, r, (const double *)s->M, (const double *)s->B, c);
-        rite__adamw_f64((double *)s->X, (const double *)s->G, s->layout, s->ld, s->ldg, s->k, r,
-                        (double *)s->M, (double *)s->B, c);
+    int a, flags = 0, r = l->desc.r;
+    int no = RITE__OUTER(s->layout, s->k, r), ni = RITE__INNER(s->layout, s->k, r);
+    double t = (double)(l->k + 1), kd[9];
+    float kf[9];
+    kd[0] = l->cfg.beta1;
+    kd[1] = l->cfg.beta2;
+    kd[2] = 1.0 - l->cfg.beta1;
+    kd[3] = 1.0 - l->cfg.beta2;
+    kd[4] = 1.0 - pow(l->cfg.beta1, t);
+    kd[5] = 1.0 / sqrt(1.0 - pow(l->cfg.beta2, t));
+    kd[6] = l->cfg.lr;
+    kd[7] = l->cfg.eps;
+    kd[8] = l->cfg.weight_decay;
+    for (a = 0; a < 9; a++) kf[a] = (float)kd[a];
+    kf[2] = 1.0f - kf[0];   /* 1 - b1 and 1 - b2 in float, as float arithmetic gives them */
+    kf[3] = 1.0f - kf[1];
+    for (a = 0; a < no; a++) {
+        if (RITE__F32(l))
+            flags |= rite__adamw_fast_f32((float *)s->X + (size_t)a * s->ld, (const float *)s->G + (size_t)a * s->ldg,
+                                          (float *)s->M + (size_t)a * ni, (float *)s->B + (size_t)a * ni, ni, kf,
+                                          write);
+        else
+            flags |= rite__adamw_fast_f64((double *)s->X + (size_t)a * s->ld,
+                                          (const double *)s->G + (size_t)a * s->ldg, (double *)s->M + (size_t)a * ni,
+                                          (double *)s->B + (size_t)a * ni, ni, kd, write);
     }
-    return 0;
+    return flags;
 }
 
 /* ---- public step functions --------------------------------------------------- */
