@@ -316,7 +316,8 @@ LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, si
    version (_VERSION), that optimizer, precision, m, n, r and the options
    escape / relative_eps / balance / keep_basis match the layer (_MISMATCH;
    for AdamW the layouts too), the length (_FORMAT), then the checksum and
-   that every number is finite (_CORRUPT). On any error the layer is left
+   that every number is finite, the step count below 2^62 and the escaped
+   mass not negative (_CORRUPT). On any error the layer is left
    exactly as it was; a successful load cancels a pending prepare. The
    hyper-parameters (lr, betas, ...) stay the layer's own. The factors are
    the caller's: save them alongside. save_file writes PATH in place (save
@@ -1422,13 +1423,22 @@ static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, vo
     if (!l || !L || !R || !gL || !gR || !sumsq) return RITE_ERR_NULL_ARGUMENT;
     if (l->desc.precision != prec) return RITE_ERR_PRECISION;
     if (l->desc.optimizer == RITE_ADAMW) {
-        /* one read-only pass: inputs finite, and results finite */
+        /* one read-only pass: inputs finite, and results finite (the buffers
+           of a pending prepare are put back afterwards) */
         int flags[2];
+        void *oX[2];
+        const void *oG[2];
+        for (side = 0; side < 2; side++) {
+            oX[side] = l->s[side].X;
+            oG[side] = l->s[side].G;
+        }
         l->s[0].X = L; l->s[0].G = gL;
         l->s[1].X = R; l->s[1].G = gR;
         for (side = 0; side < 2; side++) flags[side] = rite__adamw_side(l, &l->s[side], 0);
-        l->s[0].X = l->s[1].X = NULL;
-        l->s[0].G = l->s[1].G = NULL;
+        for (side = 0; side < 2; side++) {
+            l->s[side].X = oX[side];
+            l->s[side].G = oG[side];
+        }
         if ((flags[0] | flags[1]) & 1) return RITE_ERR_NONFINITE_FACTOR;
         if ((flags[0] | flags[1]) & 2) return RITE_ERR_NONFINITE_GRADIENT;
         if ((flags[0] | flags[1]) & 4) return RITE_ERR_NONFINITE_UPDATE;
@@ -1694,13 +1704,21 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
     memcpy(&stored, in + n - 8, 8);
     h = rite__fnv1a(14695981039346656037ull, in, n - 8);
     if (h != stored || memcmp(in + 56, in + RITE__CKPT_HEADER, 8) != 0) return RITE_ERR_CHECKPOINT_CORRUPT;
-    /* every number finite (a payload resealed by hand could hold anything) */
+    /* every number finite, a step count that can go on counting, and no
+       negative escaped mass (a payload resealed by hand could hold anything) */
     nf = rite__state_fields(layer, f);
     for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++)
         if (f[i].kind && !rite__finite_bytes(in + off, f[i].n, f[i].kind == 1 ? layer->es : sizeof(double)))
             return RITE_ERR_CHECKPOINT_CORRUPT;
-    /* all checked: place the moment blocks for the loaded step count, then copy */
     memcpy(&k, in + 56, 8);
+    if (k > ((uint64_t)1 << 62)) return RITE_ERR_CHECKPOINT_CORRUPT;
+    for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++)
+        if (f[i].p == (void *)&layer->s[0].rho || f[i].p == (void *)&layer->s[1].rho) {
+            double rho;
+            memcpy(&rho, in + off, sizeof rho);
+            if (rho < 0) return RITE_ERR_CHECKPOINT_CORRUPT;
+        }
+    /* all checked: place the moment blocks for the loaded step count, then copy */
     layer->k = (long long)k;
     rite__place_moments(layer);
     nf = rite__state_fields(layer, f);

@@ -1225,6 +1225,20 @@ static void test_reject_resealed_edits(void **state) {
         ck_reseal(b, n);
         ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, b, n), RITE_ERR_CHECKPOINT_CORRUPT,
                   "header step count edited, checksum recomputed", 0);
+        /* a step count that could not go on counting (negative, or near the
+           top of the range) in both copies, resealed -> CORRUPT */
+        {
+            static const int64_t counts[] = {-1, INT64_MIN, INT64_MAX, (int64_t)1 << 62 | 1};
+            int q;
+            for (q = 0; q < 4; q++) {
+                memcpy(b, good, n);
+                memcpy(b + 56, &counts[q], 8);
+                memcpy(b + HEADER, &counts[q], 8);
+                ck_reseal(b, n);
+                ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, b, n), RITE_ERR_CHECKPOINT_CORRUPT,
+                          "impossible step count, checksum recomputed", (long)q);
+            }
+        }
         /* another magic -> FORMAT */
         memcpy(b, good, n);
         memcpy(b, "LORARITF", 8);

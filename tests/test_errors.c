@@ -1232,6 +1232,63 @@ static void test_half_allocator(void **state) {
     }
 }
 
+/* A pending prepare survives a rejected prepare: prepare (good), prepare
+   (NaN gradient, rejected), apply -> the first prepare is applied, equal to
+   a twin that never saw the rejected call. Both optimizers and precisions. */
+static void test_pending_prepare_survives(void **state) {
+    int opt, prec;
+    (void)state;
+    for (opt = 0; opt < 2; opt++)
+        for (prec = 0; prec < 2; prec++) {
+            rite_desc d;
+            rite_layer *a, *b;
+            double Ld[12], Rd[8], gLd[12], gRd[8], Ld2[12], Rd2[8], bad[12], sq = 0;
+            float Lf[12], Rf[8], gLf[12], gRf[8], Lf2[12], Rf2[8], badf[12];
+            int i;
+            memset(&d, 0, sizeof d);
+            d.m = 6;
+            d.n = 4;
+            d.r = 2;
+            d.optimizer = opt ? RITE_ADAMW : RITE_LORA_RITE;
+            d.precision = prec ? RITE_FLOAT64 : RITE_FLOAT32;
+            assert_int_equal(rite_init(&a, &d), RITE_OK);
+            assert_int_equal(rite_init(&b, &d), RITE_OK);
+            for (i = 0; i < 12; i++) {
+                Ld[i] = Ld2[i] = 0.1 * (i + 1) - 0.5 * (i % 3);
+                gLd[i] = bad[i] = 0.01 * (i % 5) - 0.02;
+                Lf[i] = Lf2[i] = (float)Ld[i];
+                gLf[i] = badf[i] = (float)gLd[i];
+            }
+            for (i = 0; i < 8; i++) {
+                Rd[i] = Rd2[i] = 0.2 * (i % 4) - 0.3 + 0.05 * i;
+                gRd[i] = 0.03 * (i % 3) - 0.01;
+                Rf[i] = Rf2[i] = (float)Rd[i];
+                gRf[i] = (float)gRd[i];
+            }
+            bad[5] = NAN;
+            badf[5] = NAN;
+            if (prec) {
+                assert_int_equal(rite_prepare_f64(a, Ld, Rd, gLd, gRd, &sq), RITE_OK);
+                assert_int_equal(rite_prepare_f64(a, Ld, Rd, bad, gRd, &sq), RITE_ERR_NONFINITE_GRADIENT);
+                assert_int_equal(rite_apply(a, 1e300), RITE_OK);
+                assert_int_equal(rite_prepare_f64(b, Ld2, Rd2, gLd, gRd, &sq), RITE_OK);
+                assert_int_equal(rite_apply(b, 1e300), RITE_OK);
+                assert_memory_equal(Ld, Ld2, sizeof Ld);
+                assert_memory_equal(Rd, Rd2, sizeof Rd);
+            } else {
+                assert_int_equal(rite_prepare_f32(a, Lf, Rf, gLf, gRf, &sq), RITE_OK);
+                assert_int_equal(rite_prepare_f32(a, Lf, Rf, badf, gRf, &sq), RITE_ERR_NONFINITE_GRADIENT);
+                assert_int_equal(rite_apply(a, 1e300), RITE_OK);
+                assert_int_equal(rite_prepare_f32(b, Lf2, Rf2, gLf, gRf, &sq), RITE_OK);
+                assert_int_equal(rite_apply(b, 1e300), RITE_OK);
+                assert_memory_equal(Lf, Lf2, sizeof Lf);
+                assert_memory_equal(Rf, Rf2, sizeof Rf);
+            }
+            rite_free(a);
+            rite_free(b);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_strings),
@@ -1249,6 +1306,7 @@ int main(void) {
         cmocka_unit_test(test_huge_factor),
         cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_half_allocator),
+        cmocka_unit_test(test_pending_prepare_survives),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
