@@ -51,7 +51,9 @@
    own sum: a layer stepped alone is clipped by its own norm. Between prepare
    and apply neither the factors nor the gradients may be changed (AdamW
    reads its gradients in apply). A pending prepare may be dropped: the next
-   prepare replaces it; rite_set_config also cancels it.
+   prepare replaces it; rite_set_config also cancels it. A prepare rejected
+   for its arguments or inputs keeps a pending one; a LoRA-RITE prepare that
+   fails later (RITE_ERR_NONFINITE_UPDATE, RITE_ERR_LAPACK) cancels it.
 
    STORAGE
    Each factor (and its gradient) is stored row-major in one of two layouts:
@@ -59,7 +61,8 @@
      RITE_RANK_FIRST  r x k, element (i, j) at  X[j * ld + i], ld >= k
    (k = m for L, n for R). PEFT's lora_A (r x in) is L in RITE_RANK_FIRST and
    lora_B (out x r) is R in RITE_RANK_LAST. Results do not depend on layout.
-   A leading dimension of 0 means "packed" (r or k).
+   A leading dimension of 0 means "packed" (r or k) for a factor, and "the
+   same as its factor's" for a gradient.
 
    CONFIGURATION
    rite_config holds the hyper-parameters; rite_config_default(optimizer)
@@ -142,7 +145,8 @@ extern "C" {
 typedef enum rite_status {
     RITE_OK = 0,
     RITE_ERR_NULL_ARGUMENT,      /* a required pointer is NULL */
-    RITE_ERR_SIZE,               /* m, n or r is not positive, or too large */
+    RITE_ERR_SIZE,               /* m, n or r not positive, or too large (m r or n r above
+                                    INT_MAX, or r above 16384) */
     RITE_ERR_RANK,               /* r > min(m, n) */
     RITE_ERR_LAYOUT,             /* a layout is not RITE_RANK_LAST or RITE_RANK_FIRST */
     RITE_ERR_LEADING_DIM,        /* a leading dimension is negative or too small */
@@ -312,8 +316,8 @@ LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, si
    versioned binary format with a header and a checksum (see README).
    rite_checkpoint_size() is the exact byte count rite_checkpoint_save()
    writes, and rite_checkpoint_load() wants exactly that many. Loading checks,
-   in this order: magic, byte order and header size (RITE_ERR_CHECKPOINT_FORMAT),
-   version (_VERSION), that optimizer, precision, m, n, r and the options
+   in this order: magic and byte order (RITE_ERR_CHECKPOINT_FORMAT), version
+   (_VERSION), header size (_FORMAT), that optimizer, precision, m, n, r and the options
    escape / relative_eps / balance / keep_basis match the layer (_MISMATCH;
    for AdamW the layouts too), the length (_FORMAT), then the checksum and
    that every number is finite, the step count below 2^62 and the escaped
@@ -373,6 +377,7 @@ inline rite_status rite_prepare(rite_layer *layer, double *L, double *R, const d
 #include <cblas.h>
 #include <lapacke.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -777,9 +782,11 @@ static rite_status rite__resolve(const rite_desc *in, rite_desc *d, rite_config 
     if (d->optimizer != RITE_LORA_RITE && d->optimizer != RITE_ADAMW) return RITE_ERR_OPTIMIZER;
     if (d->precision != RITE_FLOAT32 && d->precision != RITE_FLOAT64) return RITE_ERR_PRECISION;
     if (d->m <= 0 || d->n <= 0 || d->r <= 0) return RITE_ERR_SIZE;
-    /* every k x r buffer must be addressable with size_t and every LAPACK size with int */
+    /* every k x r buffer must be addressable with size_t, its element count
+       must fit BLAS's int, and so must LAPACK's r x r workspaces */
     if ((size_t)d->m > (SIZE_MAX / 64) / (size_t)d->r || (size_t)d->n > (SIZE_MAX / 64) / (size_t)d->r ||
-        d->r > 46340)
+        (size_t)d->m * (size_t)d->r > (size_t)INT_MAX || (size_t)d->n * (size_t)d->r > (size_t)INT_MAX ||
+        d->r > 16384)
         return RITE_ERR_SIZE;
     minmn = d->m < d->n ? d->m : d->n;
     if (d->r > minmn) return RITE_ERR_RANK;
@@ -1180,6 +1187,7 @@ static rite_status rite__rite_side(rite_layer *l, rite__side *s, const rite__sid
     lapack_int info;
     int first = l->k == 0, mfirst = s->M == s->MgM;
     const void *Mg = mfirst ? s->M : s->g;   /* [M g] or [g M], k x 2r */
+    void *gsc = NULL;                        /* the clipped g, when it had to be formed */
 
     for (j = 0, p = 0; j < r; j++)            /* unpack V */
         for (i = 0; i <= j; i++, p++) s->V[(size_t)j * r + i] = s->V[(size_t)i * r + j] = s->Vp[p];
@@ -1214,6 +1222,20 @@ static rite_status rite__rite_side(rite_layer *l, rite__side *s, const rite__sid
         cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, scale * scale / s->k,
                     (const double *)s->g, s->k, 0.0, (double *)l->QT, r);
     rite__to_double(l, l->QT, r, G);
+    if (scale != 1.0 && !rite__all_finite_d(G, rr)) {
+        /* g^T g overflowed before the clipping factor could act: clip first,
+           into D (free until SPEC 12), as the SPEC's order does */
+        gsc = s->D;
+        memcpy(gsc, s->g, kr * l->es);
+        rite__scal(l, kr, scale, gsc);
+        if (RITE__F32(l))
+            cblas_ssyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, (float)(1.0 / s->k),
+                        (const float *)gsc, s->k, 0.0f, (float *)l->QT, r);
+        else
+            cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, 1.0 / s->k,
+                        (const double *)gsc, s->k, 0.0, (double *)l->QT, r);
+        rite__to_double(l, l->QT, r, G);
+    }
     for (j = 0; j < r; j++)
         for (i = 0; i < r; i++) {
             double gij = i <= j ? G[(size_t)j * r + i] : G[(size_t)i * r + j];
@@ -1270,12 +1292,18 @@ static rite_status rite__rite_side(rite_layer *l, rite__side *s, const rite__sid
             }
         rite__from_double(l, l->W2, l->WT, 2 * r * r);
     }
-    rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, 2 * r, 1.0, Mg, s->k, l->WT, 2 * r, 0.0, s->Mn, s->k);
-    ss = rite__sumsq(l, s->Mn, kr);
+    ss = HUGE_VAL;   /* not finite: take the SPEC's order below */
+    if (!gsc) {
+        rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, 2 * r, 1.0, Mg, s->k, l->WT, 2 * r, 0.0, s->Mn, s->k);
+        ss = rite__sumsq(l, s->Mn, kr);
+    }
     if (!(ss <= DBL_MAX)) {
         /* an overflow: redo it in the SPEC's order, S's non-finite entries -> 0 */
         rite__from_double(l, G, l->QT, r * r);
-        rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, r, scale, s->g, s->k, l->QT, r, 0.0, s->Mn, s->k);
+        if (gsc)
+            rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, r, 1.0, gsc, s->k, l->QT, r, 0.0, s->Mn, s->k);
+        else
+            rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, r, scale, s->g, s->k, l->QT, r, 0.0, s->Mn, s->k);
         rite__zap(l, s->Mn, kr);
         rite__scal(l, kr, 1.0 - b1h, s->Mn);
         if (!first && b1h != 0)
@@ -1397,8 +1425,8 @@ static int rite__adamw_side(rite_layer *l, rite__side *s, int write)
     kd[7] = l->cfg.eps;
     kd[8] = l->cfg.weight_decay;
     for (a = 0; a < 9; a++) kf[a] = (float)kd[a];
-    kf[2] = 1.0f - kf[0];   /* 1 - b1 and 1 - b2 in float, as float arithmetic gives them */
-    kf[3] = 1.0f - kf[1];
+    kf[2] = (float)(1.0 - l->cfg.beta1);   /* not 1 - (float)b1: b1 may round to 1 in float */
+    kf[3] = (float)(1.0 - l->cfg.beta2);
     for (a = 0; a < no; a++) {
         if (RITE__F32(l))
             flags |= rite__adamw_fast_f32((float *)s->X + (size_t)a * s->ld, (const float *)s->G + (size_t)a * s->ldg,
@@ -1711,12 +1739,16 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
         if (f[i].kind && !rite__finite_bytes(in + off, f[i].n, f[i].kind == 1 ? layer->es : sizeof(double)))
             return RITE_ERR_CHECKPOINT_CORRUPT;
     memcpy(&k, in + 56, 8);
-    if (k > ((uint64_t)1 << 62)) return RITE_ERR_CHECKPOINT_CORRUPT;
+    if (k >= ((uint64_t)1 << 62)) return RITE_ERR_CHECKPOINT_CORRUPT;
     for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++)
         if (f[i].p == (void *)&layer->s[0].rho || f[i].p == (void *)&layer->s[1].rho) {
             double rho;
             memcpy(&rho, in + off, sizeof rho);
             if (rho < 0) return RITE_ERR_CHECKPOINT_CORRUPT;
+        } else if (f[i].p == (void *)&layer->stale) {
+            int stale;
+            memcpy(&stale, in + off, sizeof stale);
+            if (stale != 0 && stale != 1) return RITE_ERR_CHECKPOINT_CORRUPT;
         }
     /* all checked: place the moment blocks for the loaded step count, then copy */
     layer->k = (long long)k;

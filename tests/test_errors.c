@@ -1289,6 +1289,74 @@ static void test_pending_prepare_survives(void **state) {
         }
 }
 
+/* Clipping acts before g^T g is formed (SPEC 5 before 7): float gradients
+   near 1e20 with skip off succeed and give the step of the same gradients
+   scaled to ordinary size (both are clipped to the same norm). And float
+   AdamW with a beta that rounds to 1 in float still weights the gradient by
+   1 - beta: the float step matches the double one. */
+static void test_float_extremes(void **state) {
+    rite_desc d;
+    rite_config c;
+    rite_layer *a, *b, *ad, *af;
+    float La[12], Ra[8], Lb[12], Rb[8], gLa[12], gRa[8], gLb[12], gRb[8], Lf[12], Rf[8];
+    double Ld[12], Rd[8], gLd[12], gRd[8];
+    int i;
+    (void)state;
+    memset(&d, 0, sizeof d);
+    d.m = 6;
+    d.n = 4;
+    d.r = 2;
+    c = rite_config_default(RITE_LORA_RITE);
+    c.skip = 0;
+    c.lr = 0.01;
+    d.config = &c;
+    assert_int_equal(rite_init(&a, &d), RITE_OK);
+    assert_int_equal(rite_init(&b, &d), RITE_OK);
+    for (i = 0; i < 12; i++) {
+        La[i] = Lb[i] = 0.3f * (float)((i * 7) % 5) - 0.5f + 0.01f * (float)i;
+        gLb[i] = 10.0f * (float)((i * 3) % 4) - 12.0f;
+        gLa[i] = gLb[i] * 1e20f;
+    }
+    for (i = 0; i < 8; i++) {
+        Ra[i] = Rb[i] = 0.2f * (float)((i * 5) % 3) - 0.25f + 0.02f * (float)i;
+        gRb[i] = 5.0f * (float)((i * 2) % 5) - 9.0f;
+        gRa[i] = gRb[i] * 1e20f;
+    }
+    assert_int_equal(rite_step_f32(a, La, Ra, gLa, gRa), RITE_OK);
+    assert_int_equal(rite_step_f32(b, Lb, Rb, gLb, gRb), RITE_OK);
+    for (i = 0; i < 12; i++) assert_true(fabs((double)La[i] - (double)Lb[i]) <= 1e-5 * (1 + fabs((double)Lb[i])));
+    for (i = 0; i < 8; i++) assert_true(fabs((double)Ra[i] - (double)Rb[i]) <= 1e-5 * (1 + fabs((double)Rb[i])));
+    rite_free(a);
+    rite_free(b);
+
+    c = rite_config_default(RITE_ADAMW);
+    c.beta1 = 0.99999999;
+    c.beta2 = 0.99999999;
+    d.optimizer = RITE_ADAMW;
+    assert_int_equal(rite_init(&af, &d), RITE_OK);
+    d.precision = RITE_FLOAT64;
+    assert_int_equal(rite_init(&ad, &d), RITE_OK);
+    for (i = 0; i < 12; i++) {
+        Ld[i] = 0.5;
+        Lf[i] = 0.5f;
+        gLd[i] = 0.01;
+        gLb[i] = 0.01f;
+    }
+    for (i = 0; i < 8; i++) {
+        Rd[i] = -0.5;
+        Rf[i] = -0.5f;
+        gRd[i] = -0.02;
+        gRb[i] = -0.02f;
+    }
+    assert_int_equal(rite_step_f64(ad, Ld, Rd, gLd, gRd), RITE_OK);
+    assert_int_equal(rite_step_f32(af, Lf, Rf, gLb, gRb), RITE_OK);
+    /* first step: each entry moves by lr against the sign of its gradient */
+    for (i = 0; i < 12; i++) assert_true(fabs((double)Lf[i] - Ld[i]) <= 1e-6 && fabs(Ld[i] - 0.499) <= 1e-9);
+    for (i = 0; i < 8; i++) assert_true(fabs((double)Rf[i] - Rd[i]) <= 1e-6 && fabs(Rd[i] + 0.499) <= 1e-9);
+    rite_free(ad);
+    rite_free(af);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_strings),
@@ -1307,6 +1375,7 @@ int main(void) {
         cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_half_allocator),
         cmocka_unit_test(test_pending_prepare_survives),
+        cmocka_unit_test(test_float_extremes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
