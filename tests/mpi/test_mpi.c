@@ -339,7 +339,7 @@ static void test_assignment(void **state)
     (void)state;
     for (i = 0; i < MAX_LAYERS; i++) {      /* the example's layers: their LoRA-RITE state */
         rite_desc d;
-        rite_memory mem;
+        rite_memory mem = {0, 0, 0};
         memset(&d, 0, sizeof d);
         d.m = DIMS[i + 1]; d.n = DIMS[i]; d.r = 4;
         assert_int_equal(rite_memory_query(&d, &mem), RITE_OK);
@@ -617,7 +617,7 @@ static void check_sharding(rite_optimizer optimizer)
         mine = mine_state;
         for (i = 0; i < c.layers; i++) {
             rite_desc d = layer_desc(&t, i);
-            rite_memory mem;
+            rite_memory mem = {0, 0, 0};
             if (rite_memory_query(&d, &mem) != RITE_OK) only_own = 0;
             total_state += mem.state_bytes;
             if (mem.state_bytes > cmax) cmax = mem.state_bytes;
