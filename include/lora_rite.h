@@ -389,6 +389,21 @@ inline rite_status rite_prepare(rite_layer *layer, double *L, double *R, const d
    double, column-major. "T" below is the layer's element type. */
 
 #define RITE__ALIGN 64
+#define RITE__PAD8(r) (((r) + 7) / 8 * 8)
+#define RITE__TILE_DOUBLES 16384   /* doubles per tile of a float layer's double passes (128 KiB) */
+
+/* What a LoRA-RITE prepare leaves for apply, per factor: r x r data only,
+   so that nothing k x r has to survive between the two phases. */
+typedef struct rite__prep {
+    double *T;             /* SPEC 1: the triangular factor of X = U T */
+    double *Tp;            /* its pseudo-inverse T^+ */
+    double *GG;            /* gbar^T gbar of this factor's unmagnified gradient (SPEC 7),
+                              before clipping; upper triangle */
+    double ss;             /* ||gbar||_F^2 after skipping (SPEC 3, 5) */
+    double xmax;           /* largest |X|: bounds the update before it is written */
+    int skipped;           /* SPEC 3 set gbar to 0 */
+    int gg_overflow;       /* double layers: GG overflowed; apply forms it again, clipped first */
+} rite__prep;
 
 /* One factor of a layer: L (index 0) or R (index 1). */
 typedef struct rite__side {
@@ -396,29 +411,27 @@ typedef struct rite__side {
     rite_layout layout;
     int ld, ldg;           /* leading dimensions of the factor and its gradient */
     /* persistent state */
-    void *M;               /* first moment (k x r), both optimizers */
+    void *M;               /* first moment, k x r (LoRA-RITE: column-major; AdamW: the factor's storage) */
     void *B;               /* AdamW: second moment (k x r) */
     double *Vp;            /* LoRA-RITE: second moment, upper triangle packed by columns */
     double *C;             /* LoRA-RITE: X_new^T U, what the next step needs of this
                               factor's basis U to transport the moments (r x r) */
     void *B0;              /* LoRA-RITE with keep_basis: the basis U of the last step (k x r) */
     double rho;            /* LoRA-RITE: escaped mass */
-    /* scratch, LoRA-RITE only */
-    void *MgM;             /* three k x r blocks [A | g | B]; M is A or B, the new
-                              first moment goes to the other, so that [M g] or
-                              [g M] is one k x 2r matrix for a single product */
-    void *g;               /* unmagnified gradient: the middle block */
-    void *Mn;              /* new first moment: the free outer block */
-    void *D;               /* QR of the factor; then the update; then the new factor (k x r) */
+    /* LoRA-RITE: prepare's results, two sets (the pending one survives a failed prepare) */
+    rite__prep pre[2];
+    /* LoRA-RITE scratch */
+    void *Mn;              /* the new first moment (k x r, column-major) */
+    void *Xw;              /* k x r work: the QR's copy of X; a double layer's unmagnified
+                              gradient; the new factor on the careful path */
     void *Us;              /* keep_basis: this step's basis U = X T^+ (k x r) */
-    void *tau;             /* Householder scalars of the QR (r) */
-    double *Td;            /* the triangular QR factor T (r x r) */
-    double *Tp;            /* its pseudo-inverse T^+ (r x r) */
-    void *TpT;             /* the same in the layer precision */
     double *V;             /* the second moment unpacked (r x r) */
     double *Vn;            /* new second moment (r x r) */
     double *Cn;            /* new C (r x r) */
+    double *E;             /* Mn^T X (r x r), for SPEC 16 */
     double rho_n;          /* new escaped mass */
+    double mn2;            /* ||Mn||_F^2 */
+    double capf;           /* SPEC 11: the cap factor of this step */
     /* buffers of the pending step (set by prepare) */
     void *X;
     const void *G;
@@ -431,17 +444,20 @@ struct rite_layer {
     size_t es;             /* element size in bytes: 4 or 8 */
     long long k;           /* completed steps */
     rite__side s[2];       /* 0: L, 1: R */
+    int pend;              /* the prep set of the pending prepare (0 or 1) */
     /* r x r scratch shared by both sides (double unless noted) */
-    double *P, *T1, *T2, *T3, *W, *W2, *lam, *lam2;
-    void *WT;              /* 2r x r weights of the first-moment product, layer precision */
-    void *QT;              /* r x r, layer precision */
+    double *P, *Vt, *Q, *T1, *T2, *T3, *W, *lam, *lam2;
+    void *WT;              /* r x r weights of the products, layer precision */
     int stale;             /* the factors were changed outside a step */
     void *work;            /* LAPACK workspace in the layer precision (geqrf) */
     int lwork;
-    double *dwork;         /* double LAPACK workspace (gesvd, syevd) */
+    double *dwork;         /* double LAPACK workspace (gesvd, syevd, trcon) */
     int ldwork;
-    lapack_int *iwork;     /* integer workspace (syevd) */
+    lapack_int *iwork;     /* integer workspace (syevd, trcon) */
     int liwork;
+    double *tile;          /* float layers: two tiles of tile_rows x r doubles (Gram matrices
+                              and products accumulated in double) */
+    int tile_rows;
     /* pending step */
     int prepared;
     double own_sumsq;
@@ -481,25 +497,6 @@ static void rite__load_##S(const T *x, rite_layout lay, int ld, int k, int r, T 
             for (i = i0; i < i1; i++) out[(size_t)j * k + i] = x[(size_t)i * ld + j];  \
     }                                                                                  \
 }                                                                                      \
-/* SPEC 13-14: d <- x - lr (d + wd x), x in caller storage, d column-major.            \
-   Returns 1 when every new element is finite. */                                     \
-static int rite__descend_##S(const T *x, rite_layout lay, int ld, int k, int r,        \
-                             T *d, T lr, T wd)                                         \
-{                                                                                      \
-    int i, j, i0, i1, bad = 0;                                                         \
-    size_t rs = lay == RITE_RANK_LAST ? (size_t)ld : 1, cs = lay == RITE_RANK_LAST ? 1 : (size_t)ld; \
-    for (i0 = 0; i0 < k; i0 = i1) {           /* tiles of rows: x is read by rows */   \
-        i1 = i0 + RITE__TILE < k ? i0 + RITE__TILE : k;                                \
-        for (j = 0; j < r; j++)                                                        \
-            for (i = i0; i < i1; i++) {                                                \
-                T xv = x[(size_t)i * rs + (size_t)j * cs];                             \
-                T v = xv - lr * (d[(size_t)j * k + i] + wd * xv);                      \
-                d[(size_t)j * k + i] = v;                                              \
-                bad |= v * 0 != 0;                                                     \
-            }                                                                          \
-    }                                                                                  \
-    return !bad;                                                                       \
-}                                                                                      \
 /* column-major k x r times a scalar -> caller storage */                              \
 static void rite__store_##S(const T *d, int k, int r, T scale, T *x, rite_layout lay, int ld) \
 {                                                                                      \
@@ -527,11 +524,6 @@ static void rite__to_double_##S(const T *x, int ldx, int rows, int cols, double 
     int i, j;                                                                          \
     for (j = 0; j < cols; j++)                                                         \
         for (i = 0; i < rows; i++) y[(size_t)j * ldy + i] = (double)x[(size_t)j * ldx + i]; \
-}                                                                                      \
-static void rite__from_double_##S(const double *y, int n, T *x)                        \
-{                                                                                      \
-    int i;                                                                             \
-    for (i = 0; i < n; i++) x[i] = (T)y[i];                                            \
 }                                                                                      \
 /* AdamW, SPEC "AdamW baseline", on n contiguous elements. k holds b1, b2,      \
    1 - b1, 1 - b2, 1 - b1^t, 1 / sqrt(1 - b2^t), lr, eps, wd: sqrt(v / (1 - b2^t)) \
@@ -568,6 +560,106 @@ static int rite__adamw_span_##S(T *x, const T *g, T *m, T *v, int n, const T *k,
 #endif
 RITE__KERNELS(float, f32, sqrtf)
 RITE__KERNELS(double, f64, sqrt)
+
+/* Gram kernel: A += D^T D for a tile D of n rows of rp doubles (rp = r
+   rounded up to 8, the extra columns zero), A r x r column-major, upper
+   triangle. Blocks of 4 x 8 entries of A are accumulated over all rows in
+   registers, in a fixed order. With GCC or clang the block is written with
+   vector types and compiled twice: for the baseline instruction set and, on
+   x86, for AVX2 with FMA (chosen at run time); the two differ only by the
+   rounding of fused multiply-adds. */
+#if defined(__GNUC__) || defined(__clang__)
+typedef double rite__v4d __attribute__((vector_size(32)));
+#define RITE__GRAM_ROW(p, v)                                                           \
+    {                                                                                  \
+        const double v_ = v;                                                           \
+        const rite__v4d a = {v_, v_, v_, v_};                                          \
+        c##p##0 += a * b0;                                                             \
+        c##p##1 += a * b1;                                                             \
+    }
+#define RITE__GRAM_TILE_BODY                                                           \
+    int i, l0, j0, p, q;                                                               \
+    for (l0 = 0; l0 < rp; l0 += 4)                                                     \
+        for (j0 = l0 / 8 * 8; j0 < rp; j0 += 8) {                                      \
+            rite__v4d c00 = {0, 0, 0, 0}, c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00; \
+            rite__v4d c30 = c00, c31 = c00, b0, b1;                                    \
+            double out[4][8];                                                          \
+            for (i = 0; i < n; i++) {                                                  \
+                const double *di = D + (size_t)i * rp;                                 \
+                memcpy(&b0, di + j0, sizeof b0);                                       \
+                memcpy(&b1, di + j0 + 4, sizeof b1);                                   \
+                RITE__GRAM_ROW(0, di[l0])                                              \
+                RITE__GRAM_ROW(1, di[l0 + 1])                                          \
+                RITE__GRAM_ROW(2, di[l0 + 2])                                          \
+                RITE__GRAM_ROW(3, di[l0 + 3])                                          \
+            }                                                                          \
+            memcpy(out[0], &c00, sizeof c00); memcpy(out[0] + 4, &c01, sizeof c01);    \
+            memcpy(out[1], &c10, sizeof c10); memcpy(out[1] + 4, &c11, sizeof c11);    \
+            memcpy(out[2], &c20, sizeof c20); memcpy(out[2] + 4, &c21, sizeof c21);    \
+            memcpy(out[3], &c30, sizeof c30); memcpy(out[3] + 4, &c31, sizeof c31);    \
+            for (p = 0; p < 4 && l0 + p < r; p++)                                      \
+                for (q = 0; q < 8 && j0 + q < r; q++)                                  \
+                    if (j0 + q >= l0 + p) A[(size_t)(j0 + q) * r + l0 + p] += out[p][q]; \
+        }
+#else
+#define RITE__GRAM_TILE_BODY                                                           \
+    int i, l, j;                                                                       \
+    for (i = 0; i < n; i++)                                                            \
+        for (j = 0; j < r; j++)                                                        \
+            for (l = 0; l <= j; l++) A[(size_t)j * r + l] += D[(size_t)i * rp + l] * D[(size_t)i * rp + j];
+#endif
+
+static void rite__gram_tile_c(const double *D, int n, int r, int rp, double *A)
+{
+    RITE__GRAM_TILE_BODY
+}
+
+#if !defined(LORA_RITE_NO_SIMD) && defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && \
+    (defined(__clang__) || __GNUC__ >= 6)
+#define RITE__DISPATCH 1
+__attribute__((target("avx2,fma"))) static void rite__gram_tile_avx2(const double *D, int n, int r, int rp,
+                                                                     double *A)
+{
+    RITE__GRAM_TILE_BODY
+}
+
+static int rite__have_avx2(void)
+{
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
+static void rite__gram_tile(const double *D, int n, int r, int rp, double *A)
+{
+#ifdef RITE__DISPATCH
+    if (rite__have_avx2()) {
+        rite__gram_tile_avx2(D, n, r, rp, A);
+        return;
+    }
+#endif
+    rite__gram_tile_c(D, n, r, rp, A);
+}
+
+/* Rows [i0, i1) of a k x r float matrix in storage (lay, ld) -> a double
+   tile: row-major t x r for rank-last, column-major for rank-first
+   (t = i1 - i0). */
+static void rite__tile_f32(const float *x, rite_layout lay, int ld, int r, int i0, int i1, double *t)
+{
+    int i, j, n = i1 - i0;
+    if (lay == RITE_RANK_LAST) {
+        for (i = 0; i < n; i++) {
+            const float *row = x + (size_t)(i0 + i) * ld;
+            double *o = t + (size_t)i * r;
+            for (j = 0; j < r; j++) o[j] = row[j];
+        }
+    } else {
+        for (j = 0; j < r; j++) {
+            const float *col = x + (size_t)j * ld + i0;
+            double *o = t + (size_t)j * n;
+            for (i = 0; i < n; i++) o[i] = col[i];
+        }
+    }
+}
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER)
 #pragma GCC pop_options
 #endif
@@ -704,10 +796,14 @@ static void rite__to_double(const rite_layer *l, const void *x, int ldx, double 
     else rite__to_double_f64((const double *)x, ldx, r, r, y, r);
 }
 
-static void rite__from_double(const rite_layer *l, const double *y, void *x, int n)
+/* largest |x| of a double k x r matrix in storage (lay, ld) */
+static double rite__absmax_f64(const double *x, rite_layout lay, int ld, int k, int r)
 {
-    if (RITE__F32(l)) rite__from_double_f32(y, n, (float *)x);
-    else rite__from_double_f64(y, n, (double *)x);
+    int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r);
+    double m = 0;
+    for (a = 0; a < no; a++)
+        for (b = 0; b < ni; b++) m = fabs(x[(size_t)a * ld + b]) > m ? fabs(x[(size_t)a * ld + b]) : m;
+    return m;
 }
 
 /* ---- small r x r helpers (double) -------------------------------------------- */
@@ -842,6 +938,8 @@ static rite_status rite__lapack_sizes(const rite_desc *d, int *lwork, int *ldwor
     if (info != 0) return RITE_ERR_LAPACK;
     if ((int)dq > *ldwork) *ldwork = (int)dq;
     if ((int)iq > *liwork) *liwork = (int)iq;
+    if (*ldwork < 3 * r) *ldwork = 3 * r;   /* dtrcon */
+    if (*liwork < r) *liwork = r;
     return RITE_OK;
 }
 
@@ -864,15 +962,16 @@ static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
 {
     rite__carver c;
     size_t rr = (size_t)l->desc.r * (size_t)l->desc.r, es = l->es, r = (size_t)l->desc.r;
-    int side;
+    size_t dr = rr * sizeof(double);
+    int side, set, kmax = l->desc.m > l->desc.n ? l->desc.m : l->desc.n;
     c.base = base;
     c.off = 0;
     rite__carve(&c, sizeof(rite_layer));
     for (side = 0; side < 2; side++) {
         rite__side *s = &l->s[side];
         size_t kb = (size_t)s->k * r * es;
+        s->M = rite__carve(&c, kb);
         if (l->desc.optimizer == RITE_ADAMW) {
-            s->M = rite__carve(&c, kb);
             s->B = rite__carve(&c, kb);
             continue;
         }
@@ -881,35 +980,44 @@ static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
             s->B0 = rite__carve(&c, kb);
             s->Us = rite__carve(&c, kb);
         } else {
-            s->C = (double *)rite__carve(&c, rr * sizeof(double));
+            s->C = (double *)rite__carve(&c, dr);
         }
-        s->MgM = rite__carve(&c, 3 * kb);
-        s->M = s->MgM;
-        s->g = base ? (char *)s->MgM + kb : NULL;
-        s->Mn = base ? (char *)s->MgM + 2 * kb : NULL;
-        s->D = rite__carve(&c, kb);
-        s->tau = rite__carve(&c, r * es);
-        s->Td = (double *)rite__carve(&c, rr * sizeof(double));
-        s->Tp = (double *)rite__carve(&c, rr * sizeof(double));
-        s->TpT = rite__carve(&c, rr * es);
-        s->V = (double *)rite__carve(&c, rr * sizeof(double));
-        s->Vn = (double *)rite__carve(&c, rr * sizeof(double));
-        s->Cn = (double *)rite__carve(&c, rr * sizeof(double));
+    }
+    for (side = 0; side < 2 && l->desc.optimizer == RITE_LORA_RITE; side++) {
+        rite__side *s = &l->s[side];
+        size_t kb = (size_t)s->k * r * es;
+        s->Mn = rite__carve(&c, kb);
+        s->Xw = rite__carve(&c, kb);
+        for (set = 0; set < 2; set++) {
+            s->pre[set].T = (double *)rite__carve(&c, dr);
+            s->pre[set].Tp = (double *)rite__carve(&c, dr);
+            s->pre[set].GG = (double *)rite__carve(&c, dr);
+        }
+        s->V = (double *)rite__carve(&c, dr);
+        s->Vn = (double *)rite__carve(&c, dr);
+        s->Cn = (double *)rite__carve(&c, dr);
+        s->E = (double *)rite__carve(&c, dr);
     }
     if (l->desc.optimizer == RITE_LORA_RITE) {
-        l->P = (double *)rite__carve(&c, rr * sizeof(double));
-        l->T1 = (double *)rite__carve(&c, rr * sizeof(double));
-        l->T2 = (double *)rite__carve(&c, rr * sizeof(double));
-        l->T3 = (double *)rite__carve(&c, rr * sizeof(double));
-        l->W = (double *)rite__carve(&c, rr * sizeof(double));
+        l->P = (double *)rite__carve(&c, dr);
+        l->Vt = (double *)rite__carve(&c, dr);
+        l->Q = (double *)rite__carve(&c, dr);
+        l->T1 = (double *)rite__carve(&c, dr);
+        l->T2 = (double *)rite__carve(&c, dr);
+        l->T3 = (double *)rite__carve(&c, dr);
+        l->W = (double *)rite__carve(&c, dr);
         l->lam = (double *)rite__carve(&c, r * sizeof(double));
         l->lam2 = (double *)rite__carve(&c, r * sizeof(double));
-        l->W2 = (double *)rite__carve(&c, 2 * rr * sizeof(double));
-        l->WT = rite__carve(&c, 2 * rr * es);
-        l->QT = rite__carve(&c, rr * es);
+        l->WT = rite__carve(&c, rr * es);
         l->work = rite__carve(&c, (size_t)l->lwork * es);
         l->dwork = (double *)rite__carve(&c, (size_t)l->ldwork * sizeof(double));
         l->iwork = (lapack_int *)rite__carve(&c, (size_t)l->liwork * sizeof(lapack_int));
+        if (RITE__F32(l)) {
+            size_t rp = (size_t)RITE__PAD8(l->desc.r);
+            l->tile_rows = RITE__TILE_DOUBLES / (int)rp > 0 ? RITE__TILE_DOUBLES / (int)rp : 1;
+            if (l->tile_rows > kmax) l->tile_rows = kmax;
+            l->tile = (double *)rite__carve(&c, 2 * (size_t)l->tile_rows * rp * sizeof(double));
+        }
     }
     mem->state_bytes = rite__state_bytes(l);
     mem->total_bytes = c.off + RITE__ALIGN; /* room to align the block */
@@ -1042,22 +1150,6 @@ LORA_RITE_API long long rite_step_count(const rite_layer *layer)
     return layer ? layer->k : 0;
 }
 
-/* LoRA-RITE keeps M in the first outer block of [A | g | B] after an even
-   number of steps and in the last after an odd one (each step swaps them),
-   so that a layer's arithmetic depends on its step count alone. */
-static void rite__place_moments(rite_layer *l)
-{
-    int side;
-    for (side = 0; side < 2; side++) {
-        rite__side *s = &l->s[side];
-        char *a = (char *)s->MgM;
-        size_t kb = (size_t)s->k * (size_t)l->desc.r * l->es;
-        if (!a) continue;
-        s->M = l->k % 2 == 0 ? a : a + 2 * kb;
-        s->Mn = l->k % 2 == 0 ? a + 2 * kb : a;
-    }
-}
-
 LORA_RITE_API void rite_reset(rite_layer *layer)
 {
     int side;
@@ -1065,7 +1157,6 @@ LORA_RITE_API void rite_reset(rite_layer *layer)
     if (!layer) return;
     r = (size_t)layer->desc.r;
     layer->k = 0;
-    rite__place_moments(layer);
     for (side = 0; side < 2; side++) {
         rite__side *s = &layer->s[side];
         size_t kb = (size_t)s->k * r * layer->es;
@@ -1090,237 +1181,496 @@ LORA_RITE_API void rite_factors_changed(rite_layer *layer)
 
 /* ---- the LoRA-RITE step ---------------------------------------------------- */
 
-/* SPEC 1: thin QR X = U T of side s, and T^+ with the SPEC threshold. U itself
-   is never formed: where the step needs it, it is X T^+ (see SPEC 4 and 16). */
-static rite_status rite__qr_pinv(rite_layer *l, rite__side *s)
+/* The step never forms U or the unmagnified gradient gbar = G T_o^+ of a float
+   layer: both enter only through r x r products. Per factor, prepare reads X
+   and G once each (Gram matrices in double, finite checks on the way) and
+   keeps r x r results; apply reads M, G and X once more for three products:
+     Mn = M (b1h P^T) + G ((1 - b1h) scale T_o^+ Q)      (SPEC 9-10)
+     E  = Mn^T X                                           (for SPEC 16)
+     X <- (1 - lr wd) X - lr capf Mn T_o^+T                (SPEC 11-14)
+   the last straight into the caller's buffer when a bound shows that nothing
+   can overflow, else through a copy that is checked first (the careful path,
+   also taken for balance, SPEC 15). Double layers take T from Householder QR
+   and form gbar, as the SPEC writes them. */
+
+#define RITE__CHOL_COND 4096.0   /* Cholesky T is used while its condition estimate is below */
+
+/* ---- float layers: passes accumulated in double ---- */
+
+/* A = X^T X (upper triangle, r x r) of a float k x r matrix, in double.
+   Returns 0 when X holds NaN or Inf: an element that is not finite makes
+   its column's sum of squares (a diagonal element) NaN or Inf, while float
+   squares cannot overflow double. *amax gets a bound of max |x|: the
+   largest column norm. */
+static int rite__gram_f32(const rite_layer *l, const float *x, rite_layout lay, int ld, int k, double *A,
+                          double *amax)
 {
-    int r = l->desc.r, k = s->k, i, p;
-    double *T = l->T1, *Us = l->T2, *VT = l->T3, *sv = l->lam;
+    int r = l->desc.r, rp = RITE__PAD8(r), i0, i1, i, j;
+    double *D = l->tile, m = 0;
+    memset(A, 0, (size_t)r * (size_t)r * sizeof(double));
+    for (i0 = 0; i0 < k; i0 = i1) {
+        i1 = i0 + l->tile_rows < k ? i0 + l->tile_rows : k;
+        if (lay == RITE_RANK_LAST) {
+            for (i = i0; i < i1; i++) {
+                const float *row = x + (size_t)i * ld;
+                double *o = D + (size_t)(i - i0) * rp;
+                for (j = 0; j < r; j++) o[j] = row[j];
+                for (; j < rp; j++) o[j] = 0;
+            }
+        } else {
+            for (i = i0; i < i1; i++)
+                for (j = r; j < rp; j++) D[(size_t)(i - i0) * rp + j] = 0;
+            for (j = 0; j < r; j++) {
+                const float *col = x + (size_t)j * ld;
+                for (i = i0; i < i1; i++) D[(size_t)(i - i0) * rp + j] = col[i];
+            }
+        }
+        rite__gram_tile(D, i1 - i0, r, rp, A);
+    }
+    for (j = 0; j < r; j++) {
+        double v = A[(size_t)j * r + j];
+        if (!(v <= DBL_MAX)) return 0;
+        m = v > m ? v : m;
+    }
+    *amax = sqrt(m);
+    return 1;
+}
+
+/* E = Mn^T X in double, for a float layer whose float product could
+   overflow (Mn is k x r column-major, X in storage (lay, ld)). */
+static void rite__cross_f32(const rite_layer *l, const float *mn, const float *x, rite_layout lay, int ld,
+                            int k, double *E)
+{
+    int r = l->desc.r, i0, i1;
+    double *tm = l->tile, *tx = l->tile + (size_t)l->tile_rows * (size_t)r;
+    for (i0 = 0; i0 < k; i0 = i1) {
+        int t;
+        i1 = i0 + l->tile_rows < k ? i0 + l->tile_rows : k;
+        t = i1 - i0;
+        rite__tile_f32(mn, RITE_RANK_FIRST, k, r, i0, i1, tm);
+        rite__tile_f32(x, lay, ld, r, i0, i1, tx);
+        cblas_dgemm(CblasColMajor, CblasTrans, lay == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, r, r, t, 1.0,
+                    tm, t, tx, lay == RITE_RANK_LAST ? r : t, i0 ? 1.0 : 0.0, E, r);
+    }
+}
+
+/* ---- r x r helpers ---- */
+
+/* the full symmetric matrix from its upper triangle */
+static void rite__symfill(double *x, int r)
+{
+    int i, j;
+    for (j = 0; j < r; j++)
+        for (i = j + 1; i < r; i++) x[(size_t)j * r + i] = x[(size_t)i * r + j];
+}
+
+static void rite__zero_lower(double *x, int r)
+{
+    int i, j;
+    for (j = 0; j < r; j++)
+        for (i = j + 1; i < r; i++) x[(size_t)j * r + i] = 0;
+}
+
+static double rite__absmax_d(const double *x, size_t n)
+{
+    size_t i;
+    double m = 0;
+    for (i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
+/* y = x / 2^e in the layer precision, with the power of two 2^e (returned)
+   just large enough that y cannot overflow there: a product with y, times
+   2^e, is then finite whenever its result is. */
+static double rite__to_layer_scaled(const rite_layer *l, const double *x, int n, void *y)
+{
+    double big = RITE__F32(l) ? (double)FLT_MAX / 4 : DBL_MAX / 4, m = rite__absmax_d(x, (size_t)n), p = 1;
+    int i, e;
+    if (m > big) {
+        frexp(m / big, &e);
+        p = ldexp(1.0, e);
+    }
+    if (RITE__F32(l))
+        for (i = 0; i < n; i++) ((float *)y)[i] = (float)(x[i] / p);
+    else
+        for (i = 0; i < n; i++) ((double *)y)[i] = x[i] / p;
+    return p;
+}
+
+/* ---- SPEC 1: T and T^+ ---- */
+
+/* T^+ from T with singular values sigma <= r eps sigma_max counted as zero.
+   When none is, T^+ = T^-1, which the triangular inverse gives at a fraction
+   of the cost of the singular vectors. */
+static rite_status rite__pinv(rite_layer *l, const double *T, double *Tp)
+{
+    int r = l->desc.r, i, p;
+    size_t rr = (size_t)r * (size_t)r;
+    double *A = l->T1, *Us = l->T2, *VT = l->T3, *sv = l->lam;
     double tol, eps = RITE__F32(l) ? (double)FLT_EPSILON : DBL_EPSILON;
     lapack_int info;
-    if (RITE__F32(l)) {
-        rite__load_f32((const float *)s->X, s->layout, s->ld, k, r, (float *)s->D);
-        info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, k, r, (float *)s->D, k, (float *)s->tau,
-                                   (float *)l->work, l->lwork);
-    } else {
-        rite__load_f64((const double *)s->X, s->layout, s->ld, k, r, (double *)s->D);
-        info = LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, k, r, (double *)s->D, k, (double *)s->tau,
-                                   (double *)l->work, l->lwork);
-    }
-    if (info != 0) return RITE_ERR_LAPACK;
-    /* T: the upper triangle of the QR output */
-    rite__to_double(l, s->D, k, T);
-    for (p = 0; p < r; p++)
-        for (i = p + 1; i < r; i++) T[(size_t)p * r + i] = 0;
-    /* a factor so large that its norms overflow: refuse before LAPACK sees it */
-    if (!rite__all_finite_d(T, (size_t)r * (size_t)r)) return RITE_ERR_NONFINITE_UPDATE;
-    memcpy(s->Td, T, (size_t)r * (size_t)r * sizeof(double));
-    /* T^+ with singular values sigma <= r eps sigma_max counted as zero. When
-       none is, T^+ = T^-1, which the triangular inverse gives at a fraction of
-       the cost of the singular vectors. */
-    info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'N', 'N', r, r, T, r, sv, Us, r, VT, r,
-                               l->dwork, l->ldwork);
+    memcpy(A, T, rr * sizeof(double));
+    info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'N', 'N', r, r, A, r, sv, Us, r, VT, r, l->dwork, l->ldwork);
     if (info != 0) return RITE_ERR_LAPACK;
     tol = (double)r * eps * sv[0];
     if (sv[r - 1] > tol) {
-        memcpy(s->Tp, s->Td, (size_t)r * (size_t)r * sizeof(double));
-        info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', r, s->Tp, r);
-        if (info != 0) return RITE_ERR_LAPACK;
-        rite__from_double(l, s->Tp, s->TpT, r * r);
-        return RITE_OK;
+        memcpy(Tp, T, rr * sizeof(double));
+        info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', r, Tp, r);
+        return info != 0 ? RITE_ERR_LAPACK : RITE_OK;
     }
-    memcpy(T, s->Td, (size_t)r * (size_t)r * sizeof(double));
-    info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'A', 'A', r, r, T, r, sv, Us, r, VT, r,
-                               l->dwork, l->ldwork);
+    memcpy(A, T, rr * sizeof(double));
+    info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'A', 'A', r, r, A, r, sv, Us, r, VT, r, l->dwork, l->ldwork);
     if (info != 0) return RITE_ERR_LAPACK;
     tol = (double)r * eps * sv[0];
     for (p = 0; p < r; p++) {
         double inv = sv[p] > tol ? 1.0 / sv[p] : 0.0;
         for (i = 0; i < r; i++) VT[(size_t)i * r + p] *= inv;   /* row p of V^T */
     }
-    rite__dgemm(CblasTrans, CblasTrans, r, 1.0, VT, Us, 0.0, s->Tp);
-    rite__from_double(l, s->Tp, s->TpT, r * r);
+    rite__dgemm(CblasTrans, CblasTrans, r, 1.0, VT, Us, 0.0, Tp);
     return RITE_OK;
+}
+
+/* Householder QR of side s's factor (copied into Xw): T, then T^+. */
+static rite_status rite__householder(rite_layer *l, rite__side *s, rite__prep *p)
+{
+    int r = l->desc.r, k = s->k;
+    lapack_int info;
+    if (RITE__F32(l)) {
+        rite__load_f32((const float *)s->X, s->layout, s->ld, k, r, (float *)s->Xw);
+        info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, k, r, (float *)s->Xw, k, (float *)l->work,
+                                   (float *)l->work + r, l->lwork - r);
+    } else {
+        rite__load_f64((const double *)s->X, s->layout, s->ld, k, r, (double *)s->Xw);
+        info = LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, k, r, (double *)s->Xw, k, (double *)l->work,
+                                   (double *)l->work + r, l->lwork - r);
+    }
+    if (info != 0) return RITE_ERR_LAPACK;
+    rite__to_double(l, s->Xw, k, p->T);
+    rite__zero_lower(p->T, r);
+    /* a factor so large that its norms overflow: refuse before LAPACK sees it */
+    if (!rite__all_finite_d(p->T, (size_t)r * (size_t)r)) return RITE_ERR_NONFINITE_UPDATE;
+    return rite__pinv(l, p->T, p->Tp);
+}
+
+/* Float layers: T from the Cholesky factor of the Gram matrix X^T X (formed
+   in double, in p->T), while its condition estimate shows it as accurate as
+   float Householder QR (U = X T^-1 then loses orthogonality ~ cond^2 2^-53);
+   else Householder. */
+static rite_status rite__factor_T(rite_layer *l, rite__side *s, rite__prep *p)
+{
+    int r = l->desc.r;
+    double rcond = 0;
+    lapack_int info;
+    if (RITE__F32(l)) {
+        info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', r, p->T, r);
+        if (info == 0) {
+            rite__zero_lower(p->T, r);
+            info = LAPACKE_dtrcon_work(LAPACK_COL_MAJOR, '1', 'U', 'N', r, p->T, r, &rcond, l->dwork, l->iwork);
+        }
+        if (info == 0 && rcond * RITE__CHOL_COND >= 1.0) {
+            memcpy(p->Tp, p->T, (size_t)r * (size_t)r * sizeof(double));
+            info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', r, p->Tp, r);
+            if (info == 0) return RITE_OK;
+        }
+    }
+    return rite__householder(l, s, p);
+}
+
+/* SPEC 2-3 for side s: the unmagnified gradient gbar = G T_o^+ through
+   gbar^T gbar and its sum of squares; skipping. A float layer has G^T G in
+   p->GG already; a double layer forms gbar in Xw. */
+static void rite__unmagnified(rite_layer *l, rite__side *s, rite__prep *p, const rite__prep *po)
+{
+    int r = l->desc.r;
+    size_t kr = (size_t)s->k * (size_t)r, rr = (size_t)r * (size_t)r;
+    double ss = 0;
+    int i;
+    p->gg_overflow = 0;
+    if (RITE__F32(l)) {
+        /* gbar^T gbar = T_o^+T (G^T G) T_o^+ */
+        rite__symfill(p->GG, r);
+        rite__dgemm(CblasNoTrans, CblasNoTrans, r, 1.0, p->GG, po->Tp, 0.0, l->T1);
+        rite__dgemm(CblasTrans, CblasNoTrans, r, 1.0, po->Tp, l->T1, 0.0, p->GG);
+        for (i = 0; i < r; i++) ss += p->GG[(size_t)i * r + i];
+    } else {
+        rite__gemm(l, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, CblasNoTrans, s->k, r, r, 1.0,
+                   s->G, s->ldg, po->Tp, r, 0.0, s->Xw, s->k);
+        ss = rite__sumsq(l, s->Xw, kr);
+        cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, 1.0, (const double *)s->Xw, s->k, 0.0,
+                    p->GG, r);
+        rite__symfill(p->GG, r);
+        p->gg_overflow = !rite__all_finite_d(p->GG, rr);
+    }
+    /* SPEC 3: skip a factor whose unmagnified rms exceeds the threshold, or
+       cannot be represented */
+    p->skipped = l->cfg.skip > 0 && !(sqrt(ss / (double)kr) <= l->cfg.skip);
+    p->ss = p->skipped ? 0 : ss;
 }
 
 static rite_status rite__rite_prepare(rite_layer *l, double *sumsq)
 {
-    int side, r = l->desc.r;
-    double total = 0;
+    int side, set = 1 - l->pend;
     rite_status st;
+    if (RITE__F32(l)) {   /* Gram matrices of X and G, checking them on the way */
+        for (side = 0; side < 2; side++) {
+            rite__side *s = &l->s[side];
+            if (!rite__gram_f32(l, (const float *)s->X, s->layout, s->ld, s->k, s->pre[set].T, &s->pre[set].xmax))
+                return RITE_ERR_NONFINITE_FACTOR;
+        }
+        for (side = 0; side < 2; side++) {
+            rite__side *s = &l->s[side];
+            double gmax;
+            if (!rite__gram_f32(l, (const float *)s->G, s->layout, s->ldg, s->k, s->pre[set].GG, &gmax))
+                return RITE_ERR_NONFINITE_GRADIENT;
+        }
+    } else {
+        for (side = 0; side < 2; side++) {
+            rite__side *s = &l->s[side];
+            if (!rite__finite_f64((const double *)s->X, s->layout, s->ld, s->k, l->desc.r))
+                return RITE_ERR_NONFINITE_FACTOR;
+        }
+        for (side = 0; side < 2; side++) {
+            rite__side *s = &l->s[side];
+            if (!rite__finite_f64((const double *)s->G, s->layout, s->ldg, s->k, l->desc.r))
+                return RITE_ERR_NONFINITE_GRADIENT;
+            s->pre[set].xmax = rite__absmax_f64((const double *)s->X, s->layout, s->ld, s->k, l->desc.r);
+        }
+    }
+    /* SPEC 1 */
     for (side = 0; side < 2; side++) {
-        st = rite__qr_pinv(l, &l->s[side]);
+        st = rite__factor_T(l, &l->s[side], &l->s[side].pre[set]);
         if (st != RITE_OK) return st;
     }
-    for (side = 0; side < 2; side++) {
-        rite__side *s = &l->s[side], *o = &l->s[1 - side];
-        size_t kr = (size_t)s->k * (size_t)r;
-        double ss;
-        /* SPEC 2: unmagnified gradient g = grad T_other^+ */
-        rite__gemm(l, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, CblasNoTrans,
-                   s->k, r, r, 1.0, s->G, s->ldg, o->TpT, r, 0.0, s->g, s->k);
-        if (l->desc.keep_basis)   /* SPEC 1: the basis itself, U = X T^+ */
-            rite__gemm(l, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, CblasNoTrans,
-                       s->k, r, r, 1.0, s->X, s->ld, s->TpT, r, 0.0, s->Us, s->k);
-        ss = rite__sumsq(l, s->g, kr);
-        /* SPEC 3: skip a factor whose unmagnified rms exceeds the threshold */
-        if (l->cfg.skip > 0 && !(sqrt(ss / (double)kr) <= l->cfg.skip) && ss == ss) {
-            memset(s->g, 0, kr * l->es);
-            ss = 0;
-        }
-        total += ss;
-    }
-    if (!(total <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
-    *sumsq = total;
+    /* SPEC 2-3 */
+    for (side = 0; side < 2; side++)
+        rite__unmagnified(l, &l->s[side], &l->s[side].pre[set], &l->s[1 - side].pre[set]);
+    *sumsq = l->s[0].pre[set].ss + l->s[1].pre[set].ss;
+    if (!(*sumsq <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+    l->pend = set;
     return RITE_OK;
 }
 
-/* SPEC 4-12 for side s (the other side is o): new V, rho, M and the update D. */
-static rite_status rite__rite_side(rite_layer *l, rite__side *s, const rite__side *o,
-                                   double scale, double b1h, double b2h)
+/* SPEC 4: P = U_o^T U_o,prev. With X_o = U_o T_o this is T_o^+T (X_o^T U_o,prev)
+   = T_o^+T C_o, where C_o was formed when the previous step wrote X_o.
+   Zero at the first step; the identity after rite_factors_changed. */
+static void rite__transport(rite_layer *l, const rite__side *o, const rite__prep *po, double *P)
 {
-    const rite_config *c = &l->cfg;
-    int r = l->desc.r, p, i, j;
-    size_t kr = (size_t)s->k * (size_t)r, rr = (size_t)r * (size_t)r;
-    double *P = l->P, *Vt = l->T1, *Wk = l->T2, *G = l->T3, *W = l->W, *lam = l->lam;
-    double root_eps = c->eps_root, ss, capf = 1.0;
-    lapack_int info;
-    int first = l->k == 0, mfirst = s->M == s->MgM;
-    const void *Mg = mfirst ? s->M : s->g;   /* [M g] or [g M], k x 2r */
-    void *gsc = NULL;                        /* the clipped g, when it had to be formed */
-
-    for (j = 0, p = 0; j < r; j++)            /* unpack V */
-        for (i = 0; i <= j; i++, p++) s->V[(size_t)j * r + i] = s->V[(size_t)i * r + j] = s->Vp[p];
-
-    /* SPEC 4: P = U_o^T U_o,prev. With X_o = U_o T_o this is T_o^+T (X_o^T U_o,prev)
-       = T_o^+T C_o, where C_o was formed when the previous step wrote X_o.
-       Zero at the first step; the identity after rite_factors_changed. */
+    int r = l->desc.r, i;
+    size_t rr = (size_t)r * (size_t)r;
     memset(P, 0, rr * sizeof(double));
-    if (!first && l->desc.keep_basis) {   /* the bases themselves */
-        rite__gemm(l, CblasTrans, CblasNoTrans, r, r, o->k, 1.0, o->Us, o->k, o->B0, o->k, 0.0, l->QT, r);
-        rite__to_double(l, l->QT, r, P);
-    } else if (!first && l->stale) {
-        for (p = 0; p < r; p++) P[(size_t)p * r + p] = 1.0;
-    } else if (!first) {
-        rite__dgemm(CblasTrans, CblasNoTrans, r, 1.0, o->Tp, o->C, 0.0, P);
-    }
-    /* SPEC 7: V~ = sym(P V P^T), non-finite -> 0 */
-    if (!first) {
-        rite__dgemm(CblasNoTrans, CblasNoTrans, r, 1.0, P, s->V, 0.0, Wk);
-        rite__dgemm(CblasNoTrans, CblasTrans, r, 1.0, Wk, P, 0.0, Vt);
-        rite__sym(Vt, r);
-        for (p = 0; p < (int)rr; p++)
-            if (Vt[p] * 0 != 0) Vt[p] = 0;
+    if (l->k == 0) return;
+    if (l->desc.keep_basis) {   /* the bases themselves */
+        rite__gemm(l, CblasTrans, CblasNoTrans, r, r, o->k, 1.0, o->Us, o->k, o->B0, o->k, 0.0, l->WT, r);
+        rite__to_double(l, l->WT, r, P);
+    } else if (l->stale) {
+        for (i = 0; i < r; i++) P[(size_t)i * r + i] = 1.0;
     } else {
-        memset(Vt, 0, rr * sizeof(double));
+        rite__dgemm(CblasTrans, CblasNoTrans, r, 1.0, po->Tp, o->C, 0.0, P);
     }
-    /* SPEC 7: V <- sym(b2h V~ + (1 - b2h) g^T g / k), with the clipped g = scale g */
-    if (RITE__F32(l))
-        cblas_ssyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, (float)(scale * scale / s->k),
-                    (const float *)s->g, s->k, 0.0f, (float *)l->QT, r);
-    else
-        cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, scale * scale / s->k,
-                    (const double *)s->g, s->k, 0.0, (double *)l->QT, r);
-    rite__to_double(l, l->QT, r, G);
-    if (scale != 1.0 && !rite__all_finite_d(G, rr)) {
-        /* g^T g overflowed before the clipping factor could act: clip first,
-           into D (free until SPEC 12), as the SPEC's order does */
-        gsc = s->D;
-        memcpy(gsc, s->g, kr * l->es);
-        rite__scal(l, kr, scale, gsc);
-        if (RITE__F32(l))
-            cblas_ssyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, (float)(1.0 / s->k),
-                        (const float *)gsc, s->k, 0.0f, (float *)l->QT, r);
-        else
-            cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, 1.0 / s->k,
-                        (const double *)gsc, s->k, 0.0, (double *)l->QT, r);
-        rite__to_double(l, l->QT, r, G);
+}
+
+/* SPEC 7: V~ = sym(P V P^T) (non-finite -> 0) into Vt, and
+   V_new = sym(b2h V~ + (1 - b2h) (scale gbar)^T (scale gbar) / k) */
+static rite_status rite__second_moment(rite_layer *l, rite__side *s, const rite__prep *p, const rite__prep *po,
+                                       const double *P, double *Vt, double scale, double b2h)
+{
+    int r = l->desc.r, i, j, q;
+    size_t rr = (size_t)r * (size_t)r;
+    double *GG = l->T2, c = scale * scale / s->k;
+    for (j = 0, q = 0; j < r; j++)   /* unpack V */
+        for (i = 0; i <= j; i++, q++) s->V[(size_t)j * r + i] = s->V[(size_t)i * r + j] = s->Vp[q];
+    memset(Vt, 0, rr * sizeof(double));
+    if (l->k > 0) {
+        rite__dgemm(CblasNoTrans, CblasNoTrans, r, 1.0, P, s->V, 0.0, l->T3);
+        rite__dgemm(CblasNoTrans, CblasTrans, r, 1.0, l->T3, P, 0.0, Vt);
+        rite__sym(Vt, r);
+        for (q = 0; q < (int)rr; q++)
+            if (Vt[q] * 0 != 0) Vt[q] = 0;
     }
-    for (j = 0; j < r; j++)
-        for (i = 0; i < r; i++) {
-            double gij = i <= j ? G[(size_t)j * r + i] : G[(size_t)i * r + j];
-            s->Vn[(size_t)j * r + i] = b2h * Vt[(size_t)j * r + i] + (1.0 - b2h) * gij;
-        }
+    if (p->skipped) {
+        memset(GG, 0, rr * sizeof(double));
+    } else if (p->gg_overflow && scale != 1.0) {
+        /* gbar^T gbar overflowed before the clipping factor could act: clip
+           first, as the SPEC's order does (double layers; gbar again in Xw) */
+        rite__gemm(l, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, CblasNoTrans, s->k, r, r, scale,
+                   s->G, s->ldg, po->Tp, r, 0.0, s->Xw, s->k);
+        cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, r, s->k, 1.0 / s->k, (const double *)s->Xw, s->k, 0.0,
+                    GG, r);
+        rite__symfill(GG, r);
+    } else {
+        for (q = 0; q < (int)rr; q++) GG[q] = c * p->GG[q];
+    }
+    for (q = 0; q < (int)rr; q++) s->Vn[q] = b2h * Vt[q] + (1.0 - b2h) * GG[q];
     rite__sym(s->Vn, r);
-    if (!rite__all_finite_d(s->Vn, rr)) return RITE_ERR_NONFINITE_UPDATE;
+    return rite__all_finite_d(s->Vn, rr) ? RITE_OK : RITE_ERR_NONFINITE_UPDATE;
+}
 
-    /* SPEC 8: escaped mass */
+/* SPEC 8: escaped mass, from the old second moment V and the transported Vt */
+static rite_status rite__escaped_mass(rite_layer *l, rite__side *s, const double *Vt, double b2h)
+{
+    int r = l->desc.r, q;
+    size_t rr = (size_t)r * (size_t)r;
+    double e1 = 0, e2, tr_old = 0, tr_t = 0;
+    lapack_int info;
     s->rho_n = 0;
-    if (c->escape) {
-        double e1 = 0, e2, tr_old = 0, tr_t = 0;
-        memcpy(W, s->V, rr * sizeof(double));
-        info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', r, W, r, l->lam2, l->dwork, l->ldwork,
-                                   l->iwork, l->liwork);
-        if (info != 0) return RITE_ERR_LAPACK;
-        memcpy(W, Vt, rr * sizeof(double));
-        info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', r, W, r, lam, l->dwork, l->ldwork,
-                                   l->iwork, l->liwork);
-        if (info != 0) return RITE_ERR_LAPACK;
-        for (p = 0; p < r; p++) {
-            double d = l->lam2[p] - lam[p];   /* both ascending */
-            if (d > e1) e1 = d;
-            tr_old += s->V[(size_t)p * r + p];
-            tr_t += Vt[(size_t)p * r + p];
-        }
-        e2 = tr_old - tr_t > 0 ? tr_old - tr_t : 0;
-        s->rho_n = b2h * (s->rho + (e1 < e2 ? e1 : e2));
-        if (!(s->rho_n <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
-    }
-
-    /* SPEC 9: Q = sym(W diag(1 / (sqrt(max(lam, 0) + rho + eps_root) + eps)) W^T) */
-    memcpy(W, s->Vn, rr * sizeof(double));
-    info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', r, W, r, lam, l->dwork, l->ldwork,
-                               l->iwork, l->liwork);
+    if (!l->cfg.escape) return RITE_OK;
+    memcpy(l->W, s->V, rr * sizeof(double));
+    info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', r, l->W, r, l->lam2, l->dwork, l->ldwork, l->iwork,
+                               l->liwork);
     if (info != 0) return RITE_ERR_LAPACK;
-    if (c->relative_eps) root_eps *= lam[r - 1] > 0 ? lam[r - 1] : 0;
-    for (p = 0; p < r; p++) {
-        double lp = lam[p] > 0 ? lam[p] : 0;   /* (fix) clamp round-off negatives */
-        double d = 1.0 / (sqrt(lp + s->rho_n + root_eps) + c->eps);
-        for (i = 0; i < r; i++) Wk[(size_t)p * r + i] = W[(size_t)p * r + i] * d;
+    memcpy(l->W, Vt, rr * sizeof(double));
+    info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', r, l->W, r, l->lam, l->dwork, l->ldwork, l->iwork,
+                               l->liwork);
+    if (info != 0) return RITE_ERR_LAPACK;
+    for (q = 0; q < r; q++) {
+        double d = l->lam2[q] - l->lam[q];   /* both ascending */
+        if (d > e1) e1 = d;
+        tr_old += s->V[(size_t)q * r + q];
+        tr_t += Vt[(size_t)q * r + q];
     }
-    rite__dgemm(CblasNoTrans, CblasTrans, r, 1.0, Wk, W, 0.0, G);
-    rite__sym(G, r);
+    e2 = tr_old - tr_t > 0 ? tr_old - tr_t : 0;
+    s->rho_n = b2h * (s->rho + (e1 < e2 ? e1 : e2));
+    return s->rho_n <= DBL_MAX ? RITE_OK : RITE_ERR_NONFINITE_UPDATE;
+}
 
-    /* SPEC 9-10 as one product: M_new = b1h M P^T + (1 - b1h) S with S = (scale g) Q,
-       that is [M g] [b1h P^T; (1 - b1h) scale Q] (or [g M], the blocks swapped) */
-    {
-        double *Wm = l->W2 + (mfirst ? 0 : r), *Wg = l->W2 + (mfirst ? r : 0);
-        for (j = 0; j < r; j++)
-            for (i = 0; i < r; i++) {
-                Wm[(size_t)j * 2 * r + i] = b1h * P[(size_t)i * r + j];
-                Wg[(size_t)j * 2 * r + i] = (1.0 - b1h) * scale * G[(size_t)j * r + i];
-            }
-        rite__from_double(l, l->W2, l->WT, 2 * r * r);
+/* SPEC 9: Q = sym(W diag(1 / (sqrt(max(lam, 0) + rho + eps_root) + eps)) W^T) */
+static rite_status rite__preconditioner(rite_layer *l, const rite__side *s, double *Q)
+{
+    int r = l->desc.r, i, q;
+    double root_eps = l->cfg.eps_root, *W = l->W, *Wd = l->T3, *lam = l->lam;
+    lapack_int info;
+    memcpy(W, s->Vn, (size_t)r * (size_t)r * sizeof(double));
+    info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', r, W, r, lam, l->dwork, l->ldwork, l->iwork, l->liwork);
+    if (info != 0) return RITE_ERR_LAPACK;
+    if (l->cfg.relative_eps) root_eps *= lam[r - 1] > 0 ? lam[r - 1] : 0;
+    for (q = 0; q < r; q++) {
+        double lp = lam[q] > 0 ? lam[q] : 0;   /* (fix) clamp round-off negatives */
+        double d = 1.0 / (sqrt(lp + s->rho_n + root_eps) + l->cfg.eps);
+        for (i = 0; i < r; i++) Wd[(size_t)q * r + i] = W[(size_t)q * r + i] * d;
     }
-    ss = HUGE_VAL;   /* not finite: take the SPEC's order below */
-    if (!gsc) {
-        rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, 2 * r, 1.0, Mg, s->k, l->WT, 2 * r, 0.0, s->Mn, s->k);
-        ss = rite__sumsq(l, s->Mn, kr);
-    }
+    rite__dgemm(CblasNoTrans, CblasTrans, r, 1.0, Wd, W, 0.0, Q);
+    rite__sym(Q, r);
+    return RITE_OK;
+}
+
+/* Mn += alpha op(A) B for k x r Mn (column-major), A in storage (lay, lda),
+   B an r x r double matrix put in the layer precision (scaled into range) */
+static void rite__times_rr(rite_layer *l, int k, double alpha, const void *A, rite_layout lay, int lda,
+                           const double *B, double beta, void *Mn)
+{
+    int r = l->desc.r;
+    double p = rite__to_layer_scaled(l, B, r * r, l->WT);
+    rite__gemm(l, lay == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, CblasNoTrans, k, r, r, alpha * p, A, lda,
+               l->WT, r, beta, Mn, k);
+}
+
+/* SPEC 9-10: Mn = b1h M P^T + (1 - b1h) S with S = (scale gbar) Q, that is
+   M (b1h P^T) + G ((1 - b1h) scale T_o^+ Q); then SPEC 11's cap factor. */
+static rite_status rite__first_moment(rite_layer *l, rite__side *s, const rite__prep *p, const rite__prep *po,
+                                      const double *P, const double *Q, double scale, double b1h)
+{
+    int r = l->desc.r, i, j, has_m = l->k > 0 && b1h != 0;
+    size_t kr = (size_t)s->k * (size_t)r;
+    double *Wg = l->T1, *Wm = l->T2, ss;
+    if (p->skipped) memset(Wg, 0, (size_t)r * (size_t)r * sizeof(double));
+    else rite__dgemm(CblasNoTrans, CblasNoTrans, r, (1.0 - b1h) * scale, po->Tp, Q, 0.0, Wg);
+    for (j = 0; j < r; j++)
+        for (i = 0; i < r; i++) Wm[(size_t)j * r + i] = b1h * P[(size_t)i * r + j];
+    rite__times_rr(l, s->k, 1.0, s->G, s->layout, s->ldg, Wg, 0.0, s->Mn);
+    if (has_m) rite__times_rr(l, s->k, 1.0, s->M, RITE_RANK_FIRST, s->k, Wm, 1.0, s->Mn);
+    ss = rite__sumsq(l, s->Mn, kr);
     if (!(ss <= DBL_MAX)) {
         /* an overflow: redo it in the SPEC's order, S's non-finite entries -> 0 */
-        rite__from_double(l, G, l->QT, r * r);
-        if (gsc)
-            rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, r, 1.0, gsc, s->k, l->QT, r, 0.0, s->Mn, s->k);
-        else
-            rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, r, scale, s->g, s->k, l->QT, r, 0.0, s->Mn, s->k);
+        if (p->skipped) memset(Wg, 0, (size_t)r * (size_t)r * sizeof(double));
+        else rite__dgemm(CblasNoTrans, CblasNoTrans, r, scale, po->Tp, Q, 0.0, Wg);
+        rite__times_rr(l, s->k, 1.0, s->G, s->layout, s->ldg, Wg, 0.0, s->Mn);
         rite__zap(l, s->Mn, kr);
         rite__scal(l, kr, 1.0 - b1h, s->Mn);
-        if (!first && b1h != 0)
-            rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, r, 1.0, s->M, s->k,
-                       (const char *)l->WT + (mfirst ? 0 : (size_t)r * l->es), 2 * r, 1.0, s->Mn, s->k);
+        if (has_m) rite__times_rr(l, s->k, 1.0, s->M, RITE_RANK_FIRST, s->k, Wm, 1.0, s->Mn);
         ss = rite__sumsq(l, s->Mn, kr);
         if (!(ss <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
     }
-
+    s->mn2 = ss;
     /* SPEC 11: cap the update (not the stored moment) */
-    if (c->cap > 0) {
+    s->capf = 1.0;
+    if (l->cfg.cap > 0) {
         double rms = sqrt(ss / (double)kr);
-        if (rms / c->cap > 1) capf = c->cap / rms;
+        if (rms / l->cfg.cap > 1) s->capf = l->cfg.cap / rms;
     }
-    /* SPEC 12: D = U T_o^+T */
-    rite__gemm(l, CblasNoTrans, CblasTrans, s->k, r, r, capf, s->Mn, s->k, o->TpT, r, 0.0, s->D, s->k);
     return RITE_OK;
+}
+
+/* For SPEC 16: E = Mn^T X (r x r, double), before X is written */
+static void rite__cross(rite_layer *l, rite__side *s, const rite__prep *p)
+{
+    int r = l->desc.r;
+    double bound = sqrt(s->mn2) * p->xmax * sqrt((double)s->k * r);
+    if (RITE__F32(l) && !(bound <= (double)FLT_MAX / 4)) {
+        rite__cross_f32(l, (const float *)s->Mn, (const float *)s->X, s->layout, s->ld, s->k, s->E);
+        return;
+    }
+    rite__gemm(l, CblasTrans, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, r, r, s->k, 1.0, s->Mn,
+               s->k, s->X, s->ld, 0.0, l->WT, r);
+    rite__to_double(l, l->WT, r, s->E);
+}
+
+/* SPEC 12-14 as one product: X <- a X - Mn Bu with a = 1 - lr wd and
+   Bu = lr capf T_o^+T. dst is the caller's buffer (storage lay, ld) or a
+   column-major copy of X. Nothing else may change it. */
+static void rite__descend_product(rite_layer *l, const rite__side *s, const rite__prep *po, void *dst,
+                                  rite_layout lay, int ld)
+{
+    int r = l->desc.r, i, j;
+    double *Bu = l->T3, a = 1.0 - l->cfg.lr * l->cfg.weight_decay, p;
+    for (j = 0; j < r; j++)
+        for (i = 0; i < r; i++) Bu[(size_t)j * r + i] = l->cfg.lr * s->capf * po->Tp[(size_t)i * r + j];
+    p = rite__to_layer_scaled(l, Bu, r * r, l->WT);
+    if (lay == RITE_RANK_FIRST)   /* X is k x r column-major */
+        rite__gemm(l, CblasNoTrans, CblasNoTrans, s->k, r, r, -p, s->Mn, s->k, l->WT, r, a, dst, ld);
+    else                          /* X^T is r x k column-major: X^T <- a X^T - Bu^T Mn^T */
+        rite__gemm(l, CblasTrans, CblasTrans, r, s->k, r, -p, l->WT, r, s->Mn, s->k, a, dst, ld);
+}
+
+/* 1 when the product of rite__descend_product cannot overflow: every new
+   element is at most |a| max|X| + lr capf ||Mn||_F ||T_o^+||_F */
+static int rite__descend_safe(const rite_layer *l, const rite__side *s, const rite__prep *p, const rite__prep *po)
+{
+    int r = l->desc.r;
+    double a = fabs(1.0 - l->cfg.lr * l->cfg.weight_decay);
+    double tn = sqrt(cblas_ddot(r * r, po->Tp, 1, po->Tp, 1));
+    double prod = l->cfg.lr * s->capf * sqrt(s->mn2) * tn;
+    double big = RITE__F32(l) ? (double)FLT_MAX : DBL_MAX;
+    return prod <= big / 4 && a * p->xmax + prod <= big / 4;
+}
+
+/* SPEC 16: what the next step needs of this step's basis U = X T^+:
+   C = X_new^T U = f ((1 - lr wd) X^T - lr D^T) X T^+ = f ((1 - lr wd) T^T - lr E_D T^+)
+   with D = capf Mn T_o^+T, E_D = D^T X = capf T_o^+ E, as X^T X T^+ = T^T. */
+static rite_status rite__next_basis(rite_layer *l, rite__side *s, const rite__prep *p, const rite__prep *po,
+                                    double f)
+{
+    int r = l->desc.r, i, j;
+    double a = f * (1.0 - l->cfg.lr * l->cfg.weight_decay), b = -f * l->cfg.lr;
+    rite__dgemm(CblasNoTrans, CblasNoTrans, r, s->capf, po->Tp, s->E, 0.0, l->T1);
+    rite__dgemm(CblasNoTrans, CblasNoTrans, r, 1.0, l->T1, p->Tp, 0.0, l->T2);
+    for (j = 0; j < r; j++)
+        for (i = 0; i < r; i++) s->Cn[(size_t)j * r + i] = a * p->T[(size_t)i * r + j] + b * l->T2[(size_t)j * r + i];
+    return rite__all_finite_d(s->Cn, (size_t)r * (size_t)r) ? RITE_OK : RITE_ERR_NONFINITE_UPDATE;
+}
+
+/* SPEC 4-11 for side s (the other side is o): V, rho, Mn, cap, and E */
+static rite_status rite__rite_side(rite_layer *l, int side, double scale, double b1h, double b2h)
+{
+    rite__side *s = &l->s[side];
+    const rite__prep *p = &s->pre[l->pend], *po = &l->s[1 - side].pre[l->pend];
+    rite_status st;
+    rite__transport(l, &l->s[1 - side], po, l->P);
+    st = rite__second_moment(l, s, p, po, l->P, l->Vt, scale, b2h);
+    if (st == RITE_OK) st = rite__escaped_mass(l, s, l->Vt, b2h);
+    if (st == RITE_OK) st = rite__preconditioner(l, s, l->Q);
+    if (st == RITE_OK) st = rite__first_moment(l, s, p, po, l->P, l->Q, scale, b1h);
+    if (st == RITE_OK && !l->desc.keep_basis) rite__cross(l, s, p);
+    return st;
 }
 
 static rite_status rite__rite_apply(rite_layer *l, double total)
@@ -1328,8 +1678,7 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
     const rite_config *c = &l->cfg;
     double scale = 1.0, b1h = rite__bhat(c->beta1, l->k), b2h = rite__bhat(c->beta2, l->k);
     double f[2] = {1.0, 1.0};
-    int side, r = l->desc.r;
-    size_t rr = (size_t)r * (size_t)r;
+    int side, careful = c->balance, r = l->desc.r;
     rite_status st;
 
     /* SPEC 5: global clipping of the unmagnified gradients */
@@ -1337,67 +1686,58 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
         double gamma = sqrt(total);
         if (gamma > c->clip) scale = c->clip / gamma;
     }
-    for (side = 0; side < 2; side++) {
+    /* SPEC 1 with keep_basis: this step's bases U = X T^+, before X changes */
+    for (side = 0; side < 2 && l->desc.keep_basis; side++) {
         rite__side *s = &l->s[side];
-        st = rite__rite_side(l, s, &l->s[1 - side], scale, b1h, b2h);
+        rite__times_rr(l, s->k, 1.0, s->X, s->layout, s->ld, s->pre[l->pend].Tp, 0.0, s->Us);
+    }
+    /* SPEC 4-11 */
+    for (side = 0; side < 2; side++) {
+        st = rite__rite_side(l, side, scale, b1h, b2h);
         if (st != RITE_OK) return st;
-        /* for SPEC 16: E = D^T X, kept in Cn */
-        if (!l->desc.keep_basis) {
-            rite__gemm(l, CblasTrans, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, r, r, s->k,
-                       1.0, s->D, s->k, s->X, s->ld, 0.0, l->QT, r);
-            rite__to_double(l, l->QT, r, s->Cn);
+    }
+    /* SPEC 12-15 on the careful path: the new factors into copies, checked */
+    for (side = 0; side < 2; side++)
+        careful |= !rite__descend_safe(l, &l->s[side], &l->s[side].pre[l->pend], &l->s[1 - side].pre[l->pend]);
+    if (careful) {
+        double nrm[2];
+        for (side = 0; side < 2; side++) {
+            rite__side *s = &l->s[side];
+            if (RITE__F32(l)) rite__load_f32((const float *)s->X, s->layout, s->ld, s->k, r, (float *)s->Xw);
+            else rite__load_f64((const double *)s->X, s->layout, s->ld, s->k, r, (double *)s->Xw);
+            rite__descend_product(l, s, &l->s[1 - side].pre[l->pend], s->Xw, RITE_RANK_FIRST, s->k);
+            if (!rite__finite(l, s->Xw, RITE_RANK_FIRST, s->k, s->k)) return RITE_ERR_NONFINITE_UPDATE;
+            nrm[side] = rite__nrm2(l, s->Xw, (size_t)s->k * (size_t)r) + 1e-6;
+        }
+        if (c->balance) {   /* SPEC 15: balance the factor norms */
+            double sab = sqrt(nrm[0] * nrm[1]);
+            if (!(sab <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+            f[0] = sab / nrm[0];
+            f[1] = sab / nrm[1];
         }
     }
-    /* SPEC 13-14: weight decay and descent, from the pre-step factors */
-    for (side = 0; side < 2; side++) {
-        rite__side *s = &l->s[side];
-        int ok;
-        if (RITE__F32(l))
-            ok = rite__descend_f32((const float *)s->X, s->layout, s->ld, s->k, r, (float *)s->D,
-                                   (float)c->lr, (float)c->weight_decay);
-        else
-            ok = rite__descend_f64((const double *)s->X, s->layout, s->ld, s->k, r, (double *)s->D,
-                                   c->lr, c->weight_decay);
-        if (!ok) return RITE_ERR_NONFINITE_UPDATE;
-    }
-    /* SPEC 15: balance the factor norms */
-    if (c->balance) {
-        double a = rite__nrm2(l, l->s[0].D, (size_t)l->s[0].k * (size_t)r) + 1e-6;
-        double b = rite__nrm2(l, l->s[1].D, (size_t)l->s[1].k * (size_t)r) + 1e-6;
-        double sab = sqrt(a * b);
-        if (!(sab <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
-        f[0] = sab / a;
-        f[1] = sab / b;
-    }
-    /* SPEC 16: what the next step needs of this step's basis U = X T^+:
-       C = X_new^T U = f ((1 - lr wd) X^T - lr D^T) X T^+ = f ((1 - lr wd) T^T - lr E T^+),
-       as X^T X T^+ = T^T T T^+ = T^T. */
     for (side = 0; side < 2 && !l->desc.keep_basis; side++) {
-        rite__side *s = &l->s[side];
-        double a = f[side] * (1.0 - c->lr * c->weight_decay), b = -f[side] * c->lr;
-        int i, j;
-        rite__dgemm(CblasNoTrans, CblasNoTrans, r, 1.0, s->Cn, s->Tp, 0.0, l->T1);
-        for (j = 0; j < r; j++)
-            for (i = 0; i < r; i++)
-                s->Cn[(size_t)j * r + i] = a * s->Td[(size_t)i * r + j] + b * l->T1[(size_t)j * r + i];
-        if (!rite__all_finite_d(s->Cn, rr)) return RITE_ERR_NONFINITE_UPDATE;
+        st = rite__next_basis(l, &l->s[side], &l->s[side].pre[l->pend], &l->s[1 - side].pre[l->pend], f[side]);
+        if (st != RITE_OK) return st;
     }
     /* commit: nothing below can fail */
     for (side = 0; side < 2; side++) {
         rite__side *s = &l->s[side];
         void *t;
-        int i, j, p;
-        if (RITE__F32(l))
-            rite__store_f32((const float *)s->D, s->k, r, (float)f[side], (float *)s->X, s->layout, s->ld);
+        int i, j, q;
+        if (!careful)
+            rite__descend_product(l, s, &l->s[1 - side].pre[l->pend], s->X, s->layout, s->ld);
+        else if (RITE__F32(l))
+            rite__store_f32((const float *)s->Xw, s->k, r, (float)f[side], (float *)s->X, s->layout, s->ld);
         else
-            rite__store_f64((const double *)s->D, s->k, r, f[side], (double *)s->X, s->layout, s->ld);
-        t = s->M; s->M = s->Mn; s->Mn = t;      /* SPEC 10 */
-        for (j = 0, p = 0; j < r; j++)          /* SPEC 7, packed */
-            for (i = 0; i <= j; i++, p++) s->Vp[p] = s->Vn[(size_t)j * r + i];
+            rite__store_f64((const double *)s->Xw, s->k, r, f[side], (double *)s->X, s->layout, s->ld);
+        memcpy(s->M, s->Mn, (size_t)s->k * (size_t)r * l->es);   /* SPEC 10 */
+        for (j = 0, q = 0; j < r; j++)                             /* SPEC 7, packed */
+            for (i = 0; i <= j; i++, q++) s->Vp[q] = s->Vn[(size_t)j * r + i];
         if (l->desc.keep_basis) {
             t = s->B0; s->B0 = s->Us; s->Us = t;   /* SPEC 16 */
         } else {
-            memcpy(s->C, s->Cn, rr * sizeof(double));
+            memcpy(s->C, s->Cn, (size_t)r * (size_t)r * sizeof(double));
         }
         s->rho = s->rho_n;
     }
@@ -1470,21 +1810,27 @@ static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, vo
         if ((flags[0] | flags[1]) & 1) return RITE_ERR_NONFINITE_FACTOR;
         if ((flags[0] | flags[1]) & 2) return RITE_ERR_NONFINITE_GRADIENT;
         if ((flags[0] | flags[1]) & 4) return RITE_ERR_NONFINITE_UPDATE;
+        l->prepared = 0;
+        l->s[0].X = L; l->s[0].G = gL;
+        l->s[1].X = R; l->s[1].G = gR;
     } else {
-        if (!rite__finite(l, L, l->s[0].layout, l->s[0].ld, l->s[0].k) ||
-            !rite__finite(l, R, l->s[1].layout, l->s[1].ld, l->s[1].k))
-            return RITE_ERR_NONFINITE_FACTOR;
-        if (!rite__finite(l, gL, l->s[0].layout, l->s[0].ldg, l->s[0].k) ||
-            !rite__finite(l, gR, l->s[1].layout, l->s[1].ldg, l->s[1].k))
-            return RITE_ERR_NONFINITE_GRADIENT;
-    }
-    /* inputs are good: from here on the scratch is overwritten */
-    l->prepared = 0;
-    l->s[0].X = L; l->s[0].G = gL;
-    l->s[1].X = R; l->s[1].G = gR;
-    if (l->desc.optimizer == RITE_LORA_RITE) {
+        /* the buffers of a pending prepare are put back if this one fails */
+        void *oX[2];
+        const void *oG[2];
+        for (side = 0; side < 2; side++) {
+            oX[side] = l->s[side].X;
+            oG[side] = l->s[side].G;
+        }
+        l->s[0].X = L; l->s[0].G = gL;
+        l->s[1].X = R; l->s[1].G = gR;
         st = rite__rite_prepare(l, &own);
-        if (st != RITE_OK) return st;
+        if (st != RITE_OK) {
+            for (side = 0; side < 2; side++) {
+                l->s[side].X = oX[side];
+                l->s[side].G = oG[side];
+            }
+            return st;
+        }
     }
     l->own_sumsq = own;
     l->prepared = 1;
@@ -1750,9 +2096,8 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
             memcpy(&stale, in + off, sizeof stale);
             if (stale != 0 && stale != 1) return RITE_ERR_CHECKPOINT_CORRUPT;
         }
-    /* all checked: place the moment blocks for the loaded step count, then copy */
+    /* all checked: copy */
     layer->k = (long long)k;
-    rite__place_moments(layer);
     nf = rite__state_fields(layer, f);
     for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++) memcpy(f[i].p, in + off, f[i].n);
     layer->prepared = 0;
