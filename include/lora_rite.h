@@ -609,18 +609,51 @@ typedef double rite__v4d __attribute__((vector_size(32)));
             for (l = 0; l <= j; l++) A[(size_t)j * r + l] += D[(size_t)i * rp + l] * D[(size_t)i * rp + j];
 #endif
 
-static void rite__gram_tile_c(const double *D, int n, int r, int rp, double *A)
+/* rows [i0, i1) of a float k x r matrix in storage (lay, ld) -> D, rows of rp doubles */
+#define RITE__TO_TILE_BODY                                                             \
+    int i, j;                                                                          \
+    if (lay == RITE_RANK_LAST) {                                                       \
+        for (i = i0; i < i1; i++) {                                                    \
+            const float *row = x + (size_t)i * ld;                                     \
+            double *o = D + (size_t)(i - i0) * rp;                                     \
+            for (j = 0; j < r; j++) o[j] = row[j];                                     \
+            for (; j < rp; j++) o[j] = 0;                                              \
+        }                                                                              \
+    } else {                                                                           \
+        for (i = i0; i < i1; i++)                                                      \
+            for (j = r; j < rp; j++) D[(size_t)(i - i0) * rp + j] = 0;                 \
+        for (j = 0; j < r; j++) {                                                      \
+            const float *col = x + (size_t)j * ld;                                     \
+            for (i = i0; i < i1; i++) D[(size_t)(i - i0) * rp + j] = col[i];           \
+        }                                                                              \
+    }
+
+static void rite__gram_tile_c(const float *x, rite_layout lay, int ld, int i0, int i1, double *D, int r, int rp,
+                              double *A)
 {
-    RITE__GRAM_TILE_BODY
+    int n = i1 - i0;
+    {
+        RITE__TO_TILE_BODY
+    }
+    {
+        RITE__GRAM_TILE_BODY
+    }
 }
 
 #if !defined(LORA_RITE_NO_SIMD) && defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && \
     (defined(__clang__) || __GNUC__ >= 6)
 #define RITE__DISPATCH 1
-__attribute__((target("avx2,fma"))) static void rite__gram_tile_avx2(const double *D, int n, int r, int rp,
+__attribute__((target("avx2,fma"))) static void rite__gram_tile_avx2(const float *x, rite_layout lay, int ld,
+                                                                     int i0, int i1, double *D, int r, int rp,
                                                                      double *A)
 {
-    RITE__GRAM_TILE_BODY
+    int n = i1 - i0;
+    {
+        RITE__TO_TILE_BODY
+    }
+    {
+        RITE__GRAM_TILE_BODY
+    }
 }
 
 static int rite__have_avx2(void)
@@ -629,15 +662,18 @@ static int rite__have_avx2(void)
 }
 #endif
 
-static void rite__gram_tile(const double *D, int n, int r, int rp, double *A)
+/* A += X^T X over rows [i0, i1) of a float k x r matrix in storage (lay, ld),
+   through the double tile D */
+static void rite__gram_tile(const float *x, rite_layout lay, int ld, int i0, int i1, double *D, int r, int rp,
+                            double *A)
 {
 #ifdef RITE__DISPATCH
     if (rite__have_avx2()) {
-        rite__gram_tile_avx2(D, n, r, rp, A);
+        rite__gram_tile_avx2(x, lay, ld, i0, i1, D, r, rp, A);
         return;
     }
 #endif
-    rite__gram_tile_c(D, n, r, rp, A);
+    rite__gram_tile_c(x, lay, ld, i0, i1, D, r, rp, A);
 }
 
 /* Rows [i0, i1) of a k x r float matrix in storage (lay, ld) -> a double
@@ -1205,27 +1241,12 @@ LORA_RITE_API void rite_factors_changed(rite_layer *layer)
 static int rite__gram_f32(const rite_layer *l, const float *x, rite_layout lay, int ld, int k, double *A,
                           double *amax)
 {
-    int r = l->desc.r, rp = RITE__PAD8(r), i0, i1, i, j;
+    int r = l->desc.r, rp = RITE__PAD8(r), i0, i1, j;
     double *D = l->tile, m = 0;
     memset(A, 0, (size_t)r * (size_t)r * sizeof(double));
     for (i0 = 0; i0 < k; i0 = i1) {
         i1 = i0 + l->tile_rows < k ? i0 + l->tile_rows : k;
-        if (lay == RITE_RANK_LAST) {
-            for (i = i0; i < i1; i++) {
-                const float *row = x + (size_t)i * ld;
-                double *o = D + (size_t)(i - i0) * rp;
-                for (j = 0; j < r; j++) o[j] = row[j];
-                for (; j < rp; j++) o[j] = 0;
-            }
-        } else {
-            for (i = i0; i < i1; i++)
-                for (j = r; j < rp; j++) D[(size_t)(i - i0) * rp + j] = 0;
-            for (j = 0; j < r; j++) {
-                const float *col = x + (size_t)j * ld;
-                for (i = i0; i < i1; i++) D[(size_t)(i - i0) * rp + j] = col[i];
-            }
-        }
-        rite__gram_tile(D, i1 - i0, r, rp, A);
+        rite__gram_tile(x, lay, ld, i0, i1, D, r, rp, A);
     }
     for (j = 0; j < r; j++) {
         double v = A[(size_t)j * r + j];
