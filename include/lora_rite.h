@@ -390,6 +390,7 @@ inline rite_status rite_prepare(rite_layer *layer, double *L, double *R, const d
 
 #define RITE__ALIGN 64
 #define RITE__PAD8(r) (((r) + 7) / 8 * 8)
+#define RITE__CHOL_COND 4096.0   /* float layers take T from Cholesky while its condition estimate is below */
 #define RITE__TILE_DOUBLES 16384   /* doubles per tile of a float layer's double passes (128 KiB) */
 
 /* What a LoRA-RITE prepare leaves for apply, per factor: r x r data only,
@@ -458,6 +459,8 @@ struct rite_layer {
     double *tile;          /* float layers: two tiles of tile_rows x r doubles (Gram matrices
                               and products accumulated in double) */
     int tile_rows;
+    double chol_cond;      /* float layers take T from Cholesky while its condition
+                              estimate is below this (RITE__CHOL_COND; 0: always Householder) */
     /* pending step */
     int prepared;
     double own_sumsq;
@@ -1069,6 +1072,7 @@ static rite_status rite__setup(const rite_desc *desc, rite_layer *l)
     if (st != RITE_OK) return st;
     l->allocator = l->desc.allocator;
     l->es = l->desc.precision == RITE_FLOAT32 ? sizeof(float) : sizeof(double);
+    l->chol_cond = RITE__CHOL_COND;
     l->s[0].k = l->desc.m;
     l->s[0].layout = l->desc.layout_L;
     l->s[0].ld = l->desc.ld_L;
@@ -1229,7 +1233,6 @@ LORA_RITE_API void rite_factors_changed(rite_layer *layer)
    also taken for balance, SPEC 15). Double layers take T from Householder QR
    and form gbar, as the SPEC writes them. */
 
-#define RITE__CHOL_COND 4096.0   /* Cholesky T is used while its condition estimate is below */
 
 /* ---- float layers: passes accumulated in double ---- */
 
@@ -1388,7 +1391,7 @@ static rite_status rite__factor_T(rite_layer *l, rite__side *s, rite__prep *p)
             rite__zero_lower(p->T, r);
             info = LAPACKE_dtrcon_work(LAPACK_COL_MAJOR, '1', 'U', 'N', r, p->T, r, &rcond, l->dwork, l->iwork);
         }
-        if (info == 0 && rcond * RITE__CHOL_COND >= 1.0) {
+        if (info == 0 && rcond * l->chol_cond >= 1.0) {
             memcpy(p->Tp, p->T, (size_t)r * (size_t)r * sizeof(double));
             info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', r, p->Tp, r);
             if (info == 0) return RITE_OK;
@@ -1652,16 +1655,18 @@ static void rite__descend_product(rite_layer *l, const rite__side *s, const rite
         rite__gemm(l, CblasTrans, CblasTrans, r, s->k, r, -p, l->WT, r, s->Mn, s->k, a, dst, ld);
 }
 
-/* 1 when the product of rite__descend_product cannot overflow: every new
-   element is at most |a| max|X| + lr capf ||Mn||_F ||T_o^+||_F */
+/* 1 when the product of rite__descend_product cannot overflow: its scalars
+   a and lr capf T_o^+ are representable in the layer precision as they are
+   (no rescaling), and every new element is at most
+   |a| max|X| + lr capf ||Mn||_F ||T_o^+||_F, below the largest number / 4 */
 static int rite__descend_safe(const rite_layer *l, const rite__side *s, const rite__prep *p, const rite__prep *po)
 {
     int r = l->desc.r;
-    double a = fabs(1.0 - l->cfg.lr * l->cfg.weight_decay);
+    double a = fabs(1.0 - l->cfg.lr * l->cfg.weight_decay), big = RITE__F32(l) ? (double)FLT_MAX : DBL_MAX;
     double tn = sqrt(cblas_ddot(r * r, po->Tp, 1, po->Tp, 1));
+    double bu = l->cfg.lr * s->capf * rite__absmax_d(po->Tp, (size_t)r * (size_t)r);
     double prod = l->cfg.lr * s->capf * sqrt(s->mn2) * tn;
-    double big = RITE__F32(l) ? (double)FLT_MAX : DBL_MAX;
-    return prod <= big / 4 && a * p->xmax + prod <= big / 4;
+    return a <= big / 4 && bu <= big / 4 && prod <= big / 4 && a * p->xmax + prod <= big / 4;
 }
 
 /* SPEC 16: what the next step needs of this step's basis U = X T^+:
