@@ -12,10 +12,11 @@
        path the Cholesky one replaces),
    from a random start, the LoRA start R = 0, factors of condition 1e3
    (Cholesky path) and of condition 1e5 (Householder fallback for L), each
-   over 8 problems (geometric mean), after one step and after 50. From the
-   random and the LoRA start the float path must be no farther from the
-   double path than float Householder is; with ill-conditioned factors it
-   must be within 1.5 times (measured: 1.1 to 1.25 times).
+   over 32 problems (geometric mean of the distances), after one step and
+   after 50. The library's float path must be no farther from the double
+   path than float Householder is, up to 5% for the spread of rounding (the
+   two differ by 0.2% to 4% either way; with 8 problems instead of 32 the
+   spread is 10% to 25%).
 
    The Gram kernels (portable, and AVX2+FMA where the machine has it) are
    compared with a naive double Gram matrix for many sizes and both layouts,
@@ -33,7 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { M = 48, N = 40, RK = 6, STEPS = 50, SEEDS = 8 };
+enum { M = 48, N = 40, RK = 6, STEPS = 50, SEEDS = 32 };
 
 /* the problem: a target A (m x n) and the two starting factors (logical, double) */
 typedef struct problem {
@@ -161,26 +162,26 @@ static void compare(const char *name, int lora_start, double cond, uint64_t seed
 
 static void test_random_start_is_as_accurate_as_householder(void **state) {
     (void)state;
-    compare("random start", 0, 1, 11, 1.0);
+    compare("random start", 0, 1, 11, 1.05);
 }
 
 static void test_lora_start_is_as_accurate_as_householder(void **state) {
     (void)state;
-    compare("LoRA start R = 0", 1, 1, 21, 1.0);
+    compare("LoRA start R = 0", 1, 1, 21, 1.05);
 }
 
-/* Ill-conditioned factors: here the float run is up to a quarter farther
-   from the double run than float Householder QR is (the rounding of the
-   float products dominates, in a basis of other signs); bounded, not equal. */
+/* Ill-conditioned factors: the float runs' distance to the double run is
+   then about cond * 2^-24, the sensitivity of the step to the float
+   rounding of the gradient itself, and the same for both ways to get T. */
 static void test_cond_1e3_is_close_to_householder(void **state) {
     (void)state;
-    compare("cond 1e3 factors", 0, 1e3, 31, 1.5);
+    compare("cond 1e3 factors", 0, 1e3, 31, 1.05);
 }
 
 /* beyond the Cholesky threshold L falls back to Householder QR */
 static void test_cond_1e5_is_close_to_householder(void **state) {
     (void)state;
-    compare("cond 1e5 factors", 0, 1e5, 41, 1.5);
+    compare("cond 1e5 factors", 0, 1e5, 41, 1.05);
 }
 
 /* ---- Gram kernels ---- */
