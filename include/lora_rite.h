@@ -449,6 +449,8 @@ struct rite_layer {
     /* r x r scratch shared by both sides (double unless noted) */
     double *P, *Vt, *Q, *T1, *T2, *T3, *W, *lam, *lam2;
     void *WT;              /* r x r weights of the products, layer precision */
+    float *WF;             /* float layers: two r x rp weights of the row kernels */
+    float *ftile;          /* float layers: three tiles of RITE__ROWS rows of rp floats */
     int stale;             /* the factors were changed outside a step */
     void *work;            /* LAPACK workspace in the layer precision (geqrf) */
     int lwork;
@@ -498,21 +500,6 @@ static void rite__load_##S(const T *x, rite_layout lay, int ld, int k, int r, T 
         i1 = i0 + RITE__TILE < k ? i0 + RITE__TILE : k;                                \
         for (j = 0; j < r; j++)                                                        \
             for (i = i0; i < i1; i++) out[(size_t)j * k + i] = x[(size_t)i * ld + j];  \
-    }                                                                                  \
-}                                                                                      \
-/* column-major k x r times a scalar -> caller storage */                              \
-static void rite__store_##S(const T *d, int k, int r, T scale, T *x, rite_layout lay, int ld) \
-{                                                                                      \
-    int i, j, i0, i1;                                                                  \
-    if (lay == RITE_RANK_FIRST) {                                                      \
-        for (j = 0; j < r; j++)                                                        \
-            for (i = 0; i < k; i++) x[(size_t)j * ld + i] = d[(size_t)j * k + i] * scale; \
-        return;                                                                        \
-    }                                                                                  \
-    for (i0 = 0; i0 < k; i0 = i1) {           /* transpose by tiles of rows */         \
-        i1 = i0 + RITE__TILE < k ? i0 + RITE__TILE : k;                                \
-        for (j = 0; j < r; j++)                                                        \
-            for (i = i0; i < i1; i++) x[(size_t)i * ld + j] = d[(size_t)j * k + i] * scale; \
     }                                                                                  \
 }                                                                                      \
 /* non-finite entries -> 0 */                                                          \
@@ -679,6 +666,220 @@ static void rite__gram_tile(const float *x, rite_layout lay, int ld, int i0, int
     rite__gram_tile_c(x, lay, ld, i0, i1, D, r, rp, A);
 }
 
+/* Row kernels of a float layer's apply, for n rows; rp = r rounded up to
+   16, and every row a kernel reads or writes has rp floats in memory (the
+   columns from r on are zero where they are read, scratch where written):
+     rows_times:  C = beta C + A W   (A n x r at a + i rs + l cs, W r x rp
+                                      row-major, C rows at c + i ldc)
+     rows_cross:  E += C^T X         (C rows at c + i ldc, X rows at x + i ldx;
+                                      E r x r double column-major, accumulated
+                                      per call in float, then in double)
+   Blocks of 4 rows x 16 columns (times) and 4 x 16 entries of E (cross) are
+   kept in registers, with vector types under GCC and clang, compiled twice
+   like the Gram kernel; plain loops elsewhere. */
+#define RITE__ROWS 64
+#define RITE__PAD16(r) (((r) + 15) / 16 * 16)
+#if defined(__GNUC__) || defined(__clang__)
+typedef float rite__v8f __attribute__((vector_size(32)));
+#define RITE__TIMES_ROW(p)                                                             \
+    {                                                                                  \
+        const float v_ = a[(size_t)(i0 + (p < h ? p : 0)) * rs + (size_t)q * cs];      \
+        const rite__v8f av = {v_, v_, v_, v_, v_, v_, v_, v_};                         \
+        c##p##0 += av * w0;                                                            \
+        c##p##1 += av * w1;                                                            \
+    }
+#define RITE__TIMES_LOAD(p)                                                            \
+    if (p < h) {                                                                       \
+        memcpy(&c##p##0, c + (size_t)(i0 + p) * ldc + j0, 32);                         \
+        memcpy(&c##p##1, c + (size_t)(i0 + p) * ldc + j0 + 8, 32);                     \
+        c##p##0 *= bv;                                                                 \
+        c##p##1 *= bv;                                                                 \
+    }
+#define RITE__TIMES_STORE(p)                                                           \
+    if (p < h) {                                                                       \
+        memcpy(c + (size_t)(i0 + p) * ldc + j0, &c##p##0, 32);                         \
+        memcpy(c + (size_t)(i0 + p) * ldc + j0 + 8, &c##p##1, 32);                     \
+    }
+#define RITE__ROWS_TIMES_BODY                                                          \
+    int i0, j0, q;                                                                     \
+    const rite__v8f bv = {beta, beta, beta, beta, beta, beta, beta, beta};             \
+    for (i0 = 0; i0 < n; i0 += 4) {                                                    \
+        int h = n - i0 < 4 ? n - i0 : 4;                                               \
+        for (j0 = 0; j0 < rp; j0 += 16) {                                              \
+            rite__v8f c00 = {0, 0, 0, 0, 0, 0, 0, 0}, c01 = c00, c10 = c00, c11 = c00; \
+            rite__v8f c20 = c00, c21 = c00, c30 = c00, c31 = c00, w0, w1;              \
+            if (beta != 0) {                                                           \
+                RITE__TIMES_LOAD(0) RITE__TIMES_LOAD(1) RITE__TIMES_LOAD(2) RITE__TIMES_LOAD(3) \
+            }                                                                          \
+            for (q = 0; q < r; q++) {                                                  \
+                memcpy(&w0, w + (size_t)q * rp + j0, 32);                              \
+                memcpy(&w1, w + (size_t)q * rp + j0 + 8, 32);                          \
+                RITE__TIMES_ROW(0)                                                     \
+                RITE__TIMES_ROW(1)                                                     \
+                RITE__TIMES_ROW(2)                                                     \
+                RITE__TIMES_ROW(3)                                                     \
+            }                                                                          \
+            RITE__TIMES_STORE(0) RITE__TIMES_STORE(1) RITE__TIMES_STORE(2) RITE__TIMES_STORE(3) \
+        }                                                                              \
+    }
+#define RITE__CROSS_ROW(p)                                                             \
+    {                                                                                  \
+        const float v_ = ci[l0 + p];                                                   \
+        const rite__v8f av = {v_, v_, v_, v_, v_, v_, v_, v_};                         \
+        e##p##0 += av * x0;                                                            \
+        e##p##1 += av * x1;                                                            \
+    }
+#define RITE__ROWS_CROSS_BODY                                                          \
+    int i, l0, j0, p, q;                                                               \
+    for (l0 = 0; l0 < r; l0 += 4)                                                      \
+        for (j0 = 0; j0 < r; j0 += 16) {                                               \
+            rite__v8f e00 = {0, 0, 0, 0, 0, 0, 0, 0}, e01 = e00, e10 = e00, e11 = e00; \
+            rite__v8f e20 = e00, e21 = e00, e30 = e00, e31 = e00, x0, x1;              \
+            float out[4][16];                                                          \
+            for (i = 0; i < n; i++) {                                                  \
+                const float *ci = c + (size_t)i * ldc, *xi = x + (size_t)i * ldx;      \
+                memcpy(&x0, xi + j0, 32);                                              \
+                memcpy(&x1, xi + j0 + 8, 32);                                          \
+                RITE__CROSS_ROW(0)                                                     \
+                RITE__CROSS_ROW(1)                                                     \
+                RITE__CROSS_ROW(2)                                                     \
+                RITE__CROSS_ROW(3)                                                     \
+            }                                                                          \
+            memcpy(out[0], &e00, 32); memcpy(out[0] + 8, &e01, 32);                    \
+            memcpy(out[1], &e10, 32); memcpy(out[1] + 8, &e11, 32);                    \
+            memcpy(out[2], &e20, 32); memcpy(out[2] + 8, &e21, 32);                    \
+            memcpy(out[3], &e30, 32); memcpy(out[3] + 8, &e31, 32);                    \
+            for (p = 0; p < 4 && l0 + p < r; p++)                                      \
+                for (q = 0; q < 16 && j0 + q < r; q++) E[(size_t)(j0 + q) * r + l0 + p] += out[p][q]; \
+        }
+#else
+#define RITE__ROWS_TIMES_BODY                                                          \
+    int i, j, q;                                                                       \
+    for (i = 0; i < n; i++)                                                            \
+        for (j = 0; j < rp; j++) {                                                     \
+            float v = beta != 0 ? beta * c[(size_t)i * ldc + j] : 0.0f;               \
+            for (q = 0; q < r; q++) v += a[(size_t)i * rs + (size_t)q * cs] * w[(size_t)q * rp + j]; \
+            c[(size_t)i * ldc + j] = v;                                                \
+        }
+#define RITE__ROWS_CROSS_BODY                                                          \
+    int i, l, j;                                                                       \
+    for (l = 0; l < r; l++)                                                            \
+        for (j = 0; j < r; j++) {                                                      \
+            float v = 0;                                                               \
+            for (i = 0; i < n; i++) v += c[(size_t)i * ldc + l] * x[(size_t)i * ldx + j]; \
+            E[(size_t)j * r + l] += v;                                                 \
+        }
+#endif
+
+/* sum of squares of n rows of r floats (row stride ld), in double: eight
+   independent sums, added in a fixed order */
+#define RITE__SUMSQ_ROWS_BODY                                                          \
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ss = 0;                                  \
+    int i, j, t;                                                                       \
+    for (i = 0; i < n; i++) {                                                          \
+        const float *xi = x + (size_t)i * ld;                                          \
+        for (j = 0; j + 8 <= r; j += 8)                                                \
+            for (t = 0; t < 8; t++) acc[t] += (double)xi[j + t] * xi[j + t];           \
+        for (; j < r; j++) acc[0] += (double)xi[j] * xi[j];                            \
+    }                                                                                  \
+    for (t = 0; t < 8; t++) ss += acc[t];                                              \
+    return ss;
+
+static void rite__rows_times_c(int n, int r, int rp, const float *a, size_t rs, size_t cs, const float *w, float beta,
+                               float *c, size_t ldc)
+{
+    RITE__ROWS_TIMES_BODY
+}
+
+static void rite__rows_cross_c(int n, int r, const float *c, size_t ldc, const float *x, size_t ldx, double *E)
+{
+    RITE__ROWS_CROSS_BODY
+}
+
+static double rite__sumsq_rows_c(const float *x, size_t ld, int n, int r)
+{
+    RITE__SUMSQ_ROWS_BODY
+}
+
+#ifdef RITE__DISPATCH
+__attribute__((target("avx2,fma"))) static void rite__rows_times_avx2(int n, int r, int rp, const float *a,
+                                                                      size_t rs, size_t cs, const float *w,
+                                                                      float beta, float *c, size_t ldc)
+{
+    RITE__ROWS_TIMES_BODY
+}
+
+__attribute__((target("avx2,fma"))) static void rite__rows_cross_avx2(int n, int r, const float *c, size_t ldc,
+                                                                      const float *x, size_t ldx, double *E)
+{
+    RITE__ROWS_CROSS_BODY
+}
+
+__attribute__((target("avx2"))) static double rite__sumsq_rows_avx2(const float *x, size_t ld, int n, int r)
+{
+    RITE__SUMSQ_ROWS_BODY
+}
+#endif
+
+static void rite__rows_times(int n, int r, int rp, const float *a, size_t rs, size_t cs, const float *w, float beta,
+                             float *c, size_t ldc)
+{
+#ifdef RITE__DISPATCH
+    if (rite__have_avx2()) {
+        rite__rows_times_avx2(n, r, rp, a, rs, cs, w, beta, c, ldc);
+        return;
+    }
+#endif
+    rite__rows_times_c(n, r, rp, a, rs, cs, w, beta, c, ldc);
+}
+
+static void rite__rows_cross(int n, int r, const float *c, size_t ldc, const float *x, size_t ldx, double *E)
+{
+#ifdef RITE__DISPATCH
+    if (rite__have_avx2()) {
+        rite__rows_cross_avx2(n, r, c, ldc, x, ldx, E);
+        return;
+    }
+#endif
+    rite__rows_cross_c(n, r, c, ldc, x, ldx, E);
+}
+
+static double rite__sumsq_rows(const float *x, size_t ld, int n, int r)
+{
+#ifdef RITE__DISPATCH
+    if (rite__have_avx2()) return rite__sumsq_rows_avx2(x, ld, n, r);
+#endif
+    return rite__sumsq_rows_c(x, ld, n, r);
+}
+
+/* rows [i0, i1) of a float k x r matrix in storage (lay, ld) -> t, rows of rp floats */
+static void rite__pack_rows(const float *x, rite_layout lay, int ld, int i0, int i1, int r, int rp, float *t)
+{
+    int i, j;
+    for (i = i0; i < i1; i++)
+        for (j = r; j < rp; j++) t[(size_t)(i - i0) * rp + j] = 0;
+    if (lay == RITE_RANK_LAST) {
+        for (i = i0; i < i1; i++) memcpy(t + (size_t)(i - i0) * rp, x + (size_t)i * ld, (size_t)r * sizeof(float));
+        return;
+    }
+    for (j = 0; j < r; j++)
+        for (i = i0; i < i1; i++) t[(size_t)(i - i0) * rp + j] = x[(size_t)j * ld + i];
+}
+
+/* rows of rp floats, times f -> rows [i0, i1) of a float k x r matrix in storage (lay, ld) */
+static void rite__unpack_rows(const float *t, int i0, int i1, int r, int rp, float f, float *x, rite_layout lay,
+                              int ld)
+{
+    int i, j;
+    if (lay == RITE_RANK_LAST) {
+        for (i = i0; i < i1; i++)
+            for (j = 0; j < r; j++) x[(size_t)i * ld + j] = t[(size_t)(i - i0) * rp + j] * f;
+        return;
+    }
+    for (j = 0; j < r; j++)
+        for (i = i0; i < i1; i++) x[(size_t)j * ld + i] = t[(size_t)(i - i0) * rp + j] * f;
+}
+
 /* Rows [i0, i1) of a k x r float matrix in storage (lay, ld) -> a double
    tile: row-major t x r for rank-last, column-major for rank-first
    (t = i1 - i0). */
@@ -833,6 +1034,22 @@ static void rite__to_double(const rite_layer *l, const void *x, int ldx, double 
     int r = l->desc.r;
     if (RITE__F32(l)) rite__to_double_f32((const float *)x, ldx, r, r, y, r);
     else rite__to_double_f64((const double *)x, ldx, r, r, y, r);
+}
+
+/* column-major k x r times a scalar -> caller storage */
+static void rite__store_f64(const double *d, int k, int r, double scale, double *x, rite_layout lay, int ld)
+{
+    int i, j, i0, i1;
+    if (lay == RITE_RANK_FIRST) {
+        for (j = 0; j < r; j++)
+            for (i = 0; i < k; i++) x[(size_t)j * ld + i] = d[(size_t)j * k + i] * scale;
+        return;
+    }
+    for (i0 = 0; i0 < k; i0 = i1) {           /* transpose by tiles of rows */
+        i1 = i0 + RITE__TILE < k ? i0 + RITE__TILE : k;
+        for (j = 0; j < r; j++)
+            for (i = i0; i < i1; i++) x[(size_t)i * ld + j] = d[(size_t)j * k + i] * scale;
+    }
 }
 
 /* largest |x| of a double k x r matrix in storage (lay, ld) */
@@ -1052,7 +1269,9 @@ static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
         l->dwork = (double *)rite__carve(&c, (size_t)l->ldwork * sizeof(double));
         l->iwork = (lapack_int *)rite__carve(&c, (size_t)l->liwork * sizeof(lapack_int));
         if (RITE__F32(l)) {
-            size_t rp = (size_t)RITE__PAD8(l->desc.r);
+            size_t rp = (size_t)RITE__PAD8(l->desc.r), rp16 = (size_t)RITE__PAD16(l->desc.r);
+            l->WF = (float *)rite__carve(&c, 2 * r * rp16 * sizeof(float));
+            l->ftile = (float *)rite__carve(&c, 3 * (size_t)RITE__ROWS * rp16 * sizeof(float));
             l->tile_rows = RITE__TILE_DOUBLES / (int)rp > 0 ? RITE__TILE_DOUBLES / (int)rp : 1;
             if (l->tile_rows > kmax) l->tile_rows = kmax;
             l->tile = (double *)rite__carve(&c, 2 * (size_t)l->tile_rows * rp * sizeof(double));
@@ -1684,6 +1903,146 @@ static rite_status rite__next_basis(rite_layer *l, rite__side *s, const rite__pr
     return rite__all_finite_d(s->Cn, (size_t)r * (size_t)r) ? RITE_OK : RITE_ERR_NONFINITE_UPDATE;
 }
 
+/* ---- a float layer's k x r products, by tiles of rows ---- */
+
+/* W (r x r, double, column-major; the matrix of a product X W) -> wf, r rows
+   of rp floats, divided by the power of two (returned) that keeps it finite */
+static double rite__weights_f32(const rite_layer *l, const double *W, float *wf)
+{
+    int r = l->desc.r, rp = RITE__PAD16(r), q, j;
+    double big = (double)FLT_MAX / 4, m = rite__absmax_d(W, (size_t)r * (size_t)r), p = 1;
+    if (m > big) {
+        frexp(m / big, &q);
+        p = ldexp(1.0, q);
+    }
+    for (q = 0; q < r; q++) {
+        for (j = 0; j < r; j++) wf[(size_t)q * rp + j] = (float)(W[(size_t)j * r + q] / p);
+        for (; j < rp; j++) wf[(size_t)q * rp + j] = 0;
+    }
+    return p;
+}
+
+/* Rows [i0, i1) of Mn into c (row stride ldc):
+   c = G wg pg [non-finite -> 0, times (1 - b1h): spec_order] + M wm pm.
+   M is row-major k x r. */
+static void rite__moment_rows_f32(rite_layer *l, const rite__side *s, int i0, int i1, const float *wg, double pg,
+                                  const float *wm, double pm, int has_m, int spec_order, double b1h, float *c,
+                                  size_t ldc)
+{
+    int r = l->desc.r, rp = RITE__PAD16(r), n = i1 - i0, i, j;
+    float *t = l->ftile + 2 * (size_t)RITE__ROWS * (size_t)rp;
+    const float *g = (const float *)s->G, *m = (const float *)s->M + (size_t)i0 * r;
+    size_t rs = s->layout == RITE_RANK_LAST ? (size_t)s->ldg : 1, cs = s->layout == RITE_RANK_LAST ? 1 : (size_t)s->ldg;
+    rite__rows_times(n, r, rp, g + (size_t)i0 * rs, rs, cs, wg, 0.0f, c, ldc);
+    if (pg != 1 || spec_order)
+        for (i = 0; i < n; i++)
+            for (j = 0; j < r; j++) {
+                float *v = c + (size_t)i * ldc + j;
+                *v = (float)(*v * pg);
+                if (spec_order) *v = *v * 0 != 0 ? 0.0f : (float)(*v * (1.0 - b1h));
+            }
+    if (!has_m) return;
+    if (pm == 1) {
+        rite__rows_times(n, r, rp, m, (size_t)r, 1, wm, 1.0f, c, ldc);
+        return;
+    }
+    rite__rows_times(n, r, rp, m, (size_t)r, 1, wm, 0.0f, t, (size_t)rp);
+    for (i = 0; i < n; i++)
+        for (j = 0; j < r; j++) c[(size_t)i * ldc + j] += (float)(t[(size_t)i * rp + j] * pm);
+}
+
+/* SPEC 9-10 for a float layer: Mn = M (b1h P^T) + G ((1 - b1h) scale T_o^+ Q)
+   into s->Mn (row-major k x r), its sum of squares, SPEC 11's cap factor,
+   and E = Mn^T X for SPEC 16, in one pass over M, G and X. */
+static rite_status rite__first_moment_f32(rite_layer *l, rite__side *s, const rite__prep *p, const rite__prep *po,
+                                          const double *P, const double *Q, double scale, double b1h)
+{
+    int r = l->desc.r, rp = RITE__PAD16(r), i, j, i0, i1, pass, has_m = l->k > 0 && b1h != 0;
+    int direct = r == rp, direct_x = direct && s->layout == RITE_RANK_LAST;
+    size_t kr = (size_t)s->k * (size_t)r;
+    double *Wg = l->T1, *Wm = l->T2, ss = 0, pg, pm;
+    float *wg = l->WF, *wm = l->WF + (size_t)r * (size_t)rp, *tile = l->ftile, *xt = l->ftile + (size_t)RITE__ROWS * rp;
+    float *mn = (float *)s->Mn;
+    for (j = 0; j < r; j++)
+        for (i = 0; i < r; i++) Wm[(size_t)j * r + i] = b1h * P[(size_t)i * r + j];
+    pm = rite__weights_f32(l, Wm, wm);
+    for (pass = 0; pass < 2; pass++) {   /* pass 1: an overflow, redone in the SPEC's order */
+        if (p->skipped) memset(Wg, 0, (size_t)r * (size_t)r * sizeof(double));
+        else rite__dgemm(CblasNoTrans, CblasNoTrans, r, pass ? scale : (1.0 - b1h) * scale, po->Tp, Q, 0.0, Wg);
+        pg = rite__weights_f32(l, Wg, wg);
+        memset(s->E, 0, (size_t)r * (size_t)r * sizeof(double));
+        ss = 0;
+        for (i0 = 0; i0 < s->k; i0 = i1) {
+            float *c = direct ? mn + (size_t)i0 * r : tile;
+            size_t ldc = direct ? (size_t)r : (size_t)rp;
+            i1 = i0 + RITE__ROWS < s->k ? i0 + RITE__ROWS : s->k;
+            rite__moment_rows_f32(l, s, i0, i1, wg, pg, wm, pm, has_m, pass, b1h, c, ldc);
+            ss += rite__sumsq_rows(c, ldc, i1 - i0, r);
+            if (!direct)
+                for (i = 0; i < i1 - i0; i++)
+                    memcpy(mn + (size_t)(i0 + i) * r, tile + (size_t)i * rp, (size_t)r * sizeof(float));
+            if (l->desc.keep_basis) continue;
+            if (direct_x) {
+                rite__rows_cross(i1 - i0, r, c, ldc, (const float *)s->X + (size_t)i0 * s->ld, (size_t)s->ld, s->E);
+            } else {
+                rite__pack_rows((const float *)s->X, s->layout, s->ld, i0, i1, r, rp, xt);
+                rite__rows_cross(i1 - i0, r, c, ldc, xt, (size_t)rp, s->E);
+            }
+        }
+        if (ss <= DBL_MAX) break;
+        if (pass) return RITE_ERR_NONFINITE_UPDATE;
+    }
+    s->mn2 = ss;
+    s->capf = 1.0;   /* SPEC 11: cap the update (not the stored moment) */
+    if (l->cfg.cap > 0) {
+        double rms = sqrt(ss / (double)kr);
+        if (rms / l->cfg.cap > 1) s->capf = l->cfg.cap / rms;
+    }
+    return rite__all_finite_d(s->E, (size_t)r * (size_t)r) ? RITE_OK : RITE_ERR_NONFINITE_UPDATE;
+}
+
+/* SPEC 12-14 for a float layer: X_new = (1 - lr wd) X - lr capf Mn T_o^+T,
+   by tiles. to_caller: written into the caller's X (the bound of
+   rite__descend_safe holds, so no rescaling); else into Xw (row-major
+   k x r), returning the sum of squares of the new factor (not finite if an
+   element is not). */
+static double rite__descend_f32(rite_layer *l, rite__side *s, const rite__prep *po, int to_caller)
+{
+    int r = l->desc.r, rp = RITE__PAD16(r), i, j, i0, i1;
+    double *Bu = l->T3, pb, ss = 0;
+    float *wb = l->WF, *c = l->ftile, *t = l->ftile + (size_t)RITE__ROWS * rp, *x = (float *)s->X;
+    float a = (float)(1.0 - l->cfg.lr * l->cfg.weight_decay);
+    const float *mn = (const float *)s->Mn;
+    for (j = 0; j < r; j++)
+        for (i = 0; i < r; i++) Bu[(size_t)j * r + i] = -l->cfg.lr * s->capf * po->Tp[(size_t)i * r + j];
+    pb = rite__weights_f32(l, Bu, wb);
+    for (i0 = 0; i0 < s->k; i0 = i1) {
+        int n;
+        i1 = i0 + RITE__ROWS < s->k ? i0 + RITE__ROWS : s->k;
+        n = i1 - i0;
+        if (to_caller && r == rp && s->layout == RITE_RANK_LAST) {   /* in place, row by row */
+            rite__rows_times(n, r, rp, mn + (size_t)i0 * r, (size_t)r, 1, wb, a, x + (size_t)i0 * s->ld,
+                             (size_t)s->ld);
+            continue;
+        }
+        rite__pack_rows(x, s->layout, s->ld, i0, i1, r, rp, c);
+        if (pb == 1) {
+            rite__rows_times(n, r, rp, mn + (size_t)i0 * r, (size_t)r, 1, wb, a, c, (size_t)rp);
+        } else {
+            rite__rows_times(n, r, rp, mn + (size_t)i0 * r, (size_t)r, 1, wb, 0.0f, t, (size_t)rp);
+            for (i = 0; i < n * rp; i++) c[i] = (float)(a * c[i] + pb * t[i]);
+        }
+        if (to_caller) {
+            rite__unpack_rows(c, i0, i1, r, rp, 1.0f, x, s->layout, s->ld);
+            continue;
+        }
+        ss += rite__sumsq_rows(c, (size_t)rp, n, r);
+        for (i = 0; i < n; i++)
+            memcpy((float *)s->Xw + (size_t)(i0 + i) * r, c + (size_t)i * rp, (size_t)r * sizeof(float));
+    }
+    return ss;
+}
+
 /* SPEC 4-11 for side s (the other side is o): V, rho, Mn, cap, and E */
 static rite_status rite__rite_side(rite_layer *l, int side, double scale, double b1h, double b2h)
 {
@@ -1694,7 +2053,9 @@ static rite_status rite__rite_side(rite_layer *l, int side, double scale, double
     st = rite__second_moment(l, s, p, po, l->P, l->Vt, scale, b2h);
     if (st == RITE_OK) st = rite__escaped_mass(l, s, l->Vt, b2h);
     if (st == RITE_OK) st = rite__preconditioner(l, s, l->Q);
-    if (st == RITE_OK) st = rite__first_moment(l, s, p, po, l->P, l->Q, scale, b1h);
+    if (st != RITE_OK) return st;
+    if (RITE__F32(l)) return rite__first_moment_f32(l, s, p, po, l->P, l->Q, scale, b1h);
+    st = rite__first_moment(l, s, p, po, l->P, l->Q, scale, b1h);
     if (st == RITE_OK && !l->desc.keep_basis) rite__cross(l, s, p);
     return st;
 }
@@ -1729,10 +2090,14 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
         double nrm[2];
         for (side = 0; side < 2; side++) {
             rite__side *s = &l->s[side];
-            if (RITE__F32(l)) rite__load_f32((const float *)s->X, s->layout, s->ld, s->k, r, (float *)s->Xw);
-            else rite__load_f64((const double *)s->X, s->layout, s->ld, s->k, r, (double *)s->Xw);
-            rite__descend_product(l, s, &l->s[1 - side].pre[l->pend], s->Xw, RITE_RANK_FIRST, s->k);
-            if (!rite__finite(l, s->Xw, RITE_RANK_FIRST, s->k, s->k)) return RITE_ERR_NONFINITE_UPDATE;
+            const rite__prep *po = &l->s[1 - side].pre[l->pend];
+            if (RITE__F32(l)) {
+                if (!(rite__descend_f32(l, s, po, 0) <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+            } else {
+                rite__load_f64((const double *)s->X, s->layout, s->ld, s->k, r, (double *)s->Xw);
+                rite__descend_product(l, s, po, s->Xw, RITE_RANK_FIRST, s->k);
+                if (!rite__finite(l, s->Xw, RITE_RANK_FIRST, s->k, s->k)) return RITE_ERR_NONFINITE_UPDATE;
+            }
             nrm[side] = rite__nrm2(l, s->Xw, (size_t)s->k * (size_t)r) + 1e-6;
         }
         if (c->balance) {   /* SPEC 15: balance the factor norms */
@@ -1751,13 +2116,15 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
         rite__side *s = &l->s[side];
         void *t;
         int i, j, q;
-        if (!careful)
-            rite__descend_product(l, s, &l->s[1 - side].pre[l->pend], s->X, s->layout, s->ld);
-        else if (RITE__F32(l))
-            rite__store_f32((const float *)s->Xw, s->k, r, (float)f[side], (float *)s->X, s->layout, s->ld);
-        else
-            rite__store_f64((const double *)s->Xw, s->k, r, f[side], (double *)s->X, s->layout, s->ld);
-        memcpy(s->M, s->Mn, (size_t)s->k * (size_t)r * l->es);   /* SPEC 10 */
+        if (RITE__F32(l)) {
+            if (!careful) rite__descend_f32(l, s, &l->s[1 - side].pre[l->pend], 1);
+            else rite__unpack_rows((const float *)s->Xw, 0, s->k, r, r, (float)f[side], (float *)s->X, s->layout, s->ld);
+            memcpy(s->M, s->Mn, (size_t)s->k * (size_t)r * sizeof(float));   /* SPEC 10 */
+        } else {
+            if (!careful) rite__descend_product(l, s, &l->s[1 - side].pre[l->pend], s->X, s->layout, s->ld);
+            else rite__store_f64((const double *)s->Xw, s->k, r, f[side], (double *)s->X, s->layout, s->ld);
+            memcpy(s->M, s->Mn, (size_t)s->k * (size_t)r * l->es);   /* SPEC 10 */
+        }
         for (j = 0, q = 0; j < r; j++)                             /* SPEC 7, packed */
             for (i = 0; i <= j; i++, q++) s->Vp[q] = s->Vn[(size_t)j * r + i];
         if (l->desc.keep_basis) {
@@ -1924,6 +2291,8 @@ typedef struct rite__field {
     void *p;
     size_t n;
     int kind;              /* 0 integers, 1 numbers of the layer precision, 2 doubles */
+    int rows, cols;        /* > 0: a float matrix kept row-major (rows x cols) and
+                              stored column-major, as every k x r moment is stored */
 } rite__field;
 
 static void rite__field_set(rite__field *f, void *p, size_t n, int kind)
@@ -1931,6 +2300,37 @@ static void rite__field_set(rite__field *f, void *p, size_t n, int kind)
     f->p = p;
     f->n = n;
     f->kind = kind;
+    f->rows = f->cols = 0;
+}
+
+/* Bytes [off, off + len) of field f as stored (len a multiple of 4 for a
+   transposed field, off too) into dst. */
+static void rite__field_read(const rite__field *f, size_t off, size_t len, unsigned char *dst)
+{
+    size_t e, i, j;
+    const float *m = (const float *)f->p;
+    if (!f->rows) {
+        memcpy(dst, (const char *)f->p + off, len);
+        return;
+    }
+    for (e = off / sizeof(float); e < (off + len) / sizeof(float); e++, dst += sizeof(float)) {
+        j = e / (size_t)f->rows;
+        i = e % (size_t)f->rows;
+        memcpy(dst, m + i * (size_t)f->cols + j, sizeof(float));
+    }
+}
+
+/* the stored bytes of field f (f->n of them) from src into the field */
+static void rite__field_write(const rite__field *f, const unsigned char *src)
+{
+    size_t i, j;
+    float *m = (float *)f->p;
+    if (!f->rows) {
+        memcpy(f->p, src, f->n);
+        return;
+    }
+    for (j = 0; j < (size_t)f->cols; j++)
+        for (i = 0; i < (size_t)f->rows; i++, src += sizeof(float)) memcpy(m + i * (size_t)f->cols + j, src, sizeof(float));
 }
 
 static int rite__state_fields(const rite_layer *l, rite__field *f)
@@ -1942,6 +2342,10 @@ static int rite__state_fields(const rite_layer *l, rite__field *f)
         const rite__side *s = &l->s[side];
         size_t kb = (size_t)s->k * r * l->es;
         rite__field_set(&f[nf++], s->M, kb, 1);
+        if (l->desc.optimizer == RITE_LORA_RITE && l->desc.precision == RITE_FLOAT32) {
+            f[nf - 1].rows = s->k;   /* kept row-major for the row kernels */
+            f[nf - 1].cols = (int)r;
+        }
         if (l->desc.optimizer == RITE_ADAMW) {
             rite__field_set(&f[nf++], s->B, kb, 1);
             continue;
@@ -1981,7 +2385,7 @@ static int rite__finite_bytes(const unsigned char *p, size_t n, size_t es)
 
 static size_t rite__state_bytes(const rite_layer *l)
 {
-    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0}};
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
     size_t n = 0;
     int i, nf = rite__state_fields(l, f);
     for (i = 0; i < nf; i++) n += f[i].n;
@@ -1995,14 +2399,14 @@ LORA_RITE_API size_t rite_state_size(const rite_layer *layer)
 
 LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, size_t dst_size)
 {
-    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0}};
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
     char *o = (char *)dst;
     int i, nf;
     if (!layer || !dst) return RITE_ERR_NULL_ARGUMENT;
     if (dst_size < rite_state_size(layer)) return RITE_ERR_BUFFER_SIZE;
     nf = rite__state_fields(layer, f);
     for (i = 0; i < nf; i++) {
-        memcpy(o, f[i].p, f[i].n);
+        rite__field_read(&f[i], 0, f[i].n, (unsigned char *)o);
         o += f[i].n;
     }
     return RITE_OK;
@@ -2080,7 +2484,7 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
 {
     const unsigned char *in = (const unsigned char *)src;
     unsigned char want[RITE__CKPT_HEADER];
-    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0}};
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
     uint32_t version, mark, hsize;
     uint64_t h, stored, k;
     size_t n, off;
@@ -2125,7 +2529,7 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
     /* all checked: copy */
     layer->k = (long long)k;
     nf = rite__state_fields(layer, f);
-    for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++) memcpy(f[i].p, in + off, f[i].n);
+    for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++) rite__field_write(&f[i], in + off);
     layer->prepared = 0;
     return RITE_OK;
 }
@@ -2134,8 +2538,8 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
    name and rename it). */
 LORA_RITE_API rite_status rite_checkpoint_save_file(const rite_layer *layer, const char *path)
 {
-    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0}};
-    unsigned char head[RITE__CKPT_HEADER];
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
+    unsigned char head[RITE__CKPT_HEADER], chunk[4096];
     uint64_t h;
     FILE *fp;
     int i, nf, ok;
@@ -2147,8 +2551,13 @@ LORA_RITE_API rite_status rite_checkpoint_save_file(const rite_layer *layer, con
     ok = fwrite(head, 1, sizeof head, fp) == sizeof head;
     nf = rite__state_fields(layer, f);
     for (i = 0; i < nf && ok; i++) {
-        h = rite__fnv1a(h, f[i].p, f[i].n);
-        ok = fwrite(f[i].p, 1, f[i].n, fp) == f[i].n;
+        size_t off;
+        for (off = 0; off < f[i].n && ok; off += sizeof chunk) {   /* as stored, in chunks */
+            size_t len = f[i].n - off < sizeof chunk ? f[i].n - off : sizeof chunk;
+            rite__field_read(&f[i], off, len, chunk);
+            h = rite__fnv1a(h, chunk, len);
+            ok = fwrite(chunk, 1, len, fp) == len;
+        }
     }
     ok = ok && fwrite(&h, 1, 8, fp) == 8;
     ok = (fclose(fp) == 0) && ok;

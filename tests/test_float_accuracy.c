@@ -184,6 +184,78 @@ static void test_cond_1e5_is_close_to_householder(void **state) {
     compare("cond 1e5 factors", 0, 1e5, 41, 1.05);
 }
 
+/* A float layer keeps its first moments row-major in memory for its row
+   kernels; rite_state_copy and checkpoints store them column-major k x r,
+   as a double layer's. Both forced to Householder QR (the same sign
+   convention, so the same basis), the two layers' stored moments agree to
+   float rounding, for both layouts. */
+static void test_float_moments_are_stored_column_major(void **state) {
+    int lay;
+    (void)state;
+    for (lay = 0; lay < 2; lay++) {
+        problem pb;
+        rite_desc d;
+        rite_layer *lf, *ld;
+        double gL[M * RK], gR[N * RK], work[M * N], Lp[M * RK], Rp[N * RK], Ld[M * RK], Rd[N * RK];
+        float Lf[M * RK], Rf[N * RK], gLf[M * RK], gRf[N * RK];
+        unsigned char *bf, *bd;
+        size_t nf, nd;
+        double worst = 0, big = 0;
+        int s, i;
+        rite_config c = rite_config_default(RITE_LORA_RITE);
+        c.skip = 0;
+        make_problem(&pb, 0, 1, 51);
+        memset(&d, 0, sizeof d);
+        d.config = &c;
+        d.m = M;
+        d.n = N;
+        d.r = RK;
+        d.layout_L = d.layout_R = (rite_layout)lay;
+        assert_int_equal(rite_init(&lf, &d), RITE_OK);
+        d.precision = RITE_FLOAT64;
+        assert_int_equal(rite_init(&ld, &d), RITE_OK);
+        lf->chol_cond = 0;
+        tu_to_layout_f(pb.L0, M, RK, (rite_layout)lay, lay ? M : RK, Lf);
+        tu_to_layout_f(pb.R0, N, RK, (rite_layout)lay, lay ? N : RK, Rf);
+        tu_to_layout_d(pb.L0, M, RK, (rite_layout)lay, lay ? M : RK, Ld);
+        tu_to_layout_d(pb.R0, N, RK, (rite_layout)lay, lay ? N : RK, Rd);
+        for (s = 0; s < 3; s++) {
+            tu_from_layout_d(Ld, M, RK, (rite_layout)lay, lay ? M : RK, Lp);
+            tu_from_layout_d(Rd, N, RK, (rite_layout)lay, lay ? N : RK, Rp);
+            tu_lsq_loss_grad(Lp, Rp, pb.A, M, N, RK, gL, gR, work);
+            tu_to_layout_f(gL, M, RK, (rite_layout)lay, lay ? M : RK, gLf);
+            tu_to_layout_f(gR, N, RK, (rite_layout)lay, lay ? N : RK, gRf);
+            tu_to_layout_d(gL, M, RK, (rite_layout)lay, lay ? M : RK, work);
+            tu_to_layout_d(gR, N, RK, (rite_layout)lay, lay ? N : RK, work + M * RK);
+            assert_int_equal(rite_step_f32(lf, Lf, Rf, gLf, gRf), RITE_OK);
+            assert_int_equal(rite_step_f64(ld, Ld, Rd, work, work + M * RK), RITE_OK);
+        }
+        nf = rite_state_size(lf);
+        nd = rite_state_size(ld);
+        bf = (unsigned char *)malloc(nf);
+        bd = (unsigned char *)malloc(nd);
+        assert_true(bf && bd);
+        assert_int_equal(rite_state_copy(lf, bf, nf), RITE_OK);
+        assert_int_equal(rite_state_copy(ld, bd, nd), RITE_OK);
+        /* layout: step count (8 bytes), then M_L (m r numbers) */
+        for (i = 0; i < M * RK; i++) {
+            float vf;
+            double vd;
+            memcpy(&vf, bf + 8 + (size_t)i * sizeof(float), sizeof vf);
+            memcpy(&vd, bd + 8 + (size_t)i * sizeof(double), sizeof vd);
+            worst = fabs(vf - vd) > worst ? fabs(vf - vd) : worst;
+            big = fabs(vd) > big ? fabs(vd) : big;
+        }
+        print_message("    layout %d: stored M_L float vs double: %.3e relative\n", lay, worst / big);
+        assert_true(big > 0);
+        assert_true(worst <= 1e-4 * big);
+        free(bf);
+        free(bd);
+        rite_free(lf);
+        rite_free(ld);
+    }
+}
+
 /* ---- Gram kernels ---- */
 
 static void naive_gram(const double *X, int k, int r, double *A) {
@@ -269,6 +341,7 @@ int main(void) {
         cmocka_unit_test(test_lora_start_is_as_accurate_as_householder),
         cmocka_unit_test(test_cond_1e3_is_close_to_householder),
         cmocka_unit_test(test_cond_1e5_is_close_to_householder),
+        cmocka_unit_test(test_float_moments_are_stored_column_major),
         cmocka_unit_test(test_gram_kernels_match_naive_gram),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
