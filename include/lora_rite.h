@@ -49,11 +49,11 @@
 
    rite_step_f32 is rite_prepare_f32 followed by rite_apply with the layer's
    own sum: a layer stepped alone is clipped by its own norm. Between prepare
-   and apply neither the factors nor the gradients may be changed (AdamW
-   reads its gradients in apply). A pending prepare may be dropped: the next
-   prepare replaces it; rite_set_config also cancels it. A prepare rejected
-   for its arguments or inputs keeps a pending one; a LoRA-RITE prepare that
-   fails later (RITE_ERR_NONFINITE_UPDATE, RITE_ERR_LAPACK) cancels it.
+   and apply neither the factors nor the gradients may be changed (both
+   optimizers read them again in apply). A pending prepare may be dropped:
+   the next successful prepare replaces it; rite_set_config also cancels it.
+   A prepare that fails, for whatever reason, keeps a pending one. Between
+   the two phases a LoRA-RITE layer keeps only r x r numbers per factor.
 
    STORAGE
    Each factor (and its gradient) is stored row-major in one of two layouts:
@@ -93,16 +93,40 @@
    as long as the factor buffers keep what the last step wrote (or what a
    checkpoint restores); a trainer that changes them between steps calls
    rite_factors_changed(), or creates the layer with desc.keep_basis = 1 to
-   keep the bases themselves. rite_memory_query() reports state and scratch
-   bytes before allocating; rite_checkpoint_save()/load() store and restore
-   the state in a versioned, checksummed format.
+   keep the bases themselves. Scratch space is two k x r blocks per factor
+   (the new first moment, and a copy of the new factor for the checked
+   path), small tiles and r x r matrices. rite_memory_query() reports state
+   and scratch bytes before allocating; rite_checkpoint_save()/load() store
+   and restore the state in a versioned, checksummed format.
+
+   HOW A STEP IS COMPUTED
+   SPEC step 1 needs only the triangular factor T of X = U T, never U. A
+   float layer reads each factor and gradient once in prepare, forming
+   X^T X and G^T G in double; T is the Cholesky factor of X^T X while its
+   condition estimate (LAPACK dtrcon) is below 4096, where it is at least as
+   accurate as float Householder QR, and Householder QR otherwise (exactly
+   singular factors included). The unmagnified gradient enters only through
+   r x r products, so apply reads M, G and X once more for its k x r x r
+   products (the new moment with its norm and Mn^T X, then the update),
+   written straight into the caller's buffer when a bound shows that no
+   element can overflow, else into scratch that is checked before anything
+   is written. These products run in the library's own kernels: portable C,
+   and where the compiler can, the same code for AVX2 with FMA, chosen at
+   run time by the CPU (define LORA_RITE_NO_SIMD for the portable ones
+   only). Their results differ in rounding (fused multiply-adds), so float
+   results depend on the machine in the last bits. A double layer follows
+   the SPEC's own order: Householder QR, the unmagnified gradient formed,
+   BLAS products; it agrees with the reference implementation to rounding.
 
    ERRORS
    Every function returns a rite_status; rite_status_string() describes it.
    On any error nothing is changed: factors, optimizer state and step count
    are exactly as before, so the caller may fix the input and retry (for
    example skip a batch whose gradients hold NaN). Nothing prints, aborts or
-   allocates inside a step; all memory is taken at rite_init.
+   allocates inside a step; all memory is taken at rite_init. (The BLAS
+   the step calls may allocate inside its own routines: OpenBLAS 0.3.21
+   does in threaded gemm on larger products, and in the small-matrix gemm
+   kernels it uses on AVX-512 CPUs, even on one thread.)
 
    THREADS
    Layers are independent and the library has no global mutable state; all
@@ -121,6 +145,7 @@
 
    OPTIONS (define before including the implementation)
      LORA_RITE_API      storage class of the public functions (default: extern)
+     LORA_RITE_NO_SIMD  compile only the portable kernels (no AVX2 variants)
 
    LICENSE: MIT, see the end of this file.
 */
