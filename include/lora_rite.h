@@ -475,7 +475,7 @@ struct rite_layer {
     double *P, *Vt, *Q, *T1, *T2, *T3, *W, *lam, *lam2;
     void *WT;              /* r x r weights of the products, layer precision */
     float *WF;             /* float layers: two r x rp weights of the row kernels */
-    float *ftile;          /* float layers: three tiles of RITE__ROWS rows of rp floats */
+    float *ftile;          /* float layers: three tiles of RITE__ROWS_OF(r) rows of rp floats */
     int stale;             /* the factors were changed outside a step */
     void *work;            /* LAPACK workspace in the layer precision (geqrf) */
     int lwork;
@@ -702,8 +702,9 @@ static void rite__gram_tile(const float *x, rite_layout lay, int ld, int i0, int
    Blocks of 4 rows x 16 columns (times) and 4 x 16 entries of E (cross) are
    kept in registers, with vector types under GCC and clang, compiled twice
    like the Gram kernel; plain loops elsewhere. */
-#define RITE__ROWS 64
 #define RITE__PAD16(r) (((r) + 15) / 16 * 16)
+/* rows per tile of the row kernels: up to 256, tiles of at most 64 Ki floats */
+#define RITE__ROWS_OF(r) (65536 / RITE__PAD16(r) >= 256 ? 256 : 65536 / RITE__PAD16(r) >= 4 ? 65536 / RITE__PAD16(r) / 4 * 4 : 4)
 #if defined(__GNUC__) || defined(__clang__)
 typedef float rite__v8f __attribute__((vector_size(32)));
 #define RITE__TIMES_ROW(p)                                                             \
@@ -1296,7 +1297,7 @@ static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
         if (RITE__F32(l)) {
             size_t rp = (size_t)RITE__PAD8(l->desc.r), rp16 = (size_t)RITE__PAD16(l->desc.r);
             l->WF = (float *)rite__carve(&c, 2 * r * rp16 * sizeof(float));
-            l->ftile = (float *)rite__carve(&c, 3 * (size_t)RITE__ROWS * rp16 * sizeof(float));
+            l->ftile = (float *)rite__carve(&c, 3 * (size_t)RITE__ROWS_OF(l->desc.r) * rp16 * sizeof(float));
             l->tile_rows = RITE__TILE_DOUBLES / (int)rp > 0 ? RITE__TILE_DOUBLES / (int)rp : 1;
             if (l->tile_rows > kmax) l->tile_rows = kmax;
             l->tile = (double *)rite__carve(&c, 2 * (size_t)l->tile_rows * rp * sizeof(double));
@@ -1940,8 +1941,9 @@ static double rite__weights_f32(const rite_layer *l, const double *W, float *wf)
         frexp(m / big, &q);
         p = ldexp(1.0, q);
     }
+    m = 1 / p;   /* a power of two: exact */
     for (q = 0; q < r; q++) {
-        for (j = 0; j < r; j++) wf[(size_t)q * rp + j] = (float)(W[(size_t)j * r + q] / p);
+        for (j = 0; j < r; j++) wf[(size_t)q * rp + j] = (float)(W[(size_t)j * r + q] * m);
         for (; j < rp; j++) wf[(size_t)q * rp + j] = 0;
     }
     return p;
@@ -1955,7 +1957,7 @@ static void rite__moment_rows_f32(rite_layer *l, const rite__side *s, int i0, in
                                   size_t ldc)
 {
     int r = l->desc.r, rp = RITE__PAD16(r), n = i1 - i0, i, j;
-    float *t = l->ftile + 2 * (size_t)RITE__ROWS * (size_t)rp;
+    float *t = l->ftile + 2 * (size_t)RITE__ROWS_OF(r) * (size_t)rp;
     const float *g = (const float *)s->G, *m = (const float *)s->M + (size_t)i0 * r;
     size_t rs = s->layout == RITE_RANK_LAST ? (size_t)s->ldg : 1, cs = s->layout == RITE_RANK_LAST ? 1 : (size_t)s->ldg;
     rite__rows_times(n, r, rp, g + (size_t)i0 * rs, rs, cs, wg, 0.0f, c, ldc);
@@ -1986,7 +1988,7 @@ static rite_status rite__first_moment_f32(rite_layer *l, rite__side *s, const ri
     int direct = r == rp, direct_x = direct && s->layout == RITE_RANK_LAST;
     size_t kr = (size_t)s->k * (size_t)r;
     double *Wg = l->T1, *Wm = l->T2, ss = 0, pg, pm;
-    float *wg = l->WF, *wm = l->WF + (size_t)r * (size_t)rp, *tile = l->ftile, *xt = l->ftile + (size_t)RITE__ROWS * rp;
+    float *wg = l->WF, *wm = l->WF + (size_t)r * (size_t)rp, *tile = l->ftile, *xt = l->ftile + (size_t)RITE__ROWS_OF(r) * rp;
     float *mn = (float *)s->Mn;
     for (j = 0; j < r; j++)
         for (i = 0; i < r; i++) Wm[(size_t)j * r + i] = b1h * P[(size_t)i * r + j];
@@ -2000,7 +2002,7 @@ static rite_status rite__first_moment_f32(rite_layer *l, rite__side *s, const ri
         for (i0 = 0; i0 < s->k; i0 = i1) {
             float *c = direct ? mn + (size_t)i0 * r : tile;
             size_t ldc = direct ? (size_t)r : (size_t)rp;
-            i1 = i0 + RITE__ROWS < s->k ? i0 + RITE__ROWS : s->k;
+            i1 = i0 + RITE__ROWS_OF(r) < s->k ? i0 + RITE__ROWS_OF(r) : s->k;
             rite__moment_rows_f32(l, s, i0, i1, wg, pg, wm, pm, has_m, pass, b1h, c, ldc);
             ss += rite__sumsq_rows(c, ldc, i1 - i0, r);
             if (!direct)
@@ -2035,7 +2037,7 @@ static double rite__descend_f32(rite_layer *l, rite__side *s, const rite__prep *
 {
     int r = l->desc.r, rp = RITE__PAD16(r), i, j, i0, i1;
     double *Bu = l->T3, pb, ss = 0;
-    float *wb = l->WF, *c = l->ftile, *t = l->ftile + (size_t)RITE__ROWS * rp, *x = (float *)s->X;
+    float *wb = l->WF, *c = l->ftile, *t = l->ftile + (size_t)RITE__ROWS_OF(r) * rp, *x = (float *)s->X;
     float a = (float)(1.0 - l->cfg.lr * l->cfg.weight_decay);
     const float *mn = (const float *)s->Mn;
     for (j = 0; j < r; j++)
@@ -2043,7 +2045,7 @@ static double rite__descend_f32(rite_layer *l, rite__side *s, const rite__prep *
     pb = rite__weights_f32(l, Bu, wb);
     for (i0 = 0; i0 < s->k; i0 = i1) {
         int n;
-        i1 = i0 + RITE__ROWS < s->k ? i0 + RITE__ROWS : s->k;
+        i1 = i0 + RITE__ROWS_OF(r) < s->k ? i0 + RITE__ROWS_OF(r) : s->k;
         n = i1 - i0;
         if (to_caller && r == rp && s->layout == RITE_RANK_LAST) {   /* in place, row by row */
             rite__rows_times(n, r, rp, mn + (size_t)i0 * r, (size_t)r, 1, wb, a, x + (size_t)i0 * s->ld,
