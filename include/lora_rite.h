@@ -703,8 +703,13 @@ static void rite__gram_tile(const float *x, rite_layout lay, int ld, int i0, int
    kept in registers, with vector types under GCC and clang, compiled twice
    like the Gram kernel; plain loops elsewhere. */
 #define RITE__PAD16(r) (((r) + 15) / 16 * 16)
-/* rows per tile of the row kernels: up to 256, tiles of at most 64 Ki floats */
-#define RITE__ROWS_OF(r) (65536 / RITE__PAD16(r) >= 256 ? 256 : 65536 / RITE__PAD16(r) >= 4 ? 65536 / RITE__PAD16(r) / 4 * 4 : 4)
+/* rows per tile of the row kernels: 64 for r <= 32 (three tiles stay in L1);
+   for larger r up to 256, fewer folds of E into double, tiles of at most
+   16 Ki floats */
+#define RITE__ROWS_OF(r)                                                               \
+    (RITE__PAD16(r) <= 32 ? 64                                                         \
+     : 16384 / RITE__PAD16(r) >= 256 ? 256                                             \
+     : 16384 / RITE__PAD16(r) >= 4 ? 16384 / RITE__PAD16(r) / 4 * 4 : 4)
 #if defined(__GNUC__) || defined(__clang__)
 typedef float rite__v8f __attribute__((vector_size(32)));
 #define RITE__TIMES_ROW(p)                                                             \
