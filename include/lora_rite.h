@@ -2213,49 +2213,32 @@ static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, vo
     rite_status st;
     int side;
     double own = 0;
+    void *oX[2];
+    const void *oG[2];
     if (!l || !L || !R || !gL || !gR || !sumsq) return RITE_ERR_NULL_ARGUMENT;
     if (l->desc.precision != prec) return RITE_ERR_PRECISION;
+    /* the buffers of a pending prepare are put back if this one fails */
+    for (side = 0; side < 2; side++) {
+        oX[side] = l->s[side].X;
+        oG[side] = l->s[side].G;
+    }
+    l->s[0].X = L; l->s[0].G = gL;
+    l->s[1].X = R; l->s[1].G = gR;
     if (l->desc.optimizer == RITE_ADAMW) {
-        /* one read-only pass: inputs finite, and results finite (the buffers
-           of a pending prepare are put back afterwards) */
-        int flags[2];
-        void *oX[2];
-        const void *oG[2];
-        for (side = 0; side < 2; side++) {
-            oX[side] = l->s[side].X;
-            oG[side] = l->s[side].G;
-        }
-        l->s[0].X = L; l->s[0].G = gL;
-        l->s[1].X = R; l->s[1].G = gR;
-        for (side = 0; side < 2; side++) flags[side] = rite__adamw_side(l, &l->s[side], 0);
+        /* one read-only pass: inputs finite, and results finite */
+        int flags = rite__adamw_side(l, &l->s[0], 0) | rite__adamw_side(l, &l->s[1], 0);
+        st = flags & 1 ? RITE_ERR_NONFINITE_FACTOR
+           : flags & 2 ? RITE_ERR_NONFINITE_GRADIENT
+           : flags & 4 ? RITE_ERR_NONFINITE_UPDATE : RITE_OK;
+    } else {
+        st = rite__rite_prepare(l, &own);
+    }
+    if (st != RITE_OK) {
         for (side = 0; side < 2; side++) {
             l->s[side].X = oX[side];
             l->s[side].G = oG[side];
         }
-        if ((flags[0] | flags[1]) & 1) return RITE_ERR_NONFINITE_FACTOR;
-        if ((flags[0] | flags[1]) & 2) return RITE_ERR_NONFINITE_GRADIENT;
-        if ((flags[0] | flags[1]) & 4) return RITE_ERR_NONFINITE_UPDATE;
-        l->prepared = 0;
-        l->s[0].X = L; l->s[0].G = gL;
-        l->s[1].X = R; l->s[1].G = gR;
-    } else {
-        /* the buffers of a pending prepare are put back if this one fails */
-        void *oX[2];
-        const void *oG[2];
-        for (side = 0; side < 2; side++) {
-            oX[side] = l->s[side].X;
-            oG[side] = l->s[side].G;
-        }
-        l->s[0].X = L; l->s[0].G = gL;
-        l->s[1].X = R; l->s[1].G = gR;
-        st = rite__rite_prepare(l, &own);
-        if (st != RITE_OK) {
-            for (side = 0; side < 2; side++) {
-                l->s[side].X = oX[side];
-                l->s[side].G = oG[side];
-            }
-            return st;
-        }
+        return st;
     }
     l->own_sumsq = own;
     l->prepared = 1;
