@@ -186,14 +186,16 @@ static void io_check(int ok, const char *path, const char *file, int line)
 }
 #define ioCheck(ok, p) io_check((ok), (p), __FILE__, __LINE__)
 
-static void rite_check(rite_status s, const char *what, const char *file, int line)
+/* a failed lora_rite call: the status, and the layer's detail of it */
+static void rite_check(rite_status s, const rite_layer *layer, const char *what, const char *file, int line)
 {
     if (s != RITE_OK) {
-        fprintf(stderr, "char_lm: %s: %s at %s:%d\n", what, rite_status_string(s), file, line);
+        fprintf(stderr, "char_lm: %s: %s (%s) at %s:%d\n", what, rite_status_string(s), rite_last_error(layer), file,
+                line);
         exit(1);
     }
 }
-#define riteCheck(s, what) rite_check((s), (what), __FILE__, __LINE__)
+#define riteCheck(s, layer, what) rite_check((s), (layer), (what), __FILE__, __LINE__)
 
 static double now_seconds(void)
 {
@@ -587,7 +589,12 @@ static void lora_optimizers(Lora *lo, rite_optimizer kind, double lr)
         d.layout_L = RITE_RANK_FIRST;  /* lora_A, r x in */
         d.layout_R = RITE_RANK_LAST;   /* lora_B, out x r */
         d.config = &cfg;
-        riteCheck(rite_init(&lo->opt[l], &d), "rite_init");
+        if (rite_init(&lo->opt[l], &d) != RITE_OK) {   /* the desc's problem, in detail */
+            char detail[256];
+            fprintf(stderr, "char_lm: rite_init: %s (%s)\n", rite_status_string(rite_desc_check_detail(&d, detail, sizeof detail)),
+                    detail);
+            exit(1);
+        }
     }
 }
 
@@ -998,7 +1005,7 @@ static Result finetune(const Setup *su, Run *run, Curves *curves)
                                              res.lora.gA[l], res.lora.gB[l], &sq);
             if (s == RITE_ERR_NONFINITE_GRADIENT || s == RITE_ERR_NONFINITE_FACTOR ||
                 s == RITE_ERR_NONFINITE_UPDATE) { res.diverged = 1; break; }
-            riteCheck(s, "rite_prepare_f32");
+            riteCheck(s, res.lora.opt[l], "rite_prepare_f32");
             total += sq;
         }
         if (res.diverged) break;
@@ -1006,7 +1013,7 @@ static Result finetune(const Setup *su, Run *run, Curves *curves)
         for (l = 0; l < NLAYER; l++) {
             rite_status s = rite_apply(res.lora.opt[l], total);
             if (s == RITE_ERR_NONFINITE_UPDATE) { res.diverged = 1; break; }
-            riteCheck(s, "rite_apply");
+            riteCheck(s, res.lora.opt[l], "rite_apply");
         }
         if (res.diverged) break;
         avg = t == first ? loss : 0.95 * avg + 0.05 * loss;
@@ -1075,7 +1082,7 @@ static void save_checkpoint(const char *path, const Setup *su, const Run *run, c
     ioCheck(fclose(f) == 0, path);
     for (l = 0; l < NLAYER; l++) {
         snprintf(lpath, sizeof lpath, "%s.%d", path, l);
-        riteCheck(rite_checkpoint_save_file(lo->opt[l], lpath), lpath);
+        riteCheck(rite_checkpoint_save_file(lo->opt[l], lpath), lo->opt[l], lpath);
     }
     printf("  saved checkpoint %s (+ .0 .1 .2) at step %lld\n", path, step);
 }
@@ -1116,7 +1123,7 @@ static long long load_checkpoint(const char *path, const Setup *su, Run *run, Lo
     fclose(f);
     for (l = 0; l < NLAYER; l++) {
         snprintf(lpath, sizeof lpath, "%s.%d", path, l);
-        riteCheck(rite_checkpoint_load_file(lo->opt[l], lpath), lpath);
+        riteCheck(rite_checkpoint_load_file(lo->opt[l], lpath), lo->opt[l], lpath);
         if (rite_step_count(lo->opt[l]) != h.step) {
             fprintf(stderr, "char_lm: %s is at step %lld, %s at step %lld\n", lpath,
                     rite_step_count(lo->opt[l]), path, (long long)h.step);

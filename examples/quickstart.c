@@ -75,11 +75,10 @@ int main(void) {
         if (step % 10 == 0) printf("step %3d  loss %.3e\n", step, loss);
         status = rite_step_f32(layer, L, R, gL, gR);   /* updates L and R */
     }
+    if (status != RITE_OK)   /* what went wrong, and the detail: which buffer, field or value */
+        fprintf(stderr, "lora_rite: %s (%s)\n", rite_status_string(status), rite_last_error(layer));
     rite_free(layer);
-    if (status != RITE_OK) {
-        fprintf(stderr, "lora_rite: %s\n", rite_status_string(status));
-        return 1;
-    }
+    if (status != RITE_OK) return 1;
     /* snippet:usage end */
     return 0;
 }

@@ -232,13 +232,12 @@ static int fz_ld(const fz_layer *x, int side) { return side ? x->d.ld_R : x->d.l
 static int fz_ldg(const fz_layer *x, int side) { return side ? x->d.ld_gR : x->d.ld_gL; }
 static rite_layout fz_layout(const fz_layer *x, int side) { return side ? x->d.layout_R : x->d.layout_L; }
 
-/* options as a checkpoint header records them (none for AdamW, where they
-   do not apply) */
+/* the options a checkpoint must match: keep_basis alone (escape,
+   relative_eps and balance are hyper-parameters, not compared) */
 static unsigned fz_opts(const fz_layer *x)
 {
     if (x->d.optimizer == RITE_ADAMW) return 0;
-    return (x->cfg.escape ? 1u : 0u) | (x->cfg.relative_eps ? 2u : 0u) | (x->cfg.balance ? 4u : 0u) |
-           (x->d.keep_basis ? 8u : 0u);
+    return x->d.keep_basis ? 8u : 0u;
 }
 
 static int fz_finite_logical(const fz_layer *x, const void *buf, int side, int ld)
@@ -542,25 +541,44 @@ static void fz_fill(fz_layer *x, fz_in *in, int side, int grad, double *lg)
 
 /* ------------------------------------------------------------ descs */
 
-/* the harness' own reading of the rules of rite_desc_check */
-static int fz_config_valid(const rite_config *c)
+/* the harness' own reading of the rules for a config (rite_desc_check,
+   rite_set_config): made by rite_config_default for the layer's optimizer,
+   lr, eps and weight decay finite in the layer's precision, and no
+   LoRA-RITE option on an AdamW layer */
+static int fz_config_rite_only(const rite_config *c)
 {
-    return c->lr >= 0 && c->lr <= DBL_MAX && c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 &&
-           c->beta2 < 1 && c->eps >= 0 && c->eps <= DBL_MAX && c->eps_root >= 0 && c->eps_root <= DBL_MAX &&
-           c->clip >= 0 && c->skip >= 0 && c->cap >= 0 && c->weight_decay >= 0 && c->weight_decay <= DBL_MAX;
+    return c->eps_root != 0 || c->clip != 0 || c->skip != 0 || c->cap != 0 || c->escape || c->relative_eps ||
+           c->balance;
+}
+
+static int fz_config_tag_ok(const rite_config *c, rite_optimizer opt)
+{
+    rite_config d = rite_config_default(opt);
+    return c->tag == d.tag;
+}
+
+static int fz_config_valid(const rite_config *c, rite_optimizer opt, rite_precision prec)
+{
+    double top = prec == RITE_FLOAT32 ? (double)FLT_MAX : DBL_MAX;
+    return fz_config_tag_ok(c, opt) && c->lr >= 0 && c->lr <= top && c->beta1 >= 0 && c->beta1 < 1 &&
+           c->beta2 >= 0 && c->beta2 < 1 && c->eps >= 0 && c->eps <= top && c->eps_root >= 0 &&
+           c->eps_root <= DBL_MAX && c->clip >= 0 && c->skip >= 0 && c->cap >= 0 && c->weight_decay >= 0 &&
+           c->weight_decay <= top && !(opt == RITE_ADAMW && fz_config_rite_only(c));
 }
 
 /* the error codes a bad config may get */
-static int fz_config_code_ok(const rite_config *c, rite_status st)
+static int fz_config_code_ok(const rite_config *c, rite_optimizer opt, rite_precision prec, rite_status st)
 {
-    return (st == RITE_ERR_LR && !(c->lr >= 0 && c->lr <= DBL_MAX)) ||
+    double top = prec == RITE_FLOAT32 ? (double)FLT_MAX : DBL_MAX;
+    return (st == RITE_ERR_CONFIG && (!fz_config_tag_ok(c, opt) || (opt == RITE_ADAMW && fz_config_rite_only(c)))) ||
+           (st == RITE_ERR_LR && !(c->lr >= 0 && c->lr <= top)) ||
            (st == RITE_ERR_BETA1 && !(c->beta1 >= 0 && c->beta1 < 1)) ||
            (st == RITE_ERR_BETA2 && !(c->beta2 >= 0 && c->beta2 < 1)) ||
-           (st == RITE_ERR_EPS && !(c->eps >= 0 && c->eps <= DBL_MAX)) ||
+           (st == RITE_ERR_EPS && !(c->eps >= 0 && c->eps <= top)) ||
            (st == RITE_ERR_EPS_ROOT && !(c->eps_root >= 0 && c->eps_root <= DBL_MAX)) ||
            (st == RITE_ERR_CLIP && !(c->clip >= 0)) || (st == RITE_ERR_SKIP && !(c->skip >= 0)) ||
            (st == RITE_ERR_CAP && !(c->cap >= 0)) ||
-           (st == RITE_ERR_WEIGHT_DECAY && !(c->weight_decay >= 0 && c->weight_decay <= DBL_MAX));
+           (st == RITE_ERR_WEIGHT_DECAY && !(c->weight_decay >= 0 && c->weight_decay <= top));
 }
 
 static void fz_read_config(fz_in *in, rite_config *c, rite_optimizer opt)
@@ -587,7 +605,7 @@ static void fz_read_config(fz_in *in, rite_config *c, rite_optimizer opt)
 static int fz_desc_valid(const rite_desc *d, const rite_config *cfg)
 {
     int pL, pR, ldL, ldR;
-    if ((d->allocator.alloc == NULL) != (d->allocator.free == NULL)) return 0;
+    if ((d->allocator.alloc == NULL) != (d->allocator.release == NULL)) return 0;
     if ((unsigned)d->optimizer > 1u || (unsigned)d->precision > 1u) return 0;
     if (d->m <= 0 || d->n <= 0 || d->r <= 0 || d->r > 46340 || d->r > (d->m < d->n ? d->m : d->n)) return 0;
     if ((unsigned)d->layout_L > 1u || (unsigned)d->layout_R > 1u) return 0;
@@ -597,7 +615,7 @@ static int fz_desc_valid(const rite_desc *d, const rite_config *cfg)
     ldL = d->ld_L ? d->ld_L : pL;
     ldR = d->ld_R ? d->ld_R : pR;
     if (ldL < pL || ldR < pR || (d->ld_gL ? d->ld_gL : ldL) < pL || (d->ld_gR ? d->ld_gR : ldR) < pR) return 0;
-    return !d->config || fz_config_valid(cfg);
+    return !d->config || fz_config_valid(cfg, d->optimizer, d->precision);
 }
 
 static int fz_desc_code_ok(const rite_desc *d, const rite_config *cfg, rite_status st)
@@ -605,7 +623,7 @@ static int fz_desc_code_ok(const rite_desc *d, const rite_config *cfg, rite_stat
     int pL, pR, minmn = d->m < d->n ? d->m : d->n;
     int sizes = d->m > 0 && d->n > 0 && d->r > 0, lays = (unsigned)d->layout_L <= 1u && (unsigned)d->layout_R <= 1u;
     switch (st) {
-    case RITE_ERR_NULL_ARGUMENT: return (d->allocator.alloc == NULL) != (d->allocator.free == NULL);
+    case RITE_ERR_NULL_ARGUMENT: return (d->allocator.alloc == NULL) != (d->allocator.release == NULL);
     case RITE_ERR_OPTIMIZER: return (unsigned)d->optimizer > 1u;
     case RITE_ERR_PRECISION: return (unsigned)d->precision > 1u;
     case RITE_ERR_SIZE: return !sizes || d->r > 46340;
@@ -619,7 +637,7 @@ static int fz_desc_code_ok(const rite_desc *d, const rite_config *cfg, rite_stat
         return (d->ld_L && d->ld_L < pL) || (d->ld_R && d->ld_R < pR) ||
                (d->ld_gL ? d->ld_gL : (d->ld_L ? d->ld_L : pL)) < pL ||
                (d->ld_gR ? d->ld_gR : (d->ld_R ? d->ld_R : pR)) < pR;
-    default: return d->config && fz_config_code_ok(cfg, st);
+    default: return d->config && fz_config_code_ok(cfg, d->optimizer, d->precision, st);
     }
 }
 
@@ -646,7 +664,7 @@ static void fz_break_desc(fz_in *in, rite_desc *d, fz_alloc *a, int depth)
     case 8: d->ld_gR = -2; break;
     case 9: d->optimizer = (rite_optimizer)2; break;
     case 10: d->precision = (rite_precision)7; break;
-    case 11: d->allocator.free = NULL; d->allocator.alloc = fz_alloc_fn; d->allocator.user_data = a; break;
+    case 11: d->allocator.release = NULL; d->allocator.alloc = fz_alloc_fn; d->allocator.user_data = a; break;
     case 12: d->m = INT_MIN; d->r = 46341; break;
     default: if (depth == 0) { fz_break_desc(in, d, a, 1); fz_break_desc(in, d, a, 1); } break;
     }
@@ -693,7 +711,7 @@ static void fz_make_layer(fz_in *in, fz_layer *x)
     if (fl & 64u) {
         x->alloc.on = 1;
         d.allocator.alloc = fz_alloc_fn;
-        d.allocator.free = fz_free_fn;
+        d.allocator.release = fz_free_fn;
         d.allocator.user_data = &x->alloc;
     }
     if (fl & 32u) {
@@ -733,11 +751,13 @@ static void fz_make_layer(fz_in *in, fz_layer *x)
 
     /* the layer itself: its config replaced by the defaults if invalid */
     goodcfg = cfg;
-    if (!fz_config_valid(&cfg)) {
+    if (!fz_config_valid(&cfg, d.optimizer, d.precision)) {
         goodcfg = rite_config_default(d.optimizer);
-        goodcfg.escape = cfg.escape;
-        goodcfg.balance = cfg.balance;
-        goodcfg.relative_eps = cfg.relative_eps;
+        if (d.optimizer == RITE_LORA_RITE) {
+            goodcfg.escape = cfg.escape;
+            goodcfg.balance = cfg.balance;
+            goodcfg.relative_eps = cfg.relative_eps;
+        }
         d.config = &goodcfg;
     }
     FZ_CHECK(rite_memory_query(&d, &mem) == RITE_OK);
@@ -839,11 +859,23 @@ static void fz_free_layer(fz_layer *x)
 /* ------------------------------------------------------------ operations */
 
 /* The caller changes factors or gradients only with no prepare pending:
-   setting the same config cancels one. */
+   changing skip (the hyper-parameter prepare uses) and back cancels one of
+   LoRA-RITE; rite_factors_changed one of AdamW (whose state it leaves). */
 static void fz_cancel_pending(fz_layer *x)
 {
     if (x->pending != FZ_NO) {
-        FZ_CHECK(rite_set_config(x->l, &x->cfg) == RITE_OK);
+        long long dropped = rite_prepares_dropped(x->l);
+        if (x->d.optimizer == RITE_ADAMW) {
+            rite_factors_changed(x->l);
+        } else {
+            rite_config c = x->cfg;
+            c.skip = x->cfg.skip == 0 ? 1 : 0;
+            FZ_CHECK(rite_set_config(x->l, &c) == RITE_OK);
+            FZ_CHECK(rite_set_config(x->l, &x->cfg) == RITE_OK);
+        }
+        FZ_CHECK(!rite_is_prepared(x->l));
+        FZ_CHECK(x->pending == FZ_YES ? rite_prepares_dropped(x->l) == dropped + 1
+                                      : rite_prepares_dropped(x->l) - dropped <= 1);
         x->pending = FZ_NO;
     }
 }
@@ -1027,16 +1059,17 @@ static void fz_op_set_config(fz_layer *x, const rite_config *c)
     fz_snapshot(x, s);
     st = rite_set_config(x->l, c);
     fz_check_status_string(st);
-    if (fz_config_valid(c)) {
+    if (fz_config_valid(c, x->d.optimizer, x->d.precision)) {
         rite_config got;
         FZ_CHECK(st == RITE_OK);
         got = rite_get_config(x->l);
         FZ_CHECK(fz_cfg_same(&got, c));
         s->cfg = got;
+        if (c->skip != x->cfg.skip) x->pending = FZ_NO;   /* prepare used skip */
         x->cfg = *c;
-        x->pending = FZ_NO;
     } else {
-        FZ_CHECK(st != RITE_OK && fz_config_code_ok(c, st));
+        FZ_CHECK(st != RITE_OK && fz_config_code_ok(c, x->d.optimizer, x->d.precision, st));
+        FZ_CHECK(rite_last_error(x->l)[0] != 0);   /* the detail is there */
     }
     fz_check_unchanged(x, s);
 }
@@ -1053,12 +1086,11 @@ static void fz_op_set_lr(fz_in *in, fz_layer *x)
     fz_snapshot(x, s);
     st = rite_set_lr(x->l, lr);
     fz_check_status_string(st);
-    if (lr >= 0 && lr <= DBL_MAX) {
+    if (lr >= 0 && lr <= (x->d.precision == RITE_FLOAT32 ? (double)FLT_MAX : DBL_MAX)) {
         rite_config got = rite_get_config(x->l);
         FZ_CHECK(st == RITE_OK && fz_cfg_same(&got, &want));
         s->cfg = got;
-        x->cfg = want;
-        x->pending = FZ_NO;
+        x->cfg = want;   /* a pending prepare stays */
     } else {
         FZ_CHECK(st == RITE_ERR_LR);
     }
@@ -1437,6 +1469,20 @@ static void fz_op_bad_calls(fz_in *in, fz_layer *x)
     }
     FZ_CHECK(st == RITE_ERR_PRECISION && sq == 3.0);
     fz_check_unchanged(x, s);
+    /* shared storage: L passed as R too (both optimizers), and for AdamW a
+       gradient that is a factor; refused before anything is read */
+    {
+        void *r = b & 64u ? x->X[0] : x->X[1];
+        const void *g = b & 64u ? x->G[1] : x->X[(b >> 3) & 1u];
+        if (b & 64u || x->d.optimizer == RITE_ADAMW) {
+            st = x->f32 ? rite_prepare_f32(x->l, (float *)x->X[0], (float *)r, (const float *)x->G[0],
+                                           (const float *)g, &sq)
+                        : rite_prepare_f64(x->l, (double *)x->X[0], (double *)r, (const double *)x->G[0],
+                                           (const double *)g, &sq);
+            FZ_CHECK(st == RITE_ERR_ALIASING && sq == 3.0 && rite_last_error(x->l)[0] != 0);
+            fz_check_unchanged(x, s);
+        }
+    }
     /* one NULL pointer */
     p[0] = x->X[0];
     p[1] = x->X[1];

@@ -44,16 +44,26 @@
    MPI_Allreduce), then apply every layer with the total:
 
        double total = 0, sq;
-       for (i = 0; i < nl; i++) { rite_prepare_f32(lay[i], L[i], R[i], gL[i], gR[i], &sq); total += sq; }
-       for (i = 0; i < nl; i++) rite_apply(lay[i], total);
+       rite_status st = RITE_OK;
+       for (i = 0; i < nl && st == RITE_OK; i++) {
+           st = rite_prepare_f32(lay[i], L[i], R[i], gL[i], gR[i], &sq);
+           total += sq;
+       }
+       for (i = 0; i < nl && st == RITE_OK; i++) st = rite_apply(lay[i], total);
 
    rite_step_f32 is rite_prepare_f32 followed by rite_apply with the layer's
-   own sum: a layer stepped alone is clipped by its own norm. Between prepare
-   and apply neither the factors nor the gradients may be changed (both
-   optimizers read them again in apply). A pending prepare may be dropped:
-   the next successful prepare replaces it; rite_set_config also cancels it.
-   A prepare that fails, for whatever reason, keeps a pending one. Between
-   the two phases a LoRA-RITE layer keeps only r x r numbers per factor.
+   own sum: a layer stepped alone is clipped by its own norm. Check every
+   status: a layer whose prepare failed must not be applied, and the others
+   should not be either (step them all again once the input is fixed).
+   Between prepare and apply neither the factors nor the gradients may be
+   changed (both optimizers read them again in apply); rite_set_lr may be
+   called (an lr schedule), and so may rite_set_config unless it changes
+   skip. A pending prepare is dropped when the next successful prepare
+   replaces it, or when rite_set_config changes skip, rite_factors_changed,
+   rite_reset or a checkpoint load cancels it; rite_prepares_dropped()
+   counts those, so a loop that forgets rite_apply shows up. A prepare that
+   fails, for whatever reason, keeps a pending one. Between the two phases a
+   LoRA-RITE layer keeps only r x r numbers per factor.
 
    STORAGE
    Each factor (and its gradient) is stored row-major in one of two layouts:
@@ -62,13 +72,24 @@
    (k = m for L, n for R). PEFT's lora_A (r x in) is L in RITE_RANK_FIRST and
    lora_B (out x r) is R in RITE_RANK_LAST. Results do not depend on layout.
    A leading dimension of 0 means "packed" (r or k) for a factor, and "the
-   same as its factor's" for a gradient.
+   same as its factor's" for a gradient. L and R must not share storage
+   (side by side in one array, with a common leading dimension, they do
+   not). A gradient may share storage with a factor for LoRA-RITE, which
+   reads every gradient before it writes a factor; AdamW reads its
+   gradients while it writes the factors and refuses that (both with
+   RITE_ERR_ALIASING, before anything is read). Passing double buffers to a
+   _f32 function is only a warning in C: build with
+   -Werror=incompatible-pointer-types, or use C11's rite_step.
 
    CONFIGURATION
    rite_config holds the hyper-parameters; rite_config_default(optimizer)
    returns the defaults of SPEC.md (the algorithm, step by step, in the
-   repository). A desc whose config pointer is NULL uses them. Zero in any other desc field means its default (float32, rank-last,
-   packed, LoRA-RITE, malloc/free).
+   repository). A desc whose config pointer is NULL uses them. A config must
+   start from rite_config_default of the layer's optimizer (or from
+   rite_get_config): a zeroed one, or one made for the other optimizer, is
+   refused (RITE_ERR_CONFIG). lr, eps and weight_decay must be finite in the
+   layer's precision. Zero in any other desc field means its default
+   (float32, rank-last, packed, LoRA-RITE, malloc/free).
 
      field         LoRA-RITE   AdamW   meaning
      lr            1e-3        1e-3    learning rate (>= 0)
@@ -83,6 +104,10 @@
      escape        0           -       escaped-mass correction (SPEC step 8)
      relative_eps  0           -       eps_root scaled by the largest eigenvalue
      balance       0           -       rebalance the factor norms after a step
+
+   A "-" field does not exist for AdamW and must stay 0 in an AdamW config
+   (RITE_ERR_CONFIG otherwise): AdamW does no clipping, so a trainer that
+   switches to it clips its gradients itself if it wants that.
 
    STATE AND MEMORY
    A LoRA-RITE layer keeps one k x r first moment per factor and a few r x r
@@ -119,7 +144,10 @@
    BLAS products; it agrees with the reference implementation to rounding.
 
    ERRORS
-   Every function returns a rite_status; rite_status_string() describes it.
+   The functions that can fail return a rite_status; rite_status_string()
+   describes it, and rite_last_error(layer) gives the detail of a layer's
+   last error (which argument, buffer or field, and its value);
+   rite_desc_check_detail() does the same for a desc that rite_init refused.
    On any error nothing is changed: factors, optimizer state and step count
    are exactly as before, so the caller may fix the input and retry (for
    example skip a batch whose gradients hold NaN). Nothing prints, aborts or
@@ -197,8 +225,14 @@ typedef enum rite_status {
     RITE_ERR_IO,                 /* a checkpoint file could not be opened, read or written */
     RITE_ERR_CHECKPOINT_FORMAT,  /* not a lora_rite checkpoint (bad magic), or truncated */
     RITE_ERR_CHECKPOINT_VERSION, /* a checkpoint of a format version this library cannot read */
-    RITE_ERR_CHECKPOINT_CORRUPT, /* the checkpoint's checksum does not match its contents */
-    RITE_ERR_CHECKPOINT_MISMATCH,/* the checkpoint is of another optimizer, precision, size or options */
+    RITE_ERR_CHECKPOINT_CORRUPT, /* the checkpoint's checksum does not match its contents, or it holds
+                                    impossible values (NaN or Inf, a step count of 2^62 or more,
+                                    a negative escaped mass) */
+    RITE_ERR_CHECKPOINT_MISMATCH,/* the checkpoint is of another optimizer, precision, size or keep_basis */
+    RITE_ERR_CONFIG,             /* a config not made by rite_config_default (or rite_get_config),
+                                    made for the other optimizer, or setting a LoRA-RITE option
+                                    on an AdamW layer */
+    RITE_ERR_ALIASING,           /* a buffer overlaps a factor buffer it must not share */
     RITE_STATUS_COUNT
 } rite_status;
 
@@ -217,7 +251,9 @@ typedef enum rite_layout {
     RITE_RANK_FIRST = 1          /* r x k row-major: X[j * ld + i] */
 } rite_layout;
 
-/* Hyper-parameters. Get the defaults from rite_config_default(). */
+/* Hyper-parameters. Start from rite_config_default(optimizer) (or
+   rite_get_config) and change the fields you want: a config made otherwise,
+   such as rite_config c = {0}, is refused with RITE_ERR_CONFIG. */
 typedef struct rite_config {
     double lr;
     double beta1;
@@ -231,12 +267,14 @@ typedef struct rite_config {
     int escape;
     int relative_eps;
     int balance;
+    unsigned int tag;            /* set by rite_config_default: the optimizer the config
+                                    is for; leave it as it is */
 } rite_config;
 
 /* Optional allocator hooks. Both NULL means malloc/free. */
 typedef struct rite_allocator {
     void *(*alloc)(size_t size, void *user_data);
-    void (*free)(void *ptr, void *user_data);
+    void (*release)(void *ptr, void *user_data);
     void *user_data;
 } rite_allocator;
 
@@ -272,6 +310,10 @@ LORA_RITE_API rite_config rite_config_default(rite_optimizer optimizer);
 /* Check a desc without allocating. Returns the first problem found. */
 LORA_RITE_API rite_status rite_desc_check(const rite_desc *desc);
 
+/* The same, and the detail of the problem (which field, its value and what
+   it must be) into detail (size bytes, always terminated; may be NULL). */
+LORA_RITE_API rite_status rite_desc_check_detail(const rite_desc *desc, char *detail, size_t size);
+
 /* Memory a layer with this desc would take (filled only on RITE_OK). */
 LORA_RITE_API rite_status rite_memory_query(const rite_desc *desc, rite_memory *out);
 
@@ -282,15 +324,32 @@ LORA_RITE_API rite_status rite_init(rite_layer **layer, const rite_desc *desc);
 /* Release a layer (NULL is allowed). */
 LORA_RITE_API void rite_free(rite_layer *layer);
 
-/* Replace the hyper-parameters (for example an lr schedule). The optimizer
-   kind, sizes, layouts and precision are fixed at init. */
+/* Replace the hyper-parameters. The optimizer kind, sizes, layouts and
+   precision are fixed at init. A pending prepare is kept unless skip
+   changes (the one hyper-parameter prepare uses). */
 LORA_RITE_API rite_status rite_set_config(rite_layer *layer, const rite_config *config);
+/* Change lr alone (for example an lr schedule); keeps a pending prepare. */
 LORA_RITE_API rite_status rite_set_lr(rite_layer *layer, double lr);
 LORA_RITE_API rite_config rite_get_config(const rite_layer *layer);
 LORA_RITE_API rite_desc rite_get_desc(const rite_layer *layer);
 
 /* Completed steps of this layer (skipped steps count). */
 LORA_RITE_API long long rite_step_count(const rite_layer *layer);
+
+/* 1 while a prepare waits for its rite_apply, else 0. */
+LORA_RITE_API int rite_is_prepared(const rite_layer *layer);
+
+/* How many successful prepares were never applied: replaced by the next
+   prepare, or cancelled (by rite_set_config changing skip, a checkpoint
+   load, rite_factors_changed or rite_reset). A trainer whose two-phase loop
+   skips rite_apply by mistake sees this count grow. */
+LORA_RITE_API long long rite_prepares_dropped(const rite_layer *layer);
+
+/* The detail of the last error this layer returned (which argument, buffer
+   or field, and its value), or "" when its last call succeeded. The text
+   belongs to the layer and stays valid until the layer's next call; it is
+   as thread-safe as the layer (one thread uses a layer at a time). */
+LORA_RITE_API const char *rite_last_error(const rite_layer *layer);
 
 /* Zero the optimizer state and the step count. */
 LORA_RITE_API void rite_reset(rite_layer *layer);
@@ -342,11 +401,13 @@ LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, si
    rite_checkpoint_size() is the exact byte count rite_checkpoint_save()
    writes, and rite_checkpoint_load() wants exactly that many. Loading checks,
    in this order: magic and byte order (RITE_ERR_CHECKPOINT_FORMAT), version
-   (_VERSION), header size (_FORMAT), that optimizer, precision, m, n, r and the options
-   escape / relative_eps / balance / keep_basis match the layer (_MISMATCH;
-   for AdamW the layouts too), the length (_FORMAT), then the checksum and
-   that every number is finite, the step count below 2^62 and the escaped
-   mass not negative (_CORRUPT). On any error the layer is left
+   (_VERSION), header size (_FORMAT), that optimizer, precision, m, n, r and
+   keep_basis match the layer (_MISMATCH; for AdamW the layouts too), the
+   length (_FORMAT), then the checksum and that every number is finite, the
+   step count below 2^62 and the escaped mass not negative (_CORRUPT);
+   rite_last_error names the field or check. escape, relative_eps and
+   balance are hyper-parameters like lr: they are recorded, not compared,
+   and stay the layer's own. On any error the layer is left
    exactly as it was; a successful load cancels a pending prepare. The
    hyper-parameters (lr, betas, ...) stay the layer's own. The factors are
    the caller's: save them alongside. save_file writes PATH in place (save
@@ -404,6 +465,7 @@ inline rite_status rite_prepare(rite_layer *layer, double *L, double *R, const d
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -414,6 +476,7 @@ inline rite_status rite_prepare(rite_layer *layer, double *L, double *R, const d
    double, column-major. "T" below is the layer's element type. */
 
 #define RITE__ALIGN 64
+#define RITE__TAG(opt) (0x52540000u | ((unsigned int)(opt) + 1u))   /* a config's tag: "RT", optimizer + 1 */
 #define RITE__PAD8(r) (((r) + 7) / 8 * 8)
 #define RITE__CHOL_COND 4096.0   /* float layers take T from Cholesky while its condition estimate is below */
 #define RITE__TILE_DOUBLES 16384   /* doubles per tile of a float layer's double passes (128 KiB) */
@@ -490,7 +553,10 @@ struct rite_layer {
                               estimate is below this (RITE__CHOL_COND; 0: always Householder) */
     /* pending step */
     int prepared;
+    long long dropped;     /* successful prepares never applied */
+    const char *unprepared;/* why there is no pending prepare */
     double own_sumsq;
+    char msg[256];         /* detail of the last error (rite_last_error) */
     rite_memory mem;
     void *raw;             /* what the allocator returned */
 };
@@ -560,7 +626,7 @@ static int rite__adamw_span_##S(T *x, const T *g, T *m, T *v, int n, const T *k,
         } else {                                                                       \
             bx |= xv * 0 != 0;                                                         \
             bg |= gv * 0 != 0;                                                         \
-            br |= (mv + vv + xn) * 0 != 0;                                             \
+            br |= (mv * 0 + vv * 0 + xn * 0) != 0;  /* each value, not their sum */    \
         }                                                                              \
     }                                                                                  \
     return bx | bg << 1 | br << 2;                                                     \
@@ -962,7 +1028,8 @@ static int rite__adamw_fast_f32(float *x, const float *g, float *m, float *v, in
         } else {
             bx |= _mm_movemask_ps(_mm_cmpneq_ps(_mm_mul_ps(xv, zero), zero));
             bg |= _mm_movemask_ps(_mm_cmpneq_ps(_mm_mul_ps(gv, zero), zero));
-            br |= _mm_movemask_ps(_mm_cmpneq_ps(_mm_mul_ps(_mm_add_ps(_mm_add_ps(mv, vv), xn), zero), zero));
+            br |= _mm_movemask_ps(_mm_cmpneq_ps(
+                _mm_add_ps(_mm_add_ps(_mm_mul_ps(mv, zero), _mm_mul_ps(vv, zero)), _mm_mul_ps(xn, zero)), zero));
         }
     }
     flags = (bx ? 1 : 0) | (bg ? 2 : 0) | (br ? 4 : 0);
@@ -991,7 +1058,8 @@ static int rite__adamw_fast_f64(double *x, const double *g, double *m, double *v
         } else {
             bx |= _mm_movemask_pd(_mm_cmpneq_pd(_mm_mul_pd(xv, zero), zero));
             bg |= _mm_movemask_pd(_mm_cmpneq_pd(_mm_mul_pd(gv, zero), zero));
-            br |= _mm_movemask_pd(_mm_cmpneq_pd(_mm_mul_pd(_mm_add_pd(_mm_add_pd(mv, vv), xn), zero), zero));
+            br |= _mm_movemask_pd(_mm_cmpneq_pd(
+                _mm_add_pd(_mm_add_pd(_mm_mul_pd(mv, zero), _mm_mul_pd(vv, zero)), _mm_mul_pd(xn, zero)), zero));
         }
     }
     flags = (bx ? 1 : 0) | (bg ? 2 : 0) | (br ? 4 : 0);
@@ -1127,6 +1195,7 @@ LORA_RITE_API rite_config rite_config_default(rite_optimizer optimizer)
 {
     rite_config c;
     memset(&c, 0, sizeof c);
+    c.tag = RITE__TAG(optimizer == RITE_ADAMW ? RITE_ADAMW : RITE_LORA_RITE);
     c.lr = 1e-3;
     c.beta1 = 0.9;
     c.beta2 = 0.999;
@@ -1140,56 +1209,108 @@ LORA_RITE_API rite_config rite_config_default(rite_optimizer optimizer)
     return c;
 }
 
-static rite_status rite__check_config(const rite_config *c)
+/* st, with the detail of the problem printed into msg (n bytes; msg may be NULL) */
+static rite_status rite__say(char *msg, size_t n, rite_status st, const char *fmt, ...)
 {
-    if (!(c->lr >= 0 && c->lr <= DBL_MAX)) return RITE_ERR_LR;
-    if (!(c->beta1 >= 0 && c->beta1 < 1)) return RITE_ERR_BETA1;
-    if (!(c->beta2 >= 0 && c->beta2 < 1)) return RITE_ERR_BETA2;
-    if (!(c->eps >= 0 && c->eps <= DBL_MAX)) return RITE_ERR_EPS;
-    if (!(c->eps_root >= 0 && c->eps_root <= DBL_MAX)) return RITE_ERR_EPS_ROOT;
-    if (!(c->clip >= 0)) return RITE_ERR_CLIP;
-    if (!(c->skip >= 0)) return RITE_ERR_SKIP;
-    if (!(c->cap >= 0)) return RITE_ERR_CAP;
-    if (!(c->weight_decay >= 0 && c->weight_decay <= DBL_MAX)) return RITE_ERR_WEIGHT_DECAY;
+    va_list ap;
+    if (!msg || !n) return st;
+    va_start(ap, fmt);
+    vsnprintf(msg, n, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+
+/* A config for a layer of optimizer opt and precision prec: made by
+   rite_config_default for that optimizer, every value in range and finite
+   in the layer's precision, and (AdamW) no LoRA-RITE option set. */
+static rite_status rite__check_config(const rite_config *c, rite_optimizer opt, rite_precision prec, char *msg,
+                                      size_t n)
+{
+    double top = prec == RITE_FLOAT32 ? (double)FLT_MAX : DBL_MAX;
+    const char *pn = prec == RITE_FLOAT32 ? "float" : "double";
+    if (c->tag != RITE__TAG(RITE_LORA_RITE) && c->tag != RITE__TAG(RITE_ADAMW))
+        return rite__say(msg, n, RITE_ERR_CONFIG,
+                         "the config was not made by rite_config_default() or rite_get_config() (tag %#x)", c->tag);
+    if (c->tag != RITE__TAG(opt))
+        return rite__say(msg, n, RITE_ERR_CONFIG, "the config was made for %s, the layer is %s",
+                         opt == RITE_ADAMW ? "LoRA-RITE" : "AdamW", opt == RITE_ADAMW ? "AdamW" : "LoRA-RITE");
+    if (!(c->lr >= 0 && c->lr <= top))
+        return rite__say(msg, n, RITE_ERR_LR, "lr = %g: it must be >= 0 and finite in %s", c->lr, pn);
+    if (!(c->beta1 >= 0 && c->beta1 < 1)) return rite__say(msg, n, RITE_ERR_BETA1, "beta1 = %g: not in [0, 1)", c->beta1);
+    if (!(c->beta2 >= 0 && c->beta2 < 1)) return rite__say(msg, n, RITE_ERR_BETA2, "beta2 = %g: not in [0, 1)", c->beta2);
+    if (!(c->eps >= 0 && c->eps <= top))
+        return rite__say(msg, n, RITE_ERR_EPS, "eps = %g: it must be >= 0 and finite in %s", c->eps, pn);
+    if (!(c->eps_root >= 0 && c->eps_root <= DBL_MAX))
+        return rite__say(msg, n, RITE_ERR_EPS_ROOT, "eps_root = %g: it must be >= 0 and finite", c->eps_root);
+    if (!(c->clip >= 0)) return rite__say(msg, n, RITE_ERR_CLIP, "clip = %g: it must be >= 0", c->clip);
+    if (!(c->skip >= 0)) return rite__say(msg, n, RITE_ERR_SKIP, "skip = %g: it must be >= 0", c->skip);
+    if (!(c->cap >= 0)) return rite__say(msg, n, RITE_ERR_CAP, "cap = %g: it must be >= 0", c->cap);
+    if (!(c->weight_decay >= 0 && c->weight_decay <= top))
+        return rite__say(msg, n, RITE_ERR_WEIGHT_DECAY, "weight_decay = %g: it must be >= 0 and finite in %s",
+                         c->weight_decay, pn);
+    if (opt == RITE_ADAMW) {
+        const char *f = c->eps_root != 0 ? "eps_root" : c->clip != 0 ? "clip" : c->skip != 0 ? "skip"
+                      : c->cap != 0 ? "cap" : c->escape ? "escape" : c->relative_eps ? "relative_eps"
+                      : c->balance ? "balance" : NULL;
+        if (f)
+            return rite__say(msg, n, RITE_ERR_CONFIG,
+                             "%s is a LoRA-RITE option and must be 0 for AdamW (AdamW does not clip: clip "
+                             "the gradients before the step)", f);
+    }
     return RITE_OK;
 }
 
 /* Checks desc and fills in its defaults (leading dimensions, config). */
-static rite_status rite__resolve(const rite_desc *in, rite_desc *d, rite_config *cfg)
+static rite_status rite__resolve(const rite_desc *in, rite_desc *d, rite_config *cfg, char *msg, size_t n)
 {
-    rite_status st;
-    int minmn;
-    if (!in) return RITE_ERR_NULL_ARGUMENT;
+    int minmn, pack[4], i;
+    int *ld[4];
+    static const char *const ldname[4] = {"ld_L", "ld_R", "ld_gL", "ld_gR"};
+    if (msg && n) msg[0] = 0;
+    if (!in) return rite__say(msg, n, RITE_ERR_NULL_ARGUMENT, "desc is NULL");
     *d = *in;
-    if ((d->allocator.alloc == NULL) != (d->allocator.free == NULL)) return RITE_ERR_NULL_ARGUMENT;
-    if (d->optimizer != RITE_LORA_RITE && d->optimizer != RITE_ADAMW) return RITE_ERR_OPTIMIZER;
-    if (d->precision != RITE_FLOAT32 && d->precision != RITE_FLOAT64) return RITE_ERR_PRECISION;
-    if (d->m <= 0 || d->n <= 0 || d->r <= 0) return RITE_ERR_SIZE;
+    if ((d->allocator.alloc == NULL) != (d->allocator.release == NULL))
+        return rite__say(msg, n, RITE_ERR_NULL_ARGUMENT, "allocator.%s is NULL but allocator.%s is not",
+                         d->allocator.alloc ? "release" : "alloc", d->allocator.alloc ? "alloc" : "release");
+    if (d->optimizer != RITE_LORA_RITE && d->optimizer != RITE_ADAMW)
+        return rite__say(msg, n, RITE_ERR_OPTIMIZER, "optimizer = %d", (int)d->optimizer);
+    if (d->precision != RITE_FLOAT32 && d->precision != RITE_FLOAT64)
+        return rite__say(msg, n, RITE_ERR_PRECISION, "precision = %d", (int)d->precision);
+    if (d->m <= 0 || d->n <= 0 || d->r <= 0)
+        return rite__say(msg, n, RITE_ERR_SIZE, "m = %d, n = %d, r = %d: each must be positive", d->m, d->n, d->r);
     /* every k x r buffer must be addressable with size_t, its element count
        must fit BLAS's int, and so must LAPACK's r x r workspaces */
     if ((size_t)d->m > (SIZE_MAX / 64) / (size_t)d->r || (size_t)d->n > (SIZE_MAX / 64) / (size_t)d->r ||
         (size_t)d->m * (size_t)d->r > (size_t)INT_MAX || (size_t)d->n * (size_t)d->r > (size_t)INT_MAX ||
         d->r > 16384)
-        return RITE_ERR_SIZE;
+        return rite__say(msg, n, RITE_ERR_SIZE, "m = %d, n = %d, r = %d: m r and n r must not exceed %d, r 16384",
+                         d->m, d->n, d->r, INT_MAX);
     minmn = d->m < d->n ? d->m : d->n;
-    if (d->r > minmn) return RITE_ERR_RANK;
+    if (d->r > minmn) return rite__say(msg, n, RITE_ERR_RANK, "r = %d exceeds min(m, n) = %d", d->r, minmn);
     if ((d->layout_L != RITE_RANK_LAST && d->layout_L != RITE_RANK_FIRST) ||
         (d->layout_R != RITE_RANK_LAST && d->layout_R != RITE_RANK_FIRST))
-        return RITE_ERR_LAYOUT;
-    {
-        int packL = d->layout_L == RITE_RANK_LAST ? d->r : d->m;
-        int packR = d->layout_R == RITE_RANK_LAST ? d->r : d->n;
-        if (d->ld_L < 0 || d->ld_R < 0 || d->ld_gL < 0 || d->ld_gR < 0) return RITE_ERR_LEADING_DIM;
-        if (d->ld_L == 0) d->ld_L = packL;
-        if (d->ld_R == 0) d->ld_R = packR;
-        if (d->ld_gL == 0) d->ld_gL = d->ld_L;
-        if (d->ld_gR == 0) d->ld_gR = d->ld_R;
-        if (d->ld_L < packL || d->ld_R < packR || d->ld_gL < packL || d->ld_gR < packR)
-            return RITE_ERR_LEADING_DIM;
+        return rite__say(msg, n, RITE_ERR_LAYOUT, "layout_L = %d, layout_R = %d", (int)d->layout_L,
+                         (int)d->layout_R);
+    pack[0] = pack[2] = d->layout_L == RITE_RANK_LAST ? d->r : d->m;
+    pack[1] = pack[3] = d->layout_R == RITE_RANK_LAST ? d->r : d->n;
+    ld[0] = &d->ld_L; ld[1] = &d->ld_R; ld[2] = &d->ld_gL; ld[3] = &d->ld_gR;
+    for (i = 0; i < 4; i++)
+        if (*ld[i] < 0) return rite__say(msg, n, RITE_ERR_LEADING_DIM, "%s = %d is negative", ldname[i], *ld[i]);
+    for (i = 0; i < 4; i++) {
+        int given = *ld[i];
+        if (*ld[i] == 0) *ld[i] = i < 2 ? pack[i] : *ld[i - 2];
+        if (*ld[i] < pack[i])
+            return rite__say(msg, n, RITE_ERR_LEADING_DIM, "%s = %d%s is below its minimum %d (%s storage: %s)",
+                             ldname[i], *ld[i], given ? "" : " (as its factor's)", pack[i],
+                             (i % 2 ? d->layout_R : d->layout_L) == RITE_RANK_LAST ? "rank-last" : "rank-first",
+                             (i % 2 ? d->layout_R : d->layout_L) == RITE_RANK_LAST ? "ld >= r" : "ld >= rows");
     }
     *cfg = d->config ? *d->config : rite_config_default(d->optimizer);
-    st = rite__check_config(cfg);
-    if (st != RITE_OK) return st;
+    {
+        rite_status st = rite__check_config(cfg, d->optimizer, d->precision, msg, n);
+        if (st != RITE_OK) return st;
+    }
     d->config = NULL;
     d->keep_basis = d->optimizer == RITE_LORA_RITE && d->keep_basis != 0;
     return RITE_OK;
@@ -1318,7 +1439,7 @@ static rite_status rite__setup(const rite_desc *desc, rite_layer *l)
 {
     rite_status st;
     memset(l, 0, sizeof *l);
-    st = rite__resolve(desc, &l->desc, &l->cfg);
+    st = rite__resolve(desc, &l->desc, &l->cfg, l->msg, sizeof l->msg);
     if (st != RITE_OK) return st;
     l->allocator = l->desc.allocator;
     l->es = l->desc.precision == RITE_FLOAT32 ? sizeof(float) : sizeof(double);
@@ -1340,7 +1461,14 @@ LORA_RITE_API rite_status rite_desc_check(const rite_desc *desc)
 {
     rite_desc d;
     rite_config c;
-    return rite__resolve(desc, &d, &c);
+    return rite__resolve(desc, &d, &c, NULL, 0);
+}
+
+LORA_RITE_API rite_status rite_desc_check_detail(const rite_desc *desc, char *detail, size_t size)
+{
+    rite_desc d;
+    rite_config c;
+    return rite__resolve(desc, &d, &c, detail, size);
 }
 
 LORA_RITE_API rite_status rite_memory_query(const rite_desc *desc, rite_memory *out)
@@ -1362,7 +1490,7 @@ static void *rite__alloc(const rite_allocator *a, size_t n)
 static void rite__dealloc(const rite_allocator *a, void *p)
 {
     if (a->alloc) {
-        if (a->free) a->free(p, a->user_data);
+        if (a->release) a->release(p, a->user_data);
     } else {
         free(p);
     }
@@ -1399,14 +1527,27 @@ LORA_RITE_API void rite_free(rite_layer *layer)
     rite__dealloc(&a, layer->raw);
 }
 
+/* a pending prepare is given up (why: for RITE_ERR_NOT_PREPARED's detail) */
+static void rite__cancel(rite_layer *l, const char *why)
+{
+    if (l->prepared) {
+        l->dropped++;
+        l->unprepared = why;
+    }
+    l->prepared = 0;
+}
+
 LORA_RITE_API rite_status rite_set_config(rite_layer *layer, const rite_config *config)
 {
     rite_status st;
-    if (!layer || !config) return RITE_ERR_NULL_ARGUMENT;
-    st = rite__check_config(config);
+    if (!layer) return RITE_ERR_NULL_ARGUMENT;
+    layer->msg[0] = 0;
+    if (!config) return rite__say(layer->msg, sizeof layer->msg, RITE_ERR_NULL_ARGUMENT, "config is NULL");
+    st = rite__check_config(config, layer->desc.optimizer, layer->desc.precision, layer->msg, sizeof layer->msg);
     if (st != RITE_OK) return st;
+    if (config->skip != layer->cfg.skip)   /* prepare used skip */
+        rite__cancel(layer, "the pending prepare was cancelled by rite_set_config changing skip");
     layer->cfg = *config;
-    layer->prepared = 0;
     return RITE_OK;
 }
 
@@ -1417,6 +1558,21 @@ LORA_RITE_API rite_status rite_set_lr(rite_layer *layer, double lr)
     c = layer->cfg;
     c.lr = lr;
     return rite_set_config(layer, &c);
+}
+
+LORA_RITE_API int rite_is_prepared(const rite_layer *layer)
+{
+    return layer ? layer->prepared : 0;
+}
+
+LORA_RITE_API long long rite_prepares_dropped(const rite_layer *layer)
+{
+    return layer ? layer->dropped : 0;
+}
+
+LORA_RITE_API const char *rite_last_error(const rite_layer *layer)
+{
+    return layer ? layer->msg : "";
 }
 
 LORA_RITE_API rite_config rite_get_config(const rite_layer *layer)
@@ -1459,14 +1615,14 @@ LORA_RITE_API void rite_reset(rite_layer *layer)
     }
     layer->k = 0;
     layer->stale = 0;
-    layer->prepared = 0;
+    rite__cancel(layer, "the pending prepare was cancelled by rite_reset");
 }
 
 LORA_RITE_API void rite_factors_changed(rite_layer *layer)
 {
     if (!layer) return;
     layer->stale = !layer->desc.keep_basis;
-    layer->prepared = 0;
+    rite__cancel(layer, "the pending prepare was cancelled by rite_factors_changed");
 }
 
 /* ---- the LoRA-RITE step ---------------------------------------------------- */
@@ -1689,37 +1845,45 @@ static rite_status rite__rite_prepare(rite_layer *l, double *sumsq)
         for (side = 0; side < 2; side++) {
             rite__side *s = &l->s[side];
             if (!rite__gram_f32(l, (const float *)s->X, s->layout, s->ld, s->k, s->pre[set].T, &s->pre[set].xmax))
-                return RITE_ERR_NONFINITE_FACTOR;
+                return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_FACTOR, "%s holds NaN or Inf",
+                                 side ? "R" : "L");
         }
         for (side = 0; side < 2; side++) {
             rite__side *s = &l->s[side];
             double gmax;
             if (!rite__gram_f32(l, (const float *)s->G, s->layout, s->ldg, s->k, s->pre[set].GG, &gmax))
-                return RITE_ERR_NONFINITE_GRADIENT;
+                return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_GRADIENT, "g%s holds NaN or Inf",
+                                 side ? "R" : "L");
         }
     } else {
         for (side = 0; side < 2; side++) {
             rite__side *s = &l->s[side];
             if (!rite__finite_f64((const double *)s->X, s->layout, s->ld, s->k, l->desc.r))
-                return RITE_ERR_NONFINITE_FACTOR;
+                return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_FACTOR, "%s holds NaN or Inf",
+                                 side ? "R" : "L");
         }
         for (side = 0; side < 2; side++) {
             rite__side *s = &l->s[side];
             if (!rite__finite_f64((const double *)s->G, s->layout, s->ldg, s->k, l->desc.r))
-                return RITE_ERR_NONFINITE_GRADIENT;
+                return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_GRADIENT, "g%s holds NaN or Inf",
+                                 side ? "R" : "L");
             s->pre[set].xmax = rite__absmax_f64((const double *)s->X, s->layout, s->ld, s->k, l->desc.r);
         }
     }
     /* SPEC 1 */
     for (side = 0; side < 2; side++) {
         st = rite__factor_T(l, &l->s[side], &l->s[side].pre[set]);
-        if (st != RITE_OK) return st;
+        if (st != RITE_OK)
+            return rite__say(l->msg, sizeof l->msg, st, "the QR of %s: %s", side ? "R" : "L",
+                             st == RITE_ERR_LAPACK ? "LAPACK failed" : "its norms overflow");
     }
     /* SPEC 2-3 */
     for (side = 0; side < 2; side++)
         rite__unmagnified(l, &l->s[side], &l->s[side].pre[set], &l->s[1 - side].pre[set]);
     *sumsq = l->s[0].pre[set].ss + l->s[1].pre[set].ss;
-    if (!(*sumsq <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+    if (!(*sumsq <= DBL_MAX))
+        return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_UPDATE,
+                         "the unmagnified gradients' sum of squares overflows (skip is off)");
     l->pend = set;
     return RITE_OK;
 }
@@ -2207,6 +2371,68 @@ static int rite__adamw_side(rite_layer *l, rite__side *s, int write)
 
 /* ---- public step functions --------------------------------------------------- */
 
+/* A k x r matrix in caller storage as `rows` runs of `cols` elements, run a
+   at p + a * ld elements of es bytes. */
+typedef struct rite__span {
+    uintptr_t p;
+    size_t rows, cols, ld;
+} rite__span;
+
+static rite__span rite__span_of(const void *p, rite_layout lay, int ld, int k, int r)
+{
+    rite__span sp;
+    sp.p = (uintptr_t)p;
+    sp.rows = (size_t)RITE__OUTER(lay, k, r);
+    sp.cols = (size_t)RITE__INNER(lay, k, r);
+    sp.ld = (size_t)ld;
+    return sp;
+}
+
+/* 1 when two matrices of es-byte elements may share an element: exact when
+   both have the same leading dimension and element grid, else by extent */
+static int rite__overlap(rite__span a, rite__span b, size_t es)
+{
+    uintptr_t ea = a.p + ((a.rows - 1) * a.ld + a.cols) * es, eb = b.p + ((b.rows - 1) * b.ld + b.cols) * es;
+    size_t d, t, q0;
+    if (!(a.p < eb && b.p < ea)) return 0;
+    if (a.ld != b.ld || (a.p > b.p ? a.p - b.p : b.p - a.p) % es) return 1;
+    if (a.p > b.p) {   /* b first */
+        rite__span c = a;
+        a = b;
+        b = c;
+    }
+    d = (size_t)(b.p - a.p) / es;   /* b's row i starts at column t of a's row q0 + i */
+    q0 = d / a.ld;
+    t = d % a.ld;
+    if (t < a.cols && q0 < a.rows) return 1;
+    return t + b.cols > a.ld && q0 + 1 < a.rows;
+}
+
+/* the buffers' storage rule: the factors must not share an element with
+   each other, nor (AdamW, which reads its gradients again while writing)
+   with a gradient */
+static rite_status rite__check_aliasing(rite_layer *l, const void *L, const void *R, const void *gL, const void *gR)
+{
+    const rite__side *a = &l->s[0], *b = &l->s[1];
+    rite__span x[2], g[2];
+    static const char *const xn[2] = {"L", "R"}, *const gn[2] = {"gL", "gR"};
+    int i, j;
+    x[0] = rite__span_of(L, a->layout, a->ld, a->k, l->desc.r);
+    x[1] = rite__span_of(R, b->layout, b->ld, b->k, l->desc.r);
+    g[0] = rite__span_of(gL, a->layout, a->ldg, a->k, l->desc.r);
+    g[1] = rite__span_of(gR, b->layout, b->ldg, b->k, l->desc.r);
+    if (rite__overlap(x[0], x[1], l->es))
+        return rite__say(l->msg, sizeof l->msg, RITE_ERR_ALIASING, "L and R share storage");
+    if (l->desc.optimizer != RITE_ADAMW) return RITE_OK;
+    for (i = 0; i < 2; i++)
+        for (j = 0; j < 2; j++)
+            if (rite__overlap(g[i], x[j], l->es))
+                return rite__say(l->msg, sizeof l->msg, RITE_ERR_ALIASING,
+                                 "%s shares storage with %s: AdamW reads its gradients while writing the factors",
+                                 gn[i], xn[j]);
+    return RITE_OK;
+}
+
 static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, void *R,
                                  const void *gL, const void *gR, double *sumsq)
 {
@@ -2215,8 +2441,17 @@ static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, vo
     double own = 0;
     void *oX[2];
     const void *oG[2];
-    if (!l || !L || !R || !gL || !gR || !sumsq) return RITE_ERR_NULL_ARGUMENT;
-    if (l->desc.precision != prec) return RITE_ERR_PRECISION;
+    if (!l) return RITE_ERR_NULL_ARGUMENT;
+    l->msg[0] = 0;
+    if (!L || !R || !gL || !gR || !sumsq)
+        return rite__say(l->msg, sizeof l->msg, RITE_ERR_NULL_ARGUMENT, "%s is NULL",
+                         !L ? "L" : !R ? "R" : !gL ? "gL" : !gR ? "gR" : "sumsq");
+    if (l->desc.precision != prec)
+        return rite__say(l->msg, sizeof l->msg, RITE_ERR_PRECISION, "%s buffers for a %s layer",
+                         prec == RITE_FLOAT32 ? "float" : "double",
+                         l->desc.precision == RITE_FLOAT32 ? "float" : "double");
+    st = rite__check_aliasing(l, L, R, gL, gR);
+    if (st != RITE_OK) return st;
     /* the buffers of a pending prepare are put back if this one fails */
     for (side = 0; side < 2; side++) {
         oX[side] = l->s[side].X;
@@ -2226,10 +2461,18 @@ static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, vo
     l->s[1].X = R; l->s[1].G = gR;
     if (l->desc.optimizer == RITE_ADAMW) {
         /* one read-only pass: inputs finite, and results finite */
-        int flags = rite__adamw_side(l, &l->s[0], 0) | rite__adamw_side(l, &l->s[1], 0);
-        st = flags & 1 ? RITE_ERR_NONFINITE_FACTOR
-           : flags & 2 ? RITE_ERR_NONFINITE_GRADIENT
-           : flags & 4 ? RITE_ERR_NONFINITE_UPDATE : RITE_OK;
+        int f0 = rite__adamw_side(l, &l->s[0], 0), f1 = rite__adamw_side(l, &l->s[1], 0), side_bad;
+        st = (f0 | f1) & 1 ? RITE_ERR_NONFINITE_FACTOR
+           : (f0 | f1) & 2 ? RITE_ERR_NONFINITE_GRADIENT
+           : (f0 | f1) & 4 ? RITE_ERR_NONFINITE_UPDATE : RITE_OK;
+        side_bad = st == RITE_ERR_NONFINITE_FACTOR ? !(f0 & 1) : st == RITE_ERR_NONFINITE_GRADIENT ? !(f0 & 2)
+                                                                                                 : !(f0 & 4);
+        if (st == RITE_ERR_NONFINITE_FACTOR || st == RITE_ERR_NONFINITE_GRADIENT)
+            rite__say(l->msg, sizeof l->msg, st, "%s%s holds NaN or Inf", st == RITE_ERR_NONFINITE_GRADIENT ? "g" : "",
+                      side_bad ? "R" : "L");
+        else if (st != RITE_OK)
+            rite__say(l->msg, sizeof l->msg, st, "the update of %s would overflow (a moment or the factor)",
+                      side_bad ? "R" : "L");
     } else {
         st = rite__rite_prepare(l, &own);
     }
@@ -2240,6 +2483,7 @@ static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, vo
         }
         return st;
     }
+    if (l->prepared) l->dropped++;   /* a pending prepare, replaced */
     l->own_sumsq = own;
     l->prepared = 1;
     *sumsq = own;
@@ -2251,16 +2495,26 @@ LORA_RITE_API rite_status rite_apply(rite_layer *layer, double total_sumsq)
     rite_status st = RITE_OK;
     int side;
     if (!layer) return RITE_ERR_NULL_ARGUMENT;
-    if (!layer->prepared) return RITE_ERR_NOT_PREPARED;
-    if (!(total_sumsq >= layer->own_sumsq && total_sumsq <= DBL_MAX)) return RITE_ERR_SUMSQ;
+    layer->msg[0] = 0;
+    if (!layer->prepared)
+        return rite__say(layer->msg, sizeof layer->msg, RITE_ERR_NOT_PREPARED, "%s",
+                         layer->unprepared ? layer->unprepared : "no prepare since the layer was created");
+    if (!(total_sumsq >= layer->own_sumsq && total_sumsq <= DBL_MAX))
+        return rite__say(layer->msg, sizeof layer->msg, RITE_ERR_SUMSQ,
+                         "total_sumsq = %g: it must be finite and >= this layer's own %g", total_sumsq,
+                         layer->own_sumsq);
     if (layer->desc.optimizer == RITE_ADAMW) {
         for (side = 0; side < 2; side++) rite__adamw_side(layer, &layer->s[side], 1);
     } else {
         st = rite__rite_apply(layer, total_sumsq);
-        if (st != RITE_OK) return st;
+        if (st != RITE_OK)
+            return rite__say(layer->msg, sizeof layer->msg, st, "%s; the pending prepare is kept",
+                             st == RITE_ERR_LAPACK ? "a LAPACK eigen decomposition did not converge"
+                                                   : "the step would make a factor or the state overflow");
     }
     layer->k++;
     layer->prepared = 0;
+    layer->unprepared = "the last prepare was applied already";
     return RITE_OK;
 }
 
@@ -2504,48 +2758,77 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
     uint64_t h, stored, k;
     size_t n, off;
     int i, nf;
-    if (!layer || !src) return RITE_ERR_NULL_ARGUMENT;
-    if (src_size < RITE__CKPT_HEADER + 8 || memcmp(in, "LORARITE", 8) != 0) return RITE_ERR_CHECKPOINT_FORMAT;
+    static const char *const fname[7] = {"optimizer", "precision", "m", "n", "r", "keep_basis", "layouts"};
+    char *msg;
+    if (!layer) return RITE_ERR_NULL_ARGUMENT;
+    msg = layer->msg;
+    msg[0] = 0;
+    if (!src) return rite__say(msg, sizeof layer->msg, RITE_ERR_NULL_ARGUMENT, "src is NULL");
+    if (src_size < RITE__CKPT_HEADER + 8 || memcmp(in, "LORARITE", 8) != 0)
+        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_FORMAT, "%s",
+                         src_size < RITE__CKPT_HEADER + 8 ? "shorter than a header and checksum" : "bad magic");
     memcpy(&version, in + 8, 4);
     memcpy(&hsize, in + 12, 4);
     memcpy(&mark, in + 16, 4);
-    if (mark != 0x01020304u) return RITE_ERR_CHECKPOINT_FORMAT;
-    if (version != RITE__CKPT_VERSION) return RITE_ERR_CHECKPOINT_VERSION;
-    if (hsize != RITE__CKPT_HEADER) return RITE_ERR_CHECKPOINT_FORMAT;
+    if (mark != 0x01020304u)
+        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_FORMAT, "byte-order mark %#x", mark);
+    if (version != RITE__CKPT_VERSION)
+        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_VERSION, "version %u, this library reads %u",
+                         version, RITE__CKPT_VERSION);
+    if (hsize != RITE__CKPT_HEADER)
+        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_FORMAT, "header size %u", hsize);
     n = rite_checkpoint_size(layer);
     rite__ckpt_header(layer, want);
-    /* optimizer, precision, sizes, options: bytes 20-43; layouts (44) for AdamW */
-    if (memcmp(in + 20, want + 20, 24) != 0 ||
-        (layer->desc.optimizer == RITE_ADAMW && memcmp(in + 44, want + 44, 4) != 0) ||
-        memcmp(in + 48, want + 48, 8) != 0)
-        return RITE_ERR_CHECKPOINT_MISMATCH;
-    if (src_size != n) return RITE_ERR_CHECKPOINT_FORMAT;   /* truncated, or trailing bytes */
+    /* optimizer, precision, m, n, r (bytes 20-39), keep_basis (option bit 8
+       at 40), the layouts (44) for AdamW, whose moments follow them */
+    for (i = 0; i < 7; i++) {
+        uint32_t a, b;
+        memcpy(&a, in + 20 + 4 * i, 4);
+        memcpy(&b, want + 20 + 4 * i, 4);
+        if (i == 5) {
+            a &= 8u;
+            b &= 8u;
+        }
+        if (i == 6 && layer->desc.optimizer != RITE_ADAMW) continue;
+        if (a != b)
+            return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_MISMATCH,
+                             "%s differs: checkpoint %u, layer %u", fname[i], i == 5 ? a >> 3 : a, i == 5 ? b >> 3 : b);
+    }
+    if (memcmp(in + 48, want + 48, 8) != 0)
+        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_MISMATCH, "payload size differs");
+    if (src_size != n)   /* truncated, or trailing bytes */
+        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_FORMAT, "%zu bytes, the layer's checkpoint has %zu",
+                         src_size, n);
     memcpy(&stored, in + n - 8, 8);
     h = rite__fnv1a(14695981039346656037ull, in, n - 8);
-    if (h != stored || memcmp(in + 56, in + RITE__CKPT_HEADER, 8) != 0) return RITE_ERR_CHECKPOINT_CORRUPT;
+    if (h != stored || memcmp(in + 56, in + RITE__CKPT_HEADER, 8) != 0)
+        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "%s",
+                         h != stored ? "checksum mismatch" : "the two step counts differ");
     /* every number finite, a step count that can go on counting, and no
        negative escaped mass (a payload resealed by hand could hold anything) */
     nf = rite__state_fields(layer, f);
     for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++)
         if (f[i].kind && !rite__finite_bytes(in + off, f[i].n, f[i].kind == 1 ? layer->es : sizeof(double)))
-            return RITE_ERR_CHECKPOINT_CORRUPT;
+            return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "a number is NaN or Inf");
     memcpy(&k, in + 56, 8);
-    if (k >= ((uint64_t)1 << 62)) return RITE_ERR_CHECKPOINT_CORRUPT;
+    if (k >= ((uint64_t)1 << 62))
+        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "step count 2^62 or more");
     for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++)
         if (f[i].p == (void *)&layer->s[0].rho || f[i].p == (void *)&layer->s[1].rho) {
             double rho;
             memcpy(&rho, in + off, sizeof rho);
-            if (rho < 0) return RITE_ERR_CHECKPOINT_CORRUPT;
+            if (rho < 0) return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "negative escaped mass");
         } else if (f[i].p == (void *)&layer->stale) {
             int stale;
             memcpy(&stale, in + off, sizeof stale);
-            if (stale != 0 && stale != 1) return RITE_ERR_CHECKPOINT_CORRUPT;
+            if (stale != 0 && stale != 1)
+                return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "factors-changed flag %d", stale);
         }
     /* all checked: copy */
     layer->k = (long long)k;
     nf = rite__state_fields(layer, f);
     for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++) rite__field_write(&f[i], in + off);
-    layer->prepared = 0;
+    rite__cancel(layer, "the pending prepare was cancelled by a checkpoint load");
     return RITE_OK;
 }
 
@@ -2626,7 +2909,8 @@ LORA_RITE_API const char *rite_status_string(rite_status status)
     case RITE_ERR_NONFINITE_GRADIENT: return "a gradient holds NaN or Inf; nothing was changed";
     case RITE_ERR_NONFINITE_FACTOR: return "a factor holds NaN or Inf; nothing was changed";
     case RITE_ERR_NONFINITE_UPDATE: return "the step would produce NaN or Inf (overflow); nothing was changed";
-    case RITE_ERR_NOT_PREPARED: return "rite_apply needs a successful rite_prepare_* first";
+    case RITE_ERR_NOT_PREPARED:
+        return "rite_apply needs a pending rite_prepare_* (none, already applied, or cancelled; see rite_last_error)";
     case RITE_ERR_SUMSQ: return "the total sum of squares must be finite and >= the layer's own";
     case RITE_ERR_OUT_OF_MEMORY: return "out of memory";
     case RITE_ERR_LAPACK: return "a LAPACK routine failed";
@@ -2634,8 +2918,12 @@ LORA_RITE_API const char *rite_status_string(rite_status status)
     case RITE_ERR_IO: return "a checkpoint file could not be opened, read or written";
     case RITE_ERR_CHECKPOINT_FORMAT: return "not a lora_rite checkpoint, or truncated";
     case RITE_ERR_CHECKPOINT_VERSION: return "unsupported checkpoint format version";
-    case RITE_ERR_CHECKPOINT_CORRUPT: return "checkpoint checksum mismatch (corrupted data)";
-    case RITE_ERR_CHECKPOINT_MISMATCH: return "checkpoint is for another optimizer, precision, size or options";
+    case RITE_ERR_CHECKPOINT_CORRUPT:
+        return "checkpoint checksum mismatch, or impossible values in it (NaN or Inf, step count, negative escaped mass)";
+    case RITE_ERR_CHECKPOINT_MISMATCH: return "checkpoint is for another optimizer, precision, size or keep_basis";
+    case RITE_ERR_CONFIG:
+        return "config not made by rite_config_default(), made for the other optimizer, or a LoRA-RITE option on AdamW";
+    case RITE_ERR_ALIASING: return "a factor buffer overlaps the other factor or a gradient";
     case RITE_STATUS_COUNT: break;
     }
     return "unknown status code";

@@ -64,8 +64,7 @@ static void problem_grad(problem *p, const double *L, const double *R, int s, do
 }
 
 static rite_config to_rite_config(const ref_config *c) {
-    rite_config rc;
-    memset(&rc, 0, sizeof rc);
+    rite_config rc = rite_config_default(RITE_LORA_RITE);
     rc.lr = c->lr;
     rc.beta1 = c->beta1;
     rc.beta2 = c->beta2;

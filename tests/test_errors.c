@@ -87,7 +87,7 @@ static void ca_free(void *ptr, void *user_data) {
 static rite_allocator ca_hooks(count_alloc *c) {
     rite_allocator a;
     a.alloc = ca_alloc;
-    a.free = ca_free;
+    a.release = ca_free;
     a.user_data = c;
     return a;
 }
@@ -447,7 +447,7 @@ static void check_bad_desc(const rite_desc *d0, rite_status want, const char *wh
     check_status(rite_init(&layer, &d), want, msg);
     assert_null(layer);
 
-    if (d.allocator.alloc || d.allocator.free) return; /* the case is about the hooks */
+    if (d.allocator.alloc || d.allocator.release) return; /* the case is about the hooks */
     memset(&ca, 0, sizeof ca);
     d.allocator = ca_hooks(&ca);
     layer = (rite_layer *)&ca;
@@ -1225,8 +1225,8 @@ static void test_half_allocator(void **state) {
         if (half == 0)
             d.allocator.alloc = ca_alloc;
         else
-            d.allocator.free = ca_free;
-        check_bad_desc(&d, RITE_ERR_NULL_ARGUMENT, half == 0 ? "allocator.free = NULL" : "allocator.alloc = NULL");
+            d.allocator.release = ca_free;
+        check_bad_desc(&d, RITE_ERR_NULL_ARGUMENT, half == 0 ? "allocator.release = NULL" : "allocator.alloc = NULL");
         assert_int_equal(ca.nlive, 0);
         assert_int_equal(ca.requests, 0);
     }

@@ -335,6 +335,7 @@ static void test_gram_kernels_match_naive_gram(void **state) {
     print_message("    portable kernel checked; AVX2 kernel checked in %d cases%s\n", checked,
                   checked ? "" : " (this machine has no AVX2 with FMA)");
 #else
+    (void)checked;
     print_message("    portable kernel checked (this build has no AVX2 kernels)\n");
 #endif
 }

@@ -311,7 +311,7 @@ static void test_init_takes_reported_memory(void **state) {
             d.optimizer = (rite_optimizer)opt;
             d.precision = (rite_precision)prec;
             d.allocator.alloc = hook_alloc;
-            d.allocator.free = hook_free;
+            d.allocator.release = hook_free;
             d.allocator.user_data = &h;
             assert_int_equal(rite_memory_query(&d, &mem), RITE_OK);
             assert_int_equal(rite_init(&layer, &d), RITE_OK);
@@ -393,7 +393,7 @@ static void big_setup(big_layer *b, rite_optimizer opt, rite_precision prec, rit
         b->ld[3] = b->ld[1]; /* ld_gR = 0: as R's */
     }
     b->desc.allocator.alloc = hook_alloc;
-    b->desc.allocator.free = hook_free;
+    b->desc.allocator.release = hook_free;
     b->desc.allocator.user_data = &b->hook;
     for (k = 0; k < 4; k++) {
         b->count[k] = tu_storage_count(b->lay[k], b->ld[k], b->rows[k], SR);

@@ -126,18 +126,20 @@ static case_spec base_case(const char *name) {
     return c;
 }
 
-static rite_config to_rite_config(const ref_config *c) {
-    rite_config rc;
-    memset(&rc, 0, sizeof rc);
+/* The library's config for the reference's: AdamW takes only the fields it
+   has (the library refuses LoRA-RITE options on an AdamW layer). */
+static rite_config to_rite_config(const ref_config *c, rite_optimizer opt) {
+    rite_config rc = rite_config_default(opt);
     rc.lr = c->lr;
     rc.beta1 = c->beta1;
     rc.beta2 = c->beta2;
     rc.eps = c->eps;
+    rc.weight_decay = c->weight_decay;
+    if (opt == RITE_ADAMW) return rc;
     rc.eps_root = c->eps_root;
     rc.clip = c->clip;
     rc.skip = c->skip;
     rc.cap = c->cap;
-    rc.weight_decay = c->weight_decay;
     rc.escape = c->escape;
     rc.relative_eps = c->relative_eps;
     rc.balance = c->balance;
@@ -209,7 +211,7 @@ static void run_case(const case_spec *c, int steps, case_result *out) {
     problem p;
     rite_layer *layer = NULL;
     rite_desc desc;
-    rite_config rc = to_rite_config(&c->cfg);
+    rite_config rc = to_rite_config(&c->cfg, c->optimizer);
     ref_adamw adam;
     storage sL, sR, sgL, sgR;
     double Lr[M * RK], Rr[N * RK], Ll[M * RK], Rl[N * RK], gL[M * RK], gR[N * RK];

@@ -113,6 +113,18 @@ static inline double tu_lsq_loss_grad(const double *L, const double *R, const do
     return loss;
 }
 
+/* a desc of an m x r, n x r layer; zero elsewhere (the defaults) */
+static inline rite_desc tu_desc(int m, int n, int r, rite_optimizer opt, rite_precision prec) {
+    rite_desc d;
+    memset(&d, 0, sizeof d);
+    d.m = m;
+    d.n = n;
+    d.r = r;
+    d.optimizer = opt;
+    d.precision = prec;
+    return d;
+}
+
 /* max_i |a_i - b_i| / max(max_i |b_i|, tiny): relative difference of two arrays */
 static inline double tu_rel_diff(const double *a, const double *b, size_t count) {
     double num = 0, den = 0;

@@ -605,7 +605,7 @@ static rite_desc layer_desc(trainer *t, int i)
     d.precision = t->cfg.precision;
     d.config = &t->rcfg;
     d.allocator.alloc = count_alloc;
-    d.allocator.free = count_free;
+    d.allocator.release = count_free;
     d.allocator.user_data = &t->rite_bytes;
     return d;
 }
@@ -690,7 +690,10 @@ static int trainer_init(trainer *t, const train_config *c, MPI_Comm comm, char *
                 rite_desc d = layer_desc(t, i);
                 rite_status st = rite_init(&t->opt[i], &d);
                 if (st != RITE_OK) {
-                    fprintf(stderr, "mpi_train: rank %d: layer %d: %s\n", t->rank, i, rite_status_string(st));
+                    char detail[256];
+                    rite_desc_check_detail(&d, detail, sizeof detail);
+                    fprintf(stderr, "mpi_train: rank %d: layer %d: %s (%s)\n", t->rank, i, rite_status_string(st),
+                            detail);
                     fail = 1;
                 }
                 if (c->precision == RITE_FLOAT32) {
@@ -960,8 +963,9 @@ int main(int argc, char **argv)
     }
     seconds = MPI_Wtime() - t0;
     if (status != RITE_OK) {
-        fprintf(stderr, "mpi_train: rank %d: error: step %d, layer %d: %s\n", rank, step - 1,
-                t.failed_layer, rite_status_string(status));
+        fprintf(stderr, "mpi_train: rank %d: error: step %d, layer %d: %s (%s)\n", rank, step - 1, t.failed_layer,
+                rite_status_string(status),
+                t.failed_layer >= 0 && t.opt[t.failed_layer] ? rite_last_error(t.opt[t.failed_layer]) : "");
         trainer_free(&t);
         return finish(EXIT_STEP);
     }

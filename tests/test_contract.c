@@ -1,0 +1,424 @@
+/* test_contract.c - rules of the API that a careful user relies on, one
+   test each:
+   - a step fails only when the SPEC's own result would not be finite in the
+     layer's precision (tiny factors, unmagnified gradients too large to
+     represent: skipped, as SPEC step 3 says);
+   - AdamW checks each stored value, and a float layer takes only an lr that
+     is finite in float;
+   - storage rules: factors never share storage, AdamW's gradients never
+     share storage with a factor, LoRA-RITE's may;
+   - configs come from rite_config_default, for the layer's optimizer;
+   - rite_set_lr keeps a pending prepare; dropped prepares are counted;
+   - errors carry a detail naming the argument, buffer or field;
+   - the status texts say what the codes cover. */
+#define LORA_RITE_IMPLEMENTATION
+#include "lora_rite.h"
+#include "test_util.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { M = 24, N = 20, RK = 4 };
+
+static rite_layer *make_layer(rite_optimizer opt, rite_precision prec, const rite_config *cfg) {
+    rite_desc d = tu_desc(M, N, RK, opt, prec);
+    rite_layer *l = NULL;
+    d.config = cfg;
+    assert_int_equal(rite_init(&l, &d), RITE_OK);
+    return l;
+}
+
+static void fill_f(float *x, size_t n, double scale, uint64_t seed) {
+    tu_rng g = {seed};
+    size_t i;
+    for (i = 0; i < n; i++) x[i] = (float)(scale * tu_normal(&g));
+}
+
+static void fill_d(double *x, size_t n, double scale, uint64_t seed) {
+    tu_rng g = {seed};
+    tu_fill_normal(&g, x, n, scale);
+}
+
+static int all_finite_f(const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* ---- 1. only SPEC's own overflow fails a step ---- */
+
+/* R about 1e-40 (subnormal floats), zero gradients: T_R^+ is about 1e40,
+   beyond float, but the SPEC's step is finite (and leaves the factors as
+   they are); a double layer steps too. */
+static void test_float_layer_with_subnormal_factor_steps(void **state) {
+    float L[M * RK], R[N * RK], gL[M * RK] = {0}, gR[N * RK] = {0}, L0[M * RK], R0[N * RK];
+    double Ld[M * RK], Rd[N * RK], gLd[M * RK] = {0}, gRd[N * RK] = {0};
+    rite_layer *lf = make_layer(RITE_LORA_RITE, RITE_FLOAT32, NULL), *ld = make_layer(RITE_LORA_RITE, RITE_FLOAT64, NULL);
+    int s, i;
+    (void)state;
+    fill_f(L, M * RK, 1.0, 1);
+    fill_f(R, N * RK, 1e-40, 2);
+    for (i = 0; i < M * RK; i++) Ld[i] = L[i];
+    for (i = 0; i < N * RK; i++) Rd[i] = R[i];
+    memcpy(L0, L, sizeof L);
+    memcpy(R0, R, sizeof R);
+    for (s = 0; s < 3; s++) {
+        assert_int_equal(rite_step_f32(lf, L, R, gL, gR), RITE_OK);
+        assert_int_equal(rite_step_f64(ld, Ld, Rd, gLd, gRd), RITE_OK);
+    }
+    assert_memory_equal(L, L0, sizeof L);   /* zero gradients, no weight decay: nothing moves */
+    assert_memory_equal(R, R0, sizeof R);
+    assert_int_equal(rite_step_count(lf), 3);
+    rite_free(lf);
+    rite_free(ld);
+}
+
+/* R about 1e-20 and a gradient of L of ordinary floats (1e19): the
+   unmagnified gradient G T_R^+ of L, about 1e39, cannot be represented in
+   float, so SPEC step 3 skips L; R steps. R's columns are e0, e0 + e1,
+   e1 + e2, e2 + e3 (times 1e-20), so that T_R^+ has entries of both signs
+   in a column and G T_R^+ computed in float meets +Inf and -Inf in one sum. */
+static void test_float_unmagnified_overflow_skips_the_factor(void **state) {
+    float L[M * RK], R[N * RK] = {0}, gL[M * RK], gR[N * RK], L0[M * RK], R0[N * RK];
+    rite_layer *l = make_layer(RITE_LORA_RITE, RITE_FLOAT32, NULL);
+    int i, j;
+    (void)state;
+    fill_f(L, M * RK, 1.0, 3);
+    for (j = 0; j < RK; j++) {   /* rank-last: R[i * RK + j] */
+        R[j * RK + j] = 1e-20f;
+        if (j > 0) R[(j - 1) * RK + j] = 1e-20f;
+    }
+    for (i = 0; i < M * RK; i++) gL[i] = 1e19f;
+    fill_f(gR, N * RK, 1e-3, 6);
+    memcpy(L0, L, sizeof L);
+    memcpy(R0, R, sizeof R);
+    assert_int_equal(rite_step_f32(l, L, R, gL, gR), RITE_OK);
+    assert_memory_equal(L, L0, sizeof L);   /* skipped: its moment is 0 after the first step */
+    assert_true(memcmp(R, R0, sizeof R) != 0);
+    assert_true(all_finite_f(R, N * RK));
+    rite_free(l);
+}
+
+/* The same in double, past DBL_MAX: R about 1e-160, gradient about 1e150. */
+static void test_double_unmagnified_overflow_skips_the_factor(void **state) {
+    double L[M * RK], R[N * RK], gL[M * RK], gR[N * RK], L0[M * RK], R0[N * RK];
+    rite_layer *l = make_layer(RITE_LORA_RITE, RITE_FLOAT64, NULL);
+    int i;
+    (void)state;
+    fill_d(L, M * RK, 1.0, 7);
+    fill_d(R, N * RK, 1e-160, 8);
+    fill_d(gL, M * RK, 1e150, 9);
+    fill_d(gR, N * RK, 1e-3, 10);
+    memcpy(L0, L, sizeof L);
+    memcpy(R0, R, sizeof R);
+    assert_int_equal(rite_step_f64(l, L, R, gL, gR), RITE_OK);
+    assert_memory_equal(L, L0, sizeof L);
+    assert_true(memcmp(R, R0, sizeof R) != 0);
+    for (i = 0; i < N * RK; i++) assert_true(isfinite(R[i]));
+    rite_free(l);
+}
+
+/* ---- 2. AdamW's checks, and float ranges ---- */
+
+/* A factor element of 2e38 with a second moment of 1.6e38: every stored
+   value stays finite (their sum would not). */
+static void test_adamw_checks_each_value_not_their_sum(void **state) {
+    float L[M * RK], R[N * RK], gL[M * RK] = {0}, gR[N * RK] = {0};
+    rite_layer *l = make_layer(RITE_ADAMW, RITE_FLOAT32, NULL);
+    (void)state;
+    fill_f(L, M * RK, 1.0, 11);
+    fill_f(R, N * RK, 1.0, 12);
+    gL[5] = 4e20f;   /* v = (1 - b2) g^2 = 1.6e38 after this step */
+    assert_int_equal(rite_step_f32(l, L, R, gL, gR), RITE_OK);
+    gL[5] = 0;
+    L[5] = 2e38f;
+    assert_int_equal(rite_step_f32(l, L, R, gL, gR), RITE_OK);
+    assert_true(all_finite_f(L, M * RK));
+    assert_true(L[5] > 1e38f);
+    rite_free(l);
+}
+
+/* lr (and eps, weight_decay) must be finite in the layer's precision */
+static void test_float_layer_refuses_lr_beyond_float(void **state) {
+    rite_layer *lf = make_layer(RITE_ADAMW, RITE_FLOAT32, NULL), *ld = make_layer(RITE_ADAMW, RITE_FLOAT64, NULL);
+    rite_layer *rf = make_layer(RITE_LORA_RITE, RITE_FLOAT32, NULL);
+    rite_config c = rite_config_default(RITE_ADAMW);
+    (void)state;
+    assert_int_equal(rite_set_lr(lf, 1e39), RITE_ERR_LR);
+    assert_non_null(strstr(rite_last_error(lf), "float"));
+    assert_true(rite_get_config(lf).lr == 1e-3);   /* unchanged */
+    assert_int_equal(rite_set_lr(rf, 1e39), RITE_ERR_LR);
+    assert_int_equal(rite_set_lr(ld, 1e39), RITE_OK);   /* finite in double */
+    c.eps = 1e39;
+    assert_int_equal(rite_set_config(lf, &c), RITE_ERR_EPS);
+    c.eps = 1e-8;
+    c.weight_decay = 1e39;
+    assert_int_equal(rite_set_config(lf, &c), RITE_ERR_WEIGHT_DECAY);
+    rite_free(lf);
+    rite_free(ld);
+    rite_free(rf);
+}
+
+/* ---- 3. shared storage ---- */
+
+/* AdamW reads its gradients while writing the factors: a gradient that
+   shares storage with a factor is refused, and nothing changes. */
+static void test_adamw_refuses_gradient_sharing_a_factor(void **state) {
+    float buf[(M + N) * RK], gL[M * RK], copy[(M + N) * RK];
+    float *L = buf, *R = buf + M * RK;
+    rite_layer *l = make_layer(RITE_ADAMW, RITE_FLOAT32, NULL);
+    size_t n = rite_state_size(l);
+    unsigned char *s0 = (unsigned char *)malloc(n), *s1 = (unsigned char *)malloc(n);
+    (void)state;
+    assert_true(s0 && s1);
+    fill_f(buf, (M + N) * RK, 1.0, 13);
+    fill_f(gL, M * RK, 0.1, 14);
+    memcpy(copy, buf, sizeof buf);
+    assert_int_equal(rite_state_copy(l, s0, n), RITE_OK);
+    /* gR is the storage of L (as many floats: N < M) */
+    assert_int_equal(rite_step_f32(l, L, R, gL, L), RITE_ERR_ALIASING);
+    assert_non_null(strstr(rite_last_error(l), "gR"));
+    assert_memory_equal(buf, copy, sizeof buf);
+    assert_int_equal(rite_state_copy(l, s1, n), RITE_OK);
+    assert_memory_equal(s0, s1, n);
+    assert_int_equal(rite_step_count(l), 0);
+    free(s0);
+    free(s1);
+    rite_free(l);
+}
+
+/* LoRA-RITE reads every gradient before it writes a factor: with gR in the
+   storage of L the result is the unaliased call's, bit for bit. */
+static void test_rite_gradient_may_share_a_factor(void **state) {
+    float La[M * RK], Ra[N * RK], gLa[M * RK], Lb[M * RK], Rb[N * RK], gRb[N * RK];
+    rite_layer *a = make_layer(RITE_LORA_RITE, RITE_FLOAT32, NULL), *b = make_layer(RITE_LORA_RITE, RITE_FLOAT32, NULL);
+    int s;
+    (void)state;
+    fill_f(La, M * RK, 1.0, 15);
+    fill_f(Ra, N * RK, 1.0, 16);
+    fill_f(gLa, M * RK, 0.05, 17);
+    memcpy(Lb, La, sizeof La);
+    memcpy(Rb, Ra, sizeof Ra);
+    for (s = 0; s < 3; s++) {
+        memcpy(gRb, Lb, sizeof gRb);   /* the same values, in storage of its own */
+        assert_int_equal(rite_step_f32(a, La, Ra, gLa, La), RITE_OK);
+        assert_int_equal(rite_step_f32(b, Lb, Rb, gLa, gRb), RITE_OK);
+        assert_memory_equal(La, Lb, sizeof La);
+        assert_memory_equal(Ra, Rb, sizeof Ra);
+    }
+    rite_free(a);
+    rite_free(b);
+}
+
+/* The factors never share storage; side by side in one array (interleaved
+   rows with a common leading dimension) they do not, and are accepted. */
+static void test_factors_must_not_overlap(void **state) {
+    enum { K = 16 };
+    float buf[K * 2 * RK], g[K * 2 * RK];
+    double sq;
+    rite_optimizer opt;
+    (void)state;
+    fill_f(buf, K * 2 * RK, 1.0, 18);
+    fill_f(g, K * 2 * RK, 0.01, 19);
+    for (opt = RITE_LORA_RITE; opt <= RITE_ADAMW; opt = (rite_optimizer)(opt + 1)) {
+        rite_desc d = tu_desc(K, K, RK, opt, RITE_FLOAT32);
+        rite_layer *l;
+        d.ld_L = d.ld_R = 2 * RK;   /* row i: L's r numbers, then R's */
+        assert_int_equal(rite_init(&l, &d), RITE_OK);
+        assert_int_equal(rite_prepare_f32(l, buf, buf + RK, g, g + RK, &sq), RITE_OK);
+        assert_int_equal(rite_prepare_f32(l, buf, buf + RK / 2, g, g + RK, &sq), RITE_ERR_ALIASING);
+        assert_non_null(strstr(rite_last_error(l), "L and R"));
+        assert_int_equal(rite_prepare_f32(l, buf, buf, g, g + RK, &sq), RITE_ERR_ALIASING);
+        assert_int_equal(rite_apply(l, sq), RITE_OK);   /* the first prepare is still pending */
+        rite_free(l);
+    }
+}
+
+/* ---- 4, 5. configs ---- */
+
+static void test_zero_config_is_refused(void **state) {
+    rite_config c;
+    rite_desc d;
+    rite_layer *l = NULL, *good = make_layer(RITE_LORA_RITE, RITE_FLOAT32, NULL);
+    char detail[256];
+    (void)state;
+    memset(&c, 0, sizeof c);
+    d = tu_desc(M, N, RK, RITE_LORA_RITE, RITE_FLOAT32);
+    d.config = &c;
+    assert_int_equal(rite_init(&l, &d), RITE_ERR_CONFIG);
+    assert_null(l);
+    assert_int_equal(rite_desc_check_detail(&d, detail, sizeof detail), RITE_ERR_CONFIG);
+    assert_non_null(strstr(detail, "rite_config_default"));
+    assert_int_equal(rite_set_config(good, &c), RITE_ERR_CONFIG);
+    rite_free(good);
+}
+
+static void test_config_of_the_other_optimizer_is_refused(void **state) {
+    rite_config rite = rite_config_default(RITE_LORA_RITE), adamw = rite_config_default(RITE_ADAMW);
+    rite_desc d;
+    rite_layer *l = NULL;
+    char detail[256];
+    (void)state;
+    d = tu_desc(M, N, RK, RITE_ADAMW, RITE_FLOAT32);
+    d.config = &rite;
+    assert_int_equal(rite_init(&l, &d), RITE_ERR_CONFIG);
+    assert_int_equal(rite_desc_check_detail(&d, detail, sizeof detail), RITE_ERR_CONFIG);
+    assert_non_null(strstr(detail, "made for LoRA-RITE"));
+    adamw.clip = 1.0;   /* AdamW does not clip: the option is refused, not ignored */
+    d.config = &adamw;
+    assert_int_equal(rite_desc_check_detail(&d, detail, sizeof detail), RITE_ERR_CONFIG);
+    assert_non_null(strstr(detail, "clip"));
+    adamw.clip = 0;
+    assert_int_equal(rite_init(&l, &d), RITE_OK);
+    d.optimizer = RITE_LORA_RITE;   /* and the other way round */
+    assert_int_equal(rite_desc_check(&d), RITE_ERR_CONFIG);
+    assert_int_equal(rite_set_config(l, &rite), RITE_ERR_CONFIG);
+    rite_free(l);
+}
+
+/* ---- 6, 7. the two-phase protocol ---- */
+
+/* An lr change between prepare and apply is harmless: the prepare stays,
+   and the result equals setting the lr first. */
+static void test_set_lr_keeps_pending_prepare(void **state) {
+    float La[M * RK], Ra[N * RK], g1[M * RK], g2[N * RK], Lb[M * RK], Rb[N * RK];
+    rite_layer *a = make_layer(RITE_LORA_RITE, RITE_FLOAT32, NULL), *b = make_layer(RITE_LORA_RITE, RITE_FLOAT32, NULL);
+    double sa, sb;
+    rite_config c;
+    (void)state;
+    fill_f(La, M * RK, 1.0, 20);
+    fill_f(Ra, N * RK, 1.0, 21);
+    fill_f(g1, M * RK, 0.05, 22);
+    fill_f(g2, N * RK, 0.05, 23);
+    memcpy(Lb, La, sizeof La);
+    memcpy(Rb, Ra, sizeof Ra);
+    assert_int_equal(rite_prepare_f32(a, La, Ra, g1, g2, &sa), RITE_OK);
+    assert_int_equal(rite_set_lr(a, 0.05), RITE_OK);
+    assert_int_equal(rite_is_prepared(a), 1);
+    assert_int_equal(rite_apply(a, sa), RITE_OK);
+    assert_int_equal(rite_set_lr(b, 0.05), RITE_OK);
+    assert_int_equal(rite_prepare_f32(b, Lb, Rb, g1, g2, &sb), RITE_OK);
+    assert_int_equal(rite_apply(b, sb), RITE_OK);
+    assert_memory_equal(La, Lb, sizeof La);
+    assert_memory_equal(Ra, Rb, sizeof Ra);
+    /* skip is what prepare used: changing it cancels, and the detail says so */
+    assert_int_equal(rite_prepare_f32(a, La, Ra, g1, g2, &sa), RITE_OK);
+    c = rite_get_config(a);
+    c.skip = 2.0;
+    assert_int_equal(rite_set_config(a, &c), RITE_OK);
+    assert_int_equal(rite_apply(a, sa), RITE_ERR_NOT_PREPARED);
+    assert_non_null(strstr(rite_last_error(a), "skip"));
+    rite_free(a);
+    rite_free(b);
+}
+
+static void test_dropped_prepares_are_counted(void **state) {
+    float L[M * RK], R[N * RK], g1[M * RK], g2[N * RK];
+    rite_layer *l = make_layer(RITE_ADAMW, RITE_FLOAT32, NULL);
+    double s;
+    (void)state;
+    fill_f(L, M * RK, 1.0, 24);
+    fill_f(R, N * RK, 1.0, 25);
+    fill_f(g1, M * RK, 0.05, 26);
+    fill_f(g2, N * RK, 0.05, 27);
+    assert_int_equal(rite_prepares_dropped(l), 0);
+    assert_int_equal(rite_prepare_f32(l, L, R, g1, g2, &s), RITE_OK);
+    assert_int_equal(rite_prepare_f32(l, L, R, g1, g2, &s), RITE_OK);   /* the first is never applied */
+    assert_int_equal(rite_prepares_dropped(l), 1);
+    assert_int_equal(rite_apply(l, s), RITE_OK);
+    assert_int_equal(rite_prepares_dropped(l), 1);
+    assert_int_equal(rite_apply(l, s), RITE_ERR_NOT_PREPARED);
+    assert_non_null(strstr(rite_last_error(l), "applied already"));
+    assert_int_equal(rite_prepare_f32(l, L, R, g1, g2, &s), RITE_OK);
+    rite_reset(l);
+    assert_int_equal(rite_prepares_dropped(l), 2);
+    rite_free(l);
+}
+
+/* ---- 8. the detail of an error ---- */
+
+static void test_error_detail_names_the_argument(void **state) {
+    rite_desc d;
+    rite_layer *a, *b;
+    char detail[256];
+    unsigned char *ck;
+    size_t n;
+    float L[M * RK], R[N * RK], g[M * RK];
+    (void)state;
+    d = tu_desc(M, N, RK, RITE_LORA_RITE, RITE_FLOAT32);
+    d.ld_gR = 3;   /* below r = 4 (rank-last) */
+    assert_int_equal(rite_desc_check_detail(&d, detail, sizeof detail), RITE_ERR_LEADING_DIM);
+    assert_non_null(strstr(detail, "ld_gR = 3"));
+    assert_non_null(strstr(detail, "minimum 4"));
+    d.ld_gR = 0;
+    d.layout_L = RITE_RANK_FIRST;
+    d.ld_L = 10;   /* below m = 24 */
+    assert_int_equal(rite_desc_check_detail(&d, detail, sizeof detail), RITE_ERR_LEADING_DIM);
+    assert_non_null(strstr(detail, "ld_L = 10"));
+    assert_non_null(strstr(detail, "minimum 24"));
+    /* a checkpoint of another size: the field is named */
+    a = make_layer(RITE_LORA_RITE, RITE_FLOAT32, NULL);
+    d = tu_desc(M, N, RK - 1, RITE_LORA_RITE, RITE_FLOAT32);
+    assert_int_equal(rite_init(&b, &d), RITE_OK);
+    n = rite_checkpoint_size(a);
+    ck = (unsigned char *)malloc(n);
+    assert_non_null(ck);
+    assert_int_equal(rite_checkpoint_save(a, ck, n), RITE_OK);
+    assert_int_equal(rite_checkpoint_load(b, ck, n), RITE_ERR_CHECKPOINT_MISMATCH);
+    assert_non_null(strstr(rite_last_error(b), "r differs: checkpoint 4, layer 3"));
+    /* a buffer holding NaN */
+    fill_f(L, M * RK, 1.0, 28);
+    fill_f(R, N * RK, 1.0, 29);
+    fill_f(g, M * RK, 0.1, 30);
+    g[7] = NAN;
+    assert_int_equal(rite_step_f32(a, L, R, g, g), RITE_ERR_NONFINITE_GRADIENT);
+    assert_non_null(strstr(rite_last_error(a), "gL holds NaN or Inf"));
+    g[7] = 0;
+    assert_int_equal(rite_step_f32(a, L, R, g, g), RITE_OK);
+    assert_string_equal(rite_last_error(a), "");   /* cleared by a call that succeeds */
+    free(ck);
+    rite_free(a);
+    rite_free(b);
+}
+
+/* ---- 11. the texts ---- */
+
+static void test_status_texts_cover_what_the_codes_mean(void **state) {
+    int st;
+    (void)state;
+    assert_non_null(strstr(rite_status_string(RITE_ERR_CHECKPOINT_CORRUPT), "NaN"));
+    assert_non_null(strstr(rite_status_string(RITE_ERR_CHECKPOINT_CORRUPT), "step count"));
+    assert_null(strstr(rite_status_string(RITE_ERR_CHECKPOINT_MISMATCH), "options"));
+    for (st = 0; st < RITE_STATUS_COUNT; st++) {
+        const char *t = rite_status_string((rite_status)st);
+        assert_true(t != NULL && t[0] != 0 && strcmp(t, "unknown status code") != 0);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_float_layer_with_subnormal_factor_steps),
+        cmocka_unit_test(test_float_unmagnified_overflow_skips_the_factor),
+        cmocka_unit_test(test_double_unmagnified_overflow_skips_the_factor),
+        cmocka_unit_test(test_adamw_checks_each_value_not_their_sum),
+        cmocka_unit_test(test_float_layer_refuses_lr_beyond_float),
+        cmocka_unit_test(test_adamw_refuses_gradient_sharing_a_factor),
+        cmocka_unit_test(test_rite_gradient_may_share_a_factor),
+        cmocka_unit_test(test_factors_must_not_overlap),
+        cmocka_unit_test(test_zero_config_is_refused),
+        cmocka_unit_test(test_config_of_the_other_optimizer_is_refused),
+        cmocka_unit_test(test_set_lr_keeps_pending_prepare),
+        cmocka_unit_test(test_dropped_prepares_are_counted),
+        cmocka_unit_test(test_error_detail_names_the_argument),
+        cmocka_unit_test(test_status_texts_cover_what_the_codes_mean),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
