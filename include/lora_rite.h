@@ -183,7 +183,7 @@
 #include <stddef.h>
 
 #define LORA_RITE_VERSION_MAJOR 0
-#define LORA_RITE_VERSION_MINOR 1
+#define LORA_RITE_VERSION_MINOR 2
 #define LORA_RITE_VERSION_PATCH 0
 
 #ifndef LORA_RITE_API
