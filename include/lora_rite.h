@@ -194,47 +194,53 @@
 extern "C" {
 #endif
 
-/* Status codes. RITE_OK is 0; every error has its own code. */
+/* Status codes, from one list: the enum and rite_status_string() are made
+   from it (as sokol makes its log items). RITE_OK is 0; every error has its
+   own code; the README's error table is checked against this list. */
+#define RITE_STATUS_LIST(X)                                                                                           \
+    X(RITE_OK, "success")                                                                                             \
+    X(RITE_ERR_NULL_ARGUMENT, "a required pointer argument is NULL")                                                  \
+    X(RITE_ERR_SIZE, "m, n and r must be positive (and not too large)")                                               \
+    X(RITE_ERR_RANK, "the rank r must not exceed min(m, n)")                                                          \
+    X(RITE_ERR_LAYOUT, "a layout must be RITE_RANK_LAST or RITE_RANK_FIRST")                                          \
+    X(RITE_ERR_LEADING_DIM, "a leading dimension is negative or smaller than the packed one")                         \
+    X(RITE_ERR_PRECISION, "unknown precision, or buffers of the other precision than the layer's")                    \
+    X(RITE_ERR_OPTIMIZER, "unknown optimizer kind")                                                                   \
+    X(RITE_ERR_LR, "lr must be finite and >= 0")                                                                      \
+    X(RITE_ERR_BETA1, "beta1 must be in [0, 1)")                                                                      \
+    X(RITE_ERR_BETA2, "beta2 must be in [0, 1)")                                                                      \
+    X(RITE_ERR_EPS, "eps must be finite and >= 0")                                                                    \
+    X(RITE_ERR_EPS_ROOT, "eps_root must be finite and >= 0")                                                          \
+    X(RITE_ERR_CLIP, "clip must be >= 0 (0 disables clipping)")                                                       \
+    X(RITE_ERR_SKIP, "skip must be >= 0 (0 disables skipping)")                                                       \
+    X(RITE_ERR_CAP, "cap must be >= 0 (0 disables capping)")                                                          \
+    X(RITE_ERR_WEIGHT_DECAY, "weight_decay must be finite and >= 0")                                                  \
+    X(RITE_ERR_NONFINITE_GRADIENT, "a gradient holds NaN or Inf; nothing was changed")                                \
+    X(RITE_ERR_NONFINITE_FACTOR, "a factor holds NaN or Inf; nothing was changed")                                    \
+    X(RITE_ERR_NONFINITE_UPDATE, "the step would produce NaN or Inf (overflow); nothing was changed")                 \
+    X(RITE_ERR_NOT_PREPARED, "rite_apply needs a pending rite_prepare_* (none, already applied, or cancelled; see "   \
+                             "rite_last_error)")                                                                      \
+    X(RITE_ERR_SUMSQ, "the total sum of squares must be finite and >= the layer's own")                               \
+    X(RITE_ERR_OUT_OF_MEMORY, "out of memory")                                                                        \
+    X(RITE_ERR_LAPACK, "a LAPACK routine failed")                                                                     \
+    X(RITE_ERR_BUFFER_SIZE, "the destination buffer is too small")                                                    \
+    X(RITE_ERR_IO, "a checkpoint file could not be opened, read or written")                                          \
+    X(RITE_ERR_CHECKPOINT_FORMAT, "not a lora_rite checkpoint, or truncated")                                         \
+    X(RITE_ERR_CHECKPOINT_VERSION, "unsupported checkpoint format version")                                           \
+    X(RITE_ERR_CHECKPOINT_CORRUPT, "checkpoint checksum mismatch, or impossible values in it (NaN or Inf, step "      \
+                                   "count, negative escaped mass)")                                                   \
+    X(RITE_ERR_CHECKPOINT_MISMATCH, "checkpoint is for another optimizer, precision, size or keep_basis")             \
+    X(RITE_ERR_CONFIG, "config not made by rite_config_default(), made for the other optimizer, or a LoRA-RITE "      \
+                       "option on AdamW")                                                                             \
+    X(RITE_ERR_ALIASING, "a factor buffer overlaps the other factor or a gradient")
+
 typedef enum rite_status {
-    RITE_OK = 0,
-    RITE_ERR_NULL_ARGUMENT,      /* a required pointer is NULL */
-    RITE_ERR_SIZE,               /* m, n or r not positive, or too large (m r or n r above
-                                    INT_MAX, or r above 16384) */
-    RITE_ERR_RANK,               /* r > min(m, n) */
-    RITE_ERR_LAYOUT,             /* a layout is not RITE_RANK_LAST or RITE_RANK_FIRST */
-    RITE_ERR_LEADING_DIM,        /* a leading dimension is negative or too small */
-    RITE_ERR_PRECISION,          /* unknown precision, or buffers of the other precision */
-    RITE_ERR_OPTIMIZER,          /* unknown optimizer kind */
-    RITE_ERR_LR,                 /* lr is negative or not finite */
-    RITE_ERR_BETA1,              /* beta1 is not in [0, 1) */
-    RITE_ERR_BETA2,              /* beta2 is not in [0, 1) */
-    RITE_ERR_EPS,                /* eps is negative or not finite */
-    RITE_ERR_EPS_ROOT,           /* eps_root is negative or not finite */
-    RITE_ERR_CLIP,               /* clip is negative or NaN */
-    RITE_ERR_SKIP,               /* skip is negative or NaN */
-    RITE_ERR_CAP,                /* cap is negative or NaN */
-    RITE_ERR_WEIGHT_DECAY,       /* weight_decay is negative or not finite */
-    RITE_ERR_NONFINITE_GRADIENT, /* a gradient holds NaN or Inf */
-    RITE_ERR_NONFINITE_FACTOR,   /* a factor holds NaN or Inf */
-    RITE_ERR_NONFINITE_UPDATE,   /* the step would make a factor or the state non-finite */
-    RITE_ERR_NOT_PREPARED,       /* rite_apply without a successful rite_prepare_* */
-    RITE_ERR_SUMSQ,              /* total sum of squares is NaN, negative, or below the layer's own */
-    RITE_ERR_OUT_OF_MEMORY,      /* the allocator returned NULL */
-    RITE_ERR_LAPACK,             /* a LAPACK routine failed (did not converge) */
-    RITE_ERR_BUFFER_SIZE,        /* a caller buffer is too small */
-    RITE_ERR_IO,                 /* a checkpoint file could not be opened, read or written */
-    RITE_ERR_CHECKPOINT_FORMAT,  /* not a lora_rite checkpoint (bad magic), or truncated */
-    RITE_ERR_CHECKPOINT_VERSION, /* a checkpoint of a format version this library cannot read */
-    RITE_ERR_CHECKPOINT_CORRUPT, /* the checkpoint's checksum does not match its contents, or it holds
-                                    impossible values (NaN or Inf, a step count of 2^62 or more,
-                                    a negative escaped mass) */
-    RITE_ERR_CHECKPOINT_MISMATCH,/* the checkpoint is of another optimizer, precision, size or keep_basis */
-    RITE_ERR_CONFIG,             /* a config not made by rite_config_default (or rite_get_config),
-                                    made for the other optimizer, or setting a LoRA-RITE option
-                                    on an AdamW layer */
-    RITE_ERR_ALIASING,           /* a buffer overlaps a factor buffer it must not share */
+#define RITE__STATUS_ENUM(code, text) code,
+    RITE_STATUS_LIST(RITE__STATUS_ENUM)
+#undef RITE__STATUS_ENUM
     RITE_STATUS_COUNT
 } rite_status;
+
 
 typedef enum rite_optimizer {
     RITE_LORA_RITE = 0,          /* LoRA-RITE, SPEC.md steps 1-16 */
@@ -2889,41 +2895,9 @@ LORA_RITE_API rite_status rite_checkpoint_load_file(rite_layer *layer, const cha
 LORA_RITE_API const char *rite_status_string(rite_status status)
 {
     switch (status) {
-    case RITE_OK: return "success";
-    case RITE_ERR_NULL_ARGUMENT: return "a required pointer argument is NULL";
-    case RITE_ERR_SIZE: return "m, n and r must be positive (and not too large)";
-    case RITE_ERR_RANK: return "the rank r must not exceed min(m, n)";
-    case RITE_ERR_LAYOUT: return "a layout must be RITE_RANK_LAST or RITE_RANK_FIRST";
-    case RITE_ERR_LEADING_DIM: return "a leading dimension is negative or smaller than the packed one";
-    case RITE_ERR_PRECISION: return "unknown precision, or buffers of the other precision than the layer's";
-    case RITE_ERR_OPTIMIZER: return "unknown optimizer kind";
-    case RITE_ERR_LR: return "lr must be finite and >= 0";
-    case RITE_ERR_BETA1: return "beta1 must be in [0, 1)";
-    case RITE_ERR_BETA2: return "beta2 must be in [0, 1)";
-    case RITE_ERR_EPS: return "eps must be finite and >= 0";
-    case RITE_ERR_EPS_ROOT: return "eps_root must be finite and >= 0";
-    case RITE_ERR_CLIP: return "clip must be >= 0 (0 disables clipping)";
-    case RITE_ERR_SKIP: return "skip must be >= 0 (0 disables skipping)";
-    case RITE_ERR_CAP: return "cap must be >= 0 (0 disables capping)";
-    case RITE_ERR_WEIGHT_DECAY: return "weight_decay must be finite and >= 0";
-    case RITE_ERR_NONFINITE_GRADIENT: return "a gradient holds NaN or Inf; nothing was changed";
-    case RITE_ERR_NONFINITE_FACTOR: return "a factor holds NaN or Inf; nothing was changed";
-    case RITE_ERR_NONFINITE_UPDATE: return "the step would produce NaN or Inf (overflow); nothing was changed";
-    case RITE_ERR_NOT_PREPARED:
-        return "rite_apply needs a pending rite_prepare_* (none, already applied, or cancelled; see rite_last_error)";
-    case RITE_ERR_SUMSQ: return "the total sum of squares must be finite and >= the layer's own";
-    case RITE_ERR_OUT_OF_MEMORY: return "out of memory";
-    case RITE_ERR_LAPACK: return "a LAPACK routine failed";
-    case RITE_ERR_BUFFER_SIZE: return "the destination buffer is too small";
-    case RITE_ERR_IO: return "a checkpoint file could not be opened, read or written";
-    case RITE_ERR_CHECKPOINT_FORMAT: return "not a lora_rite checkpoint, or truncated";
-    case RITE_ERR_CHECKPOINT_VERSION: return "unsupported checkpoint format version";
-    case RITE_ERR_CHECKPOINT_CORRUPT:
-        return "checkpoint checksum mismatch, or impossible values in it (NaN or Inf, step count, negative escaped mass)";
-    case RITE_ERR_CHECKPOINT_MISMATCH: return "checkpoint is for another optimizer, precision, size or keep_basis";
-    case RITE_ERR_CONFIG:
-        return "config not made by rite_config_default(), made for the other optimizer, or a LoRA-RITE option on AdamW";
-    case RITE_ERR_ALIASING: return "a factor buffer overlaps the other factor or a gradient";
+#define RITE__STATUS_TEXT(code, text) case code: return text;
+    RITE_STATUS_LIST(RITE__STATUS_TEXT)
+#undef RITE__STATUS_TEXT
     case RITE_STATUS_COUNT: break;
     }
     return "unknown status code";

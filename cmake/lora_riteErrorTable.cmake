@@ -1,0 +1,60 @@
+# cmake -DHEADER=include/lora_rite.h -DREADME=README.md -P lora_riteErrorTable.cmake
+#
+# The README's error table (the "## Errors" section) must name exactly the
+# status codes of RITE_STATUS_LIST in the header: a code added, renamed or
+# removed in one place and not the other fails the test.
+cmake_minimum_required(VERSION 3.16)
+file(READ "${HEADER}" header)
+file(READ "${README}" readme)
+
+string(REGEX MATCH "#define RITE_STATUS_LIST\\(X\\)[^\n]*\n(([^\n]*\\\\\n)*[^\n]*\n)" list "${header}")
+if(NOT list)
+  message(FATAL_ERROR "${HEADER}: no RITE_STATUS_LIST")
+endif()
+string(REGEX MATCHALL "X\\((RITE_[A-Z0-9_]+)," items "${list}")
+set(header_codes "")
+foreach(item IN LISTS items)
+  string(REGEX REPLACE "X\\((RITE_[A-Z0-9_]+)," "\\1" code "${item}")
+  list(APPEND header_codes "${code}")
+endforeach()
+
+string(FIND "${readme}" "\n## Errors" start)
+if(start EQUAL -1)
+  message(FATAL_ERROR "${README}: no \"## Errors\" section")
+endif()
+string(SUBSTRING "${readme}" ${start} -1 section)
+string(SUBSTRING "${section}" 1 -1 rest)
+string(FIND "${rest}" "\n## " end)
+if(NOT end EQUAL -1)
+  string(SUBSTRING "${rest}" 0 ${end} rest)
+endif()
+# CMake lists split at ';' and group at '[' ']': take those out of the text first
+string(REPLACE ";" "," rest "${rest}")
+string(REPLACE "[" "(" rest "${rest}")
+string(REPLACE "]" ")" rest "${rest}")
+string(REGEX MATCHALL "\n\\| `RITE_[A-Z0-9_]+`[^\n]*" rows "${rest}")
+set(readme_codes "")
+foreach(row IN LISTS rows)
+  string(REGEX REPLACE "^\n\\| ([^|]*)\\|.*" "\\1" first "${row}")   # the first column only
+  string(REGEX MATCHALL "RITE_[A-Z0-9_]+" codes "${first}")
+  list(APPEND readme_codes ${codes})
+endforeach()
+
+set(missing "")
+foreach(code IN LISTS header_codes)
+  if(NOT code IN_LIST readme_codes)
+    list(APPEND missing "${code}")
+  endif()
+endforeach()
+set(extra "")
+foreach(code IN LISTS readme_codes)
+  if(NOT code IN_LIST header_codes)
+    list(APPEND extra "${code}")
+  endif()
+endforeach()
+list(LENGTH header_codes nh)
+if(missing OR extra)
+  message(FATAL_ERROR "README error table vs RITE_STATUS_LIST: missing in the README: ${missing}; "
+                      "in the README but not in the header: ${extra}")
+endif()
+message(STATUS "README error table: the ${nh} status codes of RITE_STATUS_LIST, no more")
