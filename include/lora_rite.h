@@ -477,9 +477,12 @@ inline rite_status rite_prepare(rite_layer *layer, double *L, double *R, const d
 #include <stdlib.h>
 #include <string.h>
 
-/* Every k x r matrix the implementation keeps is column-major and packed
-   (element (i, j) at x[j * k + i]); every r x r matrix of the algebra is
-   double, column-major. "T" below is the layer's element type. */
+/* The k x r matrices the implementation keeps are packed: a float
+   LoRA-RITE layer's first moments (M, Mn) are row-major (element (i, j) at
+   x[i * r + j]) for its row kernels; every other one is column-major (at
+   x[j * k + i]), and so is every k x r matrix in state copies and
+   checkpoints. Every r x r matrix of the algebra is double, column-major.
+   "T" below is the layer's element type. */
 
 #define RITE__ALIGN 64
 #define RITE__TAG(opt) (0x52540000u | ((unsigned int)(opt) + 1u))   /* a config's tag: "RT", optimizer + 1 */
@@ -506,7 +509,8 @@ typedef struct rite__side {
     rite_layout layout;
     int ld, ldg;           /* leading dimensions of the factor and its gradient */
     /* persistent state */
-    void *M;               /* first moment, k x r (LoRA-RITE: column-major; AdamW: the factor's storage) */
+    void *M;               /* first moment, k x r (LoRA-RITE: row-major in float, column-major in
+                              double; AdamW: the factor's storage) */
     void *B;               /* AdamW: second moment (k x r) */
     double *Vp;            /* LoRA-RITE: second moment, upper triangle packed by columns */
     double *C;             /* LoRA-RITE: X_new^T U, what the next step needs of this
@@ -516,7 +520,7 @@ typedef struct rite__side {
     /* LoRA-RITE: prepare's results, two sets (the pending one survives a failed prepare) */
     rite__prep pre[2];
     /* LoRA-RITE scratch */
-    void *Mn;              /* the new first moment (k x r, column-major) */
+    void *Mn;              /* the new first moment (k x r, laid out as M) */
     void *Xw;              /* k x r work: the QR's copy of X; a double layer's unmagnified
                               gradient; the new factor on the careful path */
     void *Us;              /* keep_basis: this step's basis U = X T^+ (k x r) */
