@@ -541,7 +541,7 @@ struct rite_layer {
     rite_config cfg;
     rite_allocator allocator;
     size_t es;             /* element size in bytes: 4 or 8 */
-    long long k;           /* completed steps */
+    long long steps;       /* completed steps */
     rite__side s[2];       /* 0: L, 1: R */
     int pend;              /* the prep set of the pending prepare (0 or 1) */
     /* r x r scratch shared by both sides (double unless noted) */
@@ -616,19 +616,19 @@ static void rite__to_double_##S(const T *x, int ldx, int rows, int cols, double 
     for (j = 0; j < cols; j++)                                                         \
         for (i = 0; i < rows; i++) y[(size_t)j * ldy + i] = (double)x[(size_t)j * ldx + i]; \
 }                                                                                      \
-/* AdamW, SPEC "AdamW baseline", on n contiguous elements. k holds b1, b2,      \
+/* AdamW, SPEC "AdamW baseline", on n contiguous elements. ac holds b1, b2,      \
    1 - b1, 1 - b2, 1 - b1^t, 1 / sqrt(1 - b2^t), lr, eps, wd: sqrt(v / (1 - b2^t)) \
    is taken as sqrt(v) / sqrt(1 - b2^t), which cannot overflow where v can be     \
    stored. With write = 0 nothing is written and the result says what is not      \
    finite: bit 1 a factor, bit 2 a gradient, bit 4 a result. */                    \
-static int rite__adamw_span_##S(T *x, const T *g, T *m, T *v, int n, const T *k, int write) \
+static int rite__adamw_span_##S(T *x, const T *g, T *m, T *v, int n, const T *ac, int write) \
 {                                                                                      \
     int b, bx = 0, bg = 0, br = 0;                                                     \
     for (b = 0; b < n; b++) {                                                          \
         T gv = g[b], xv = x[b];                                                        \
-        T mv = k[0] * m[b] + k[2] * gv;                     /* m <- b1 m + (1-b1) g */ \
-        T vv = k[1] * v[b] + k[3] * gv * gv;                /* v <- b2 v + (1-b2) g^2 */ \
-        T xn = xv - k[6] * ((mv / k[4]) / (SQRT(vv) * k[5] + k[7]) + k[8] * xv);      \
+        T mv = ac[0] * m[b] + ac[2] * gv;                     /* m <- b1 m + (1-b1) g */ \
+        T vv = ac[1] * v[b] + ac[3] * gv * gv;                /* v <- b2 v + (1-b2) g^2 */ \
+        T xn = xv - ac[6] * ((mv / ac[4]) / (SQRT(vv) * ac[5] + ac[7]) + ac[8] * xv);      \
         if (write) {                                                                   \
             m[b] = mv;                                                                 \
             v[b] = vv;                                                                 \
@@ -1017,11 +1017,11 @@ static void rite__tile_f32(const float *x, rite_layout lay, int ld, int r, int i
 #if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
 #include <emmintrin.h>
 
-static int rite__adamw_fast_f32(float *x, const float *g, float *m, float *v, int n, const float *k, int write)
+static int rite__adamw_fast_f32(float *x, const float *g, float *m, float *v, int n, const float *ac, int write)
 {
-    const __m128 b1 = _mm_set1_ps(k[0]), b2 = _mm_set1_ps(k[1]), ob1 = _mm_set1_ps(k[2]);
-    const __m128 ob2 = _mm_set1_ps(k[3]), bc1 = _mm_set1_ps(k[4]), rbc2 = _mm_set1_ps(k[5]);
-    const __m128 lr = _mm_set1_ps(k[6]), eps = _mm_set1_ps(k[7]), wd = _mm_set1_ps(k[8]);
+    const __m128 b1 = _mm_set1_ps(ac[0]), b2 = _mm_set1_ps(ac[1]), ob1 = _mm_set1_ps(ac[2]);
+    const __m128 ob2 = _mm_set1_ps(ac[3]), bc1 = _mm_set1_ps(ac[4]), rbc2 = _mm_set1_ps(ac[5]);
+    const __m128 lr = _mm_set1_ps(ac[6]), eps = _mm_set1_ps(ac[7]), wd = _mm_set1_ps(ac[8]);
     const __m128 zero = _mm_setzero_ps();
     int b = 0, flags = 0, bx = 0, bg = 0, br = 0;
     for (; b + 4 <= n; b += 4) {
@@ -1043,15 +1043,15 @@ static int rite__adamw_fast_f32(float *x, const float *g, float *m, float *v, in
         }
     }
     flags = (bx ? 1 : 0) | (bg ? 2 : 0) | (br ? 4 : 0);
-    return flags | rite__adamw_span_f32(x + b, g + b, m + b, v + b, n - b, k, write);
+    return flags | rite__adamw_span_f32(x + b, g + b, m + b, v + b, n - b, ac, write);
 }
 
-static int rite__adamw_fast_f64(double *x, const double *g, double *m, double *v, int n, const double *k,
+static int rite__adamw_fast_f64(double *x, const double *g, double *m, double *v, int n, const double *ac,
                                 int write)
 {
-    const __m128d b1 = _mm_set1_pd(k[0]), b2 = _mm_set1_pd(k[1]), ob1 = _mm_set1_pd(k[2]);
-    const __m128d ob2 = _mm_set1_pd(k[3]), bc1 = _mm_set1_pd(k[4]), rbc2 = _mm_set1_pd(k[5]);
-    const __m128d lr = _mm_set1_pd(k[6]), eps = _mm_set1_pd(k[7]), wd = _mm_set1_pd(k[8]);
+    const __m128d b1 = _mm_set1_pd(ac[0]), b2 = _mm_set1_pd(ac[1]), ob1 = _mm_set1_pd(ac[2]);
+    const __m128d ob2 = _mm_set1_pd(ac[3]), bc1 = _mm_set1_pd(ac[4]), rbc2 = _mm_set1_pd(ac[5]);
+    const __m128d lr = _mm_set1_pd(ac[6]), eps = _mm_set1_pd(ac[7]), wd = _mm_set1_pd(ac[8]);
     const __m128d zero = _mm_setzero_pd();
     int b = 0, flags = 0, bx = 0, bg = 0, br = 0;
     for (; b + 2 <= n; b += 2) {
@@ -1073,7 +1073,7 @@ static int rite__adamw_fast_f64(double *x, const double *g, double *m, double *v
         }
     }
     flags = (bx ? 1 : 0) | (bg ? 2 : 0) | (br ? 4 : 0);
-    return flags | rite__adamw_span_f64(x + b, g + b, m + b, v + b, n - b, k, write);
+    return flags | rite__adamw_span_f64(x + b, g + b, m + b, v + b, n - b, ac, write);
 }
 #else
 #define rite__adamw_fast_f32 rite__adamw_span_f32
@@ -1376,12 +1376,60 @@ static void *rite__carve(rite__carver *c, size_t bytes)
 
 static size_t rite__state_bytes(const rite_layer *l);
 
+/* The scratch of a LoRA-RITE layer: per factor the new moment, the k x r
+   work block and the r x r matrices of both prep sets and of apply; then the
+   r x r matrices, LAPACK workspaces and row-kernel tiles of the layer. */
+static void rite__plan_scratch(rite_layer *l, rite__carver *cv)
+{
+    rite__carver c = *cv;
+    size_t rr = (size_t)l->desc.r * (size_t)l->desc.r, es = l->es, r = (size_t)l->desc.r;
+    size_t dr = rr * sizeof(double);
+    int side, set, kmax = l->desc.m > l->desc.n ? l->desc.m : l->desc.n;
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        size_t kb = (size_t)s->k * r * es;
+        s->Mn = rite__carve(&c, kb);
+        s->Xw = rite__carve(&c, kb);
+        for (set = 0; set < 2; set++) {
+            s->pre[set].T = (double *)rite__carve(&c, dr);
+            s->pre[set].Tp = (double *)rite__carve(&c, dr);
+            s->pre[set].GG = (double *)rite__carve(&c, dr);
+        }
+        s->V = (double *)rite__carve(&c, dr);
+        s->Vn = (double *)rite__carve(&c, dr);
+        s->Cn = (double *)rite__carve(&c, dr);
+        s->E = (double *)rite__carve(&c, dr);
+    }
+    l->P = (double *)rite__carve(&c, dr);
+    l->Vt = (double *)rite__carve(&c, dr);
+    l->Q = (double *)rite__carve(&c, dr);
+    l->T1 = (double *)rite__carve(&c, dr);
+    l->T2 = (double *)rite__carve(&c, dr);
+    l->T3 = (double *)rite__carve(&c, dr);
+    l->W = (double *)rite__carve(&c, dr);
+    l->lam = (double *)rite__carve(&c, r * sizeof(double));
+    l->lam2 = (double *)rite__carve(&c, r * sizeof(double));
+    l->WT = rite__carve(&c, rr * es);
+    l->work = rite__carve(&c, (size_t)l->lwork * es);
+    l->dwork = (double *)rite__carve(&c, (size_t)l->ldwork * sizeof(double));
+    l->iwork = (lapack_int *)rite__carve(&c, (size_t)l->liwork * sizeof(lapack_int));
+    if (RITE__F32(l)) {
+        size_t rp = (size_t)RITE__PAD8(l->desc.r), rp16 = (size_t)RITE__PAD16(l->desc.r);
+        l->WF = (float *)rite__carve(&c, 2 * r * rp16 * sizeof(float));
+        l->ftile = (float *)rite__carve(&c, 3 * (size_t)RITE__ROWS_OF(l->desc.r) * rp16 * sizeof(float));
+        l->tile_rows = RITE__TILE_DOUBLES / (int)rp > 0 ? RITE__TILE_DOUBLES / (int)rp : 1;
+        if (l->tile_rows > kmax) l->tile_rows = kmax;
+        l->tile = (double *)rite__carve(&c, 2 * (size_t)l->tile_rows * rp * sizeof(double));
+    }
+    *cv = c;
+}
+
 static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
 {
     rite__carver c;
     size_t rr = (size_t)l->desc.r * (size_t)l->desc.r, es = l->es, r = (size_t)l->desc.r;
     size_t dr = rr * sizeof(double);
-    int side, set, kmax = l->desc.m > l->desc.n ? l->desc.m : l->desc.n;
+    int side;
     c.base = base;
     c.off = 0;
     rite__carve(&c, sizeof(rite_layer));
@@ -1401,44 +1449,7 @@ static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
             s->C = (double *)rite__carve(&c, dr);
         }
     }
-    for (side = 0; side < 2 && l->desc.optimizer == RITE_LORA_RITE; side++) {
-        rite__side *s = &l->s[side];
-        size_t kb = (size_t)s->k * r * es;
-        s->Mn = rite__carve(&c, kb);
-        s->Xw = rite__carve(&c, kb);
-        for (set = 0; set < 2; set++) {
-            s->pre[set].T = (double *)rite__carve(&c, dr);
-            s->pre[set].Tp = (double *)rite__carve(&c, dr);
-            s->pre[set].GG = (double *)rite__carve(&c, dr);
-        }
-        s->V = (double *)rite__carve(&c, dr);
-        s->Vn = (double *)rite__carve(&c, dr);
-        s->Cn = (double *)rite__carve(&c, dr);
-        s->E = (double *)rite__carve(&c, dr);
-    }
-    if (l->desc.optimizer == RITE_LORA_RITE) {
-        l->P = (double *)rite__carve(&c, dr);
-        l->Vt = (double *)rite__carve(&c, dr);
-        l->Q = (double *)rite__carve(&c, dr);
-        l->T1 = (double *)rite__carve(&c, dr);
-        l->T2 = (double *)rite__carve(&c, dr);
-        l->T3 = (double *)rite__carve(&c, dr);
-        l->W = (double *)rite__carve(&c, dr);
-        l->lam = (double *)rite__carve(&c, r * sizeof(double));
-        l->lam2 = (double *)rite__carve(&c, r * sizeof(double));
-        l->WT = rite__carve(&c, rr * es);
-        l->work = rite__carve(&c, (size_t)l->lwork * es);
-        l->dwork = (double *)rite__carve(&c, (size_t)l->ldwork * sizeof(double));
-        l->iwork = (lapack_int *)rite__carve(&c, (size_t)l->liwork * sizeof(lapack_int));
-        if (RITE__F32(l)) {
-            size_t rp = (size_t)RITE__PAD8(l->desc.r), rp16 = (size_t)RITE__PAD16(l->desc.r);
-            l->WF = (float *)rite__carve(&c, 2 * r * rp16 * sizeof(float));
-            l->ftile = (float *)rite__carve(&c, 3 * (size_t)RITE__ROWS_OF(l->desc.r) * rp16 * sizeof(float));
-            l->tile_rows = RITE__TILE_DOUBLES / (int)rp > 0 ? RITE__TILE_DOUBLES / (int)rp : 1;
-            if (l->tile_rows > kmax) l->tile_rows = kmax;
-            l->tile = (double *)rite__carve(&c, 2 * (size_t)l->tile_rows * rp * sizeof(double));
-        }
-    }
+    if (l->desc.optimizer == RITE_LORA_RITE) rite__plan_scratch(l, &c);
     mem->state_bytes = rite__state_bytes(l);
     mem->total_bytes = c.off + RITE__ALIGN; /* room to align the block */
     mem->scratch_bytes = mem->total_bytes - mem->state_bytes - sizeof(rite_layer);
@@ -1603,7 +1614,7 @@ LORA_RITE_API rite_desc rite_get_desc(const rite_layer *layer)
 
 LORA_RITE_API long long rite_step_count(const rite_layer *layer)
 {
-    return layer ? layer->k : 0;
+    return layer ? layer->steps : 0;
 }
 
 LORA_RITE_API void rite_reset(rite_layer *layer)
@@ -1612,7 +1623,7 @@ LORA_RITE_API void rite_reset(rite_layer *layer)
     size_t r;
     if (!layer) return;
     r = (size_t)layer->desc.r;
-    layer->k = 0;
+    layer->steps = 0;
     for (side = 0; side < 2; side++) {
         rite__side *s = &layer->s[side];
         size_t kb = (size_t)s->k * r * layer->es;
@@ -1623,7 +1634,7 @@ LORA_RITE_API void rite_reset(rite_layer *layer)
         if (s->B0) memset(s->B0, 0, kb);
         s->rho = 0;
     }
-    layer->k = 0;
+    layer->steps = 0;
     layer->stale = 0;
     rite__cancel(layer, "the pending prepare was cancelled by rite_reset");
 }
@@ -1746,11 +1757,11 @@ static rite_status rite__pinv(rite_layer *l, const double *T, double *Tp)
 {
     int r = l->desc.r, i, p;
     size_t rr = (size_t)r * (size_t)r;
-    double *A = l->T1, *Us = l->T2, *VT = l->T3, *sv = l->lam;
+    double *A = l->T1, *Usv = l->T2, *VsT = l->T3, *sv = l->lam;
     double tol, eps = RITE__F32(l) ? (double)FLT_EPSILON : DBL_EPSILON;
     lapack_int info;
     memcpy(A, T, rr * sizeof(double));
-    info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'N', 'N', r, r, A, r, sv, Us, r, VT, r, l->dwork, l->ldwork);
+    info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'N', 'N', r, r, A, r, sv, Usv, r, VsT, r, l->dwork, l->ldwork);
     if (info != 0) return RITE_ERR_LAPACK;
     tol = (double)r * eps * sv[0];
     if (sv[r - 1] > tol) {
@@ -1759,14 +1770,14 @@ static rite_status rite__pinv(rite_layer *l, const double *T, double *Tp)
         return info != 0 ? RITE_ERR_LAPACK : RITE_OK;
     }
     memcpy(A, T, rr * sizeof(double));
-    info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'A', 'A', r, r, A, r, sv, Us, r, VT, r, l->dwork, l->ldwork);
+    info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'A', 'A', r, r, A, r, sv, Usv, r, VsT, r, l->dwork, l->ldwork);
     if (info != 0) return RITE_ERR_LAPACK;
     tol = (double)r * eps * sv[0];
     for (p = 0; p < r; p++) {
         double inv = sv[p] > tol ? 1.0 / sv[p] : 0.0;
-        for (i = 0; i < r; i++) VT[(size_t)i * r + p] *= inv;   /* row p of V^T */
+        for (i = 0; i < r; i++) VsT[(size_t)i * r + p] *= inv;   /* row p of V^T */
     }
-    rite__dgemm(CblasTrans, CblasTrans, r, 1.0, VT, Us, 0.0, Tp);
+    rite__dgemm(CblasTrans, CblasTrans, r, 1.0, VsT, Usv, 0.0, Tp);
     return RITE_OK;
 }
 
@@ -1847,7 +1858,7 @@ static void rite__unmagnified(rite_layer *l, rite__side *s, rite__prep *p, const
     p->ss = p->skipped ? 0 : ss;
 }
 
-static rite_status rite__rite_prepare(rite_layer *l, double *sumsq)
+static rite_status rite__lorarite_prepare(rite_layer *l, double *sumsq)
 {
     int side, set = 1 - l->pend;
     rite_status st;
@@ -1906,7 +1917,7 @@ static void rite__transport(rite_layer *l, const rite__side *o, const rite__prep
     int r = l->desc.r, i;
     size_t rr = (size_t)r * (size_t)r;
     memset(P, 0, rr * sizeof(double));
-    if (l->k == 0) return;
+    if (l->steps == 0) return;
     if (l->desc.keep_basis) {   /* the bases themselves */
         rite__gemm(l, CblasTrans, CblasNoTrans, r, r, o->k, 1.0, o->Us, o->k, o->B0, o->k, 0.0, l->WT, r);
         rite__to_double(l, l->WT, r, P);
@@ -1928,7 +1939,7 @@ static rite_status rite__second_moment(rite_layer *l, rite__side *s, const rite_
     for (j = 0, q = 0; j < r; j++)   /* unpack V */
         for (i = 0; i <= j; i++, q++) s->V[(size_t)j * r + i] = s->V[(size_t)i * r + j] = s->Vp[q];
     memset(Vt, 0, rr * sizeof(double));
-    if (l->k > 0) {
+    if (l->steps > 0) {
         rite__dgemm(CblasNoTrans, CblasNoTrans, r, 1.0, P, s->V, 0.0, l->T3);
         rite__dgemm(CblasNoTrans, CblasTrans, r, 1.0, l->T3, P, 0.0, Vt);
         rite__sym(Vt, r);
@@ -2017,7 +2028,7 @@ static void rite__times_rr(rite_layer *l, int k, double alpha, const void *A, ri
 static rite_status rite__first_moment(rite_layer *l, rite__side *s, const rite__prep *p, const rite__prep *po,
                                       const double *P, const double *Q, double scale, double b1h)
 {
-    int r = l->desc.r, i, j, has_m = l->k > 0 && b1h != 0;
+    int r = l->desc.r, i, j, has_m = l->steps > 0 && b1h != 0;
     size_t kr = (size_t)s->k * (size_t)r;
     double *Wg = l->T1, *Wm = l->T2, ss;
     if (p->skipped) memset(Wg, 0, (size_t)r * (size_t)r * sizeof(double));
@@ -2163,7 +2174,7 @@ static void rite__moment_rows_f32(rite_layer *l, const rite__side *s, int i0, in
 static rite_status rite__first_moment_f32(rite_layer *l, rite__side *s, const rite__prep *p, const rite__prep *po,
                                           const double *P, const double *Q, double scale, double b1h)
 {
-    int r = l->desc.r, rp = RITE__PAD16(r), i, j, i0, i1, pass, has_m = l->k > 0 && b1h != 0;
+    int r = l->desc.r, rp = RITE__PAD16(r), i, j, i0, i1, pass, has_m = l->steps > 0 && b1h != 0;
     int direct = r == rp, direct_x = direct && s->layout == RITE_RANK_LAST;
     size_t kr = (size_t)s->k * (size_t)r;
     double *Wg = l->T1, *Wm = l->T2, ss = 0, pg, pm;
@@ -2250,7 +2261,7 @@ static double rite__descend_f32(rite_layer *l, rite__side *s, const rite__prep *
 }
 
 /* SPEC 4-11 for side s (the other side is o): V, rho, Mn, cap, and E */
-static rite_status rite__rite_side(rite_layer *l, int side, double scale, double b1h, double b2h)
+static rite_status rite__lorarite_side(rite_layer *l, int side, double scale, double b1h, double b2h)
 {
     rite__side *s = &l->s[side];
     const rite__prep *p = &s->pre[l->pend], *po = &l->s[1 - side].pre[l->pend];
@@ -2266,12 +2277,67 @@ static rite_status rite__rite_side(rite_layer *l, int side, double scale, double
     return st;
 }
 
-static rite_status rite__rite_apply(rite_layer *l, double total)
+/* SPEC 12-15 on the careful path: the new factors into copies (Xw),
+   checked, and the balance factors f (SPEC 15) */
+static rite_status rite__careful_factors(rite_layer *l, double *f)
+{
+    int side, r = l->desc.r;
+    double nrm[2], sab;
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        const rite__prep *po = &l->s[1 - side].pre[l->pend];
+        if (RITE__F32(l)) {
+            if (!(rite__descend_f32(l, s, po, 0) <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+        } else {
+            rite__load_f64((const double *)s->X, s->layout, s->ld, s->k, r, (double *)s->Xw);
+            rite__descend_product(l, s, po, s->Xw, RITE_RANK_FIRST, s->k);
+            if (!rite__finite(l, s->Xw, RITE_RANK_FIRST, s->k, s->k)) return RITE_ERR_NONFINITE_UPDATE;
+        }
+        nrm[side] = rite__nrm2(l, s->Xw, (size_t)s->k * (size_t)r) + 1e-6;
+    }
+    if (!l->cfg.balance) return RITE_OK;
+    sab = sqrt(nrm[0] * nrm[1]);   /* SPEC 15: balance the factor norms */
+    if (!(sab <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+    f[0] = sab / nrm[0];
+    f[1] = sab / nrm[1];
+    return RITE_OK;
+}
+
+/* The commit of a LoRA-RITE step: nothing here can fail. SPEC 14 (the new
+   factors, straight or from the checked copies times f), 10, 7 and 16. */
+static void rite__lorarite_commit(rite_layer *l, int careful, const double *f)
+{
+    int side, r = l->desc.r, i, j, q;
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        const rite__prep *po = &l->s[1 - side].pre[l->pend];
+        void *t;
+        if (RITE__F32(l)) {
+            if (!careful) rite__descend_f32(l, s, po, 1);
+            else rite__unpack_rows((const float *)s->Xw, 0, s->k, r, r, (float)f[side], (float *)s->X, s->layout, s->ld);
+        } else {
+            if (!careful) rite__descend_product(l, s, po, s->X, s->layout, s->ld);
+            else rite__store_f64((const double *)s->Xw, s->k, r, f[side], (double *)s->X, s->layout, s->ld);
+        }
+        memcpy(s->M, s->Mn, (size_t)s->k * (size_t)r * l->es);   /* SPEC 10 */
+        for (j = 0, q = 0; j < r; j++)                             /* SPEC 7, packed */
+            for (i = 0; i <= j; i++, q++) s->Vp[q] = s->Vn[(size_t)j * r + i];
+        if (l->desc.keep_basis) {
+            t = s->B0; s->B0 = s->Us; s->Us = t;   /* SPEC 16 */
+        } else {
+            memcpy(s->C, s->Cn, (size_t)r * (size_t)r * sizeof(double));
+        }
+        s->rho = s->rho_n;
+    }
+    l->stale = 0;
+}
+
+static rite_status rite__lorarite_apply(rite_layer *l, double total)
 {
     const rite_config *c = &l->cfg;
-    double scale = 1.0, b1h = rite__bhat(c->beta1, l->k), b2h = rite__bhat(c->beta2, l->k);
+    double scale = 1.0, b1h = rite__bhat(c->beta1, l->steps), b2h = rite__bhat(c->beta2, l->steps);
     double f[2] = {1.0, 1.0};
-    int side, careful = c->balance, r = l->desc.r;
+    int side, careful = c->balance;
     rite_status st;
 
     /* SPEC 5: global clipping of the unmagnified gradients */
@@ -2286,61 +2352,22 @@ static rite_status rite__rite_apply(rite_layer *l, double total)
     }
     /* SPEC 4-11 */
     for (side = 0; side < 2; side++) {
-        st = rite__rite_side(l, side, scale, b1h, b2h);
+        st = rite__lorarite_side(l, side, scale, b1h, b2h);
         if (st != RITE_OK) return st;
     }
-    /* SPEC 12-15 on the careful path: the new factors into copies, checked */
+    /* SPEC 12-15: straight into the caller's buffers when that cannot
+       overflow, else (and for balance) through checked copies */
     for (side = 0; side < 2; side++)
         careful |= !rite__descend_safe(l, &l->s[side], &l->s[side].pre[l->pend], &l->s[1 - side].pre[l->pend]);
     if (careful) {
-        double nrm[2];
-        for (side = 0; side < 2; side++) {
-            rite__side *s = &l->s[side];
-            const rite__prep *po = &l->s[1 - side].pre[l->pend];
-            if (RITE__F32(l)) {
-                if (!(rite__descend_f32(l, s, po, 0) <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
-            } else {
-                rite__load_f64((const double *)s->X, s->layout, s->ld, s->k, r, (double *)s->Xw);
-                rite__descend_product(l, s, po, s->Xw, RITE_RANK_FIRST, s->k);
-                if (!rite__finite(l, s->Xw, RITE_RANK_FIRST, s->k, s->k)) return RITE_ERR_NONFINITE_UPDATE;
-            }
-            nrm[side] = rite__nrm2(l, s->Xw, (size_t)s->k * (size_t)r) + 1e-6;
-        }
-        if (c->balance) {   /* SPEC 15: balance the factor norms */
-            double sab = sqrt(nrm[0] * nrm[1]);
-            if (!(sab <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
-            f[0] = sab / nrm[0];
-            f[1] = sab / nrm[1];
-        }
+        st = rite__careful_factors(l, f);
+        if (st != RITE_OK) return st;
     }
     for (side = 0; side < 2 && !l->desc.keep_basis; side++) {
         st = rite__next_basis(l, &l->s[side], &l->s[side].pre[l->pend], &l->s[1 - side].pre[l->pend], f[side]);
         if (st != RITE_OK) return st;
     }
-    /* commit: nothing below can fail */
-    for (side = 0; side < 2; side++) {
-        rite__side *s = &l->s[side];
-        void *t;
-        int i, j, q;
-        if (RITE__F32(l)) {
-            if (!careful) rite__descend_f32(l, s, &l->s[1 - side].pre[l->pend], 1);
-            else rite__unpack_rows((const float *)s->Xw, 0, s->k, r, r, (float)f[side], (float *)s->X, s->layout, s->ld);
-            memcpy(s->M, s->Mn, (size_t)s->k * (size_t)r * sizeof(float));   /* SPEC 10 */
-        } else {
-            if (!careful) rite__descend_product(l, s, &l->s[1 - side].pre[l->pend], s->X, s->layout, s->ld);
-            else rite__store_f64((const double *)s->Xw, s->k, r, f[side], (double *)s->X, s->layout, s->ld);
-            memcpy(s->M, s->Mn, (size_t)s->k * (size_t)r * l->es);   /* SPEC 10 */
-        }
-        for (j = 0, q = 0; j < r; j++)                             /* SPEC 7, packed */
-            for (i = 0; i <= j; i++, q++) s->Vp[q] = s->Vn[(size_t)j * r + i];
-        if (l->desc.keep_basis) {
-            t = s->B0; s->B0 = s->Us; s->Us = t;   /* SPEC 16 */
-        } else {
-            memcpy(s->C, s->Cn, (size_t)r * (size_t)r * sizeof(double));
-        }
-        s->rho = s->rho_n;
-    }
-    l->stale = 0;
+    rite__lorarite_commit(l, careful, f);
     return RITE_OK;
 }
 
@@ -2352,7 +2379,7 @@ static int rite__adamw_side(rite_layer *l, rite__side *s, int write)
 {
     int a, flags = 0, r = l->desc.r;
     int no = RITE__OUTER(s->layout, s->k, r), ni = RITE__INNER(s->layout, s->k, r);
-    double t = (double)(l->k + 1), kd[9];
+    double t = (double)(l->steps + 1), kd[9];
     float kf[9];
     kd[0] = l->cfg.beta1;
     kd[1] = l->cfg.beta2;
@@ -2484,7 +2511,7 @@ static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, vo
             rite__say(l->msg, sizeof l->msg, st, "the update of %s would overflow (a moment or the factor)",
                       side_bad ? "R" : "L");
     } else {
-        st = rite__rite_prepare(l, &own);
+        st = rite__lorarite_prepare(l, &own);
     }
     if (st != RITE_OK) {
         for (side = 0; side < 2; side++) {
@@ -2516,13 +2543,13 @@ LORA_RITE_API rite_status rite_apply(rite_layer *layer, double total_sumsq)
     if (layer->desc.optimizer == RITE_ADAMW) {
         for (side = 0; side < 2; side++) rite__adamw_side(layer, &layer->s[side], 1);
     } else {
-        st = rite__rite_apply(layer, total_sumsq);
+        st = rite__lorarite_apply(layer, total_sumsq);
         if (st != RITE_OK)
             return rite__say(layer->msg, sizeof layer->msg, st, "%s; the pending prepare is kept",
                              st == RITE_ERR_LAPACK ? "a LAPACK eigen decomposition did not converge"
                                                    : "the step would make a factor or the state overflow");
     }
-    layer->k++;
+    layer->steps++;
     layer->prepared = 0;
     layer->unprepared = "the last prepare was applied already";
     return RITE_OK;
@@ -2616,7 +2643,7 @@ static int rite__state_fields(const rite_layer *l, rite__field *f)
 {
     int side, nf = 0;
     size_t r = (size_t)l->desc.r;
-    rite__field_set(&f[nf++], (void *)&l->k, sizeof l->k, 0);
+    rite__field_set(&f[nf++], (void *)&l->steps, sizeof l->steps, 0);
     for (side = 0; side < 2; side++) {
         const rite__side *s = &l->s[side];
         size_t kb = (size_t)s->k * r * l->es;
@@ -2719,7 +2746,7 @@ static uint64_t rite__fnv1a(uint64_t h, const void *data, size_t n)
 static void rite__ckpt_header(const rite_layer *l, unsigned char *h)
 {
     uint32_t v[10];
-    uint64_t payload = rite_state_size(l), k = (uint64_t)l->k;
+    uint64_t payload = rite_state_size(l), k = (uint64_t)l->steps;
     memset(h, 0, RITE__CKPT_HEADER);
     memcpy(h, "LORARITE", 8);
     v[0] = RITE__CKPT_VERSION;
@@ -2759,83 +2786,103 @@ LORA_RITE_API rite_status rite_checkpoint_save(const rite_layer *layer, void *ds
     return RITE_OK;
 }
 
-LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *src, size_t src_size)
+/* A checkpoint's header against the layer: the format, the version, the
+   identity fields (optimizer, precision, m, n, r at bytes 20-39,
+   keep_basis, bit 8 of the options at 40, and for AdamW, whose moments
+   follow them, the layouts at 44), then the length and the checksum. */
+static rite_status rite__ckpt_check_header(rite_layer *layer, const unsigned char *in, size_t src_size)
 {
-    const unsigned char *in = (const unsigned char *)src;
-    unsigned char want[RITE__CKPT_HEADER];
-    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
-    uint32_t version, mark, hsize;
-    uint64_t h, stored, k;
-    size_t n, off;
-    int i, nf;
     static const char *const fname[7] = {"optimizer", "precision", "m", "n", "r", "keep_basis", "layouts"};
-    char *msg;
-    if (!layer) return RITE_ERR_NULL_ARGUMENT;
-    msg = layer->msg;
-    msg[0] = 0;
-    if (!src) return rite__say(msg, sizeof layer->msg, RITE_ERR_NULL_ARGUMENT, "src is NULL");
+    unsigned char want[RITE__CKPT_HEADER];
+    char *msg = layer->msg;
+    uint32_t version, mark, hsize;
+    uint64_t h, stored;
+    size_t n, ms = sizeof layer->msg;
+    int i;
     if (src_size < RITE__CKPT_HEADER + 8 || memcmp(in, "LORARITE", 8) != 0)
-        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_FORMAT, "%s",
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_FORMAT, "%s",
                          src_size < RITE__CKPT_HEADER + 8 ? "shorter than a header and checksum" : "bad magic");
     memcpy(&version, in + 8, 4);
     memcpy(&hsize, in + 12, 4);
     memcpy(&mark, in + 16, 4);
-    if (mark != 0x01020304u)
-        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_FORMAT, "byte-order mark %#x", mark);
+    if (mark != 0x01020304u) return rite__say(msg, ms, RITE_ERR_CHECKPOINT_FORMAT, "byte-order mark %#x", mark);
     if (version != RITE__CKPT_VERSION)
-        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_VERSION, "version %u, this library reads %u",
-                         version, RITE__CKPT_VERSION);
-    if (hsize != RITE__CKPT_HEADER)
-        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_FORMAT, "header size %u", hsize);
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_VERSION, "version %u, this library reads %u", version,
+                         RITE__CKPT_VERSION);
+    if (hsize != RITE__CKPT_HEADER) return rite__say(msg, ms, RITE_ERR_CHECKPOINT_FORMAT, "header size %u", hsize);
     n = rite_checkpoint_size(layer);
     rite__ckpt_header(layer, want);
-    /* optimizer, precision, m, n, r (bytes 20-39), keep_basis (option bit 8
-       at 40), the layouts (44) for AdamW, whose moments follow them */
     for (i = 0; i < 7; i++) {
         uint32_t a, b;
         memcpy(&a, in + 20 + 4 * i, 4);
         memcpy(&b, want + 20 + 4 * i, 4);
         if (i == 5) {
-            a &= 8u;
-            b &= 8u;
+            a = (a & 8u) >> 3;
+            b = (b & 8u) >> 3;
         }
         if (i == 6 && layer->desc.optimizer != RITE_ADAMW) continue;
         if (a != b)
-            return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_MISMATCH,
-                             "%s differs: checkpoint %u, layer %u", fname[i], i == 5 ? a >> 3 : a, i == 5 ? b >> 3 : b);
+            return rite__say(msg, ms, RITE_ERR_CHECKPOINT_MISMATCH, "%s differs: checkpoint %u, layer %u", fname[i], a,
+                             b);
     }
     if (memcmp(in + 48, want + 48, 8) != 0)
-        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_MISMATCH, "payload size differs");
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_MISMATCH, "payload size differs");
     if (src_size != n)   /* truncated, or trailing bytes */
-        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_FORMAT, "%zu bytes, the layer's checkpoint has %zu",
-                         src_size, n);
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_FORMAT, "%zu bytes, the layer's checkpoint has %zu", src_size, n);
     memcpy(&stored, in + n - 8, 8);
     h = rite__fnv1a(14695981039346656037ull, in, n - 8);
     if (h != stored || memcmp(in + 56, in + RITE__CKPT_HEADER, 8) != 0)
-        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "%s",
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "%s",
                          h != stored ? "checksum mismatch" : "the two step counts differ");
-    /* every number finite, a step count that can go on counting, and no
-       negative escaped mass (a payload resealed by hand could hold anything) */
-    nf = rite__state_fields(layer, f);
+    return RITE_OK;
+}
+
+/* The payload's numbers: every one finite, a step count that can go on
+   counting, no negative escaped mass, a factors-changed flag of 0 or 1 (a
+   payload resealed by hand could hold anything). */
+static rite_status rite__ckpt_check_payload(rite_layer *layer, const unsigned char *in)
+{
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
+    char *msg = layer->msg;
+    size_t off, ms = sizeof layer->msg;
+    uint64_t k;
+    int i, nf = rite__state_fields(layer, f);
     for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++)
         if (f[i].kind && !rite__finite_bytes(in + off, f[i].n, f[i].kind == 1 ? layer->es : sizeof(double)))
-            return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "a number is NaN or Inf");
+            return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "a number is NaN or Inf");
     memcpy(&k, in + 56, 8);
-    if (k >= ((uint64_t)1 << 62))
-        return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "step count 2^62 or more");
+    if (k >= ((uint64_t)1 << 62)) return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "step count 2^62 or more");
     for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++)
         if (f[i].p == (void *)&layer->s[0].rho || f[i].p == (void *)&layer->s[1].rho) {
             double rho;
             memcpy(&rho, in + off, sizeof rho);
-            if (rho < 0) return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "negative escaped mass");
+            if (rho < 0) return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "negative escaped mass");
         } else if (f[i].p == (void *)&layer->stale) {
             int stale;
             memcpy(&stale, in + off, sizeof stale);
             if (stale != 0 && stale != 1)
-                return rite__say(msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "factors-changed flag %d", stale);
+                return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "factors-changed flag %d", stale);
         }
+    return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *src, size_t src_size)
+{
+    const unsigned char *in = (const unsigned char *)src;
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
+    rite_status st;
+    uint64_t k;
+    size_t off;
+    int i, nf;
+    if (!layer) return RITE_ERR_NULL_ARGUMENT;
+    layer->msg[0] = 0;
+    if (!src) return rite__say(layer->msg, sizeof layer->msg, RITE_ERR_NULL_ARGUMENT, "src is NULL");
+    st = rite__ckpt_check_header(layer, in, src_size);
+    if (st == RITE_OK) st = rite__ckpt_check_payload(layer, in);
+    if (st != RITE_OK) return st;
     /* all checked: copy */
-    layer->k = (long long)k;
+    memcpy(&k, in + 56, 8);
+    layer->steps = (long long)k;
     nf = rite__state_fields(layer, f);
     for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++) rite__field_write(&f[i], in + off);
     rite__cancel(layer, "the pending prepare was cancelled by a checkpoint load");
