@@ -190,12 +190,7 @@ static void make_layer(soak_layer *s, const soak_spec *sp, tu_rng *g)
     c.escape = sp->escape;
     c.relative_eps = sp->relative_eps;
     c.balance = sp->balance;
-    memset(&d, 0, sizeof d);
-    d.m = m;
-    d.n = n;
-    d.r = r;
-    d.optimizer = sp->opt;
-    d.precision = RITE_FLOAT32;
+    d = tu_desc(m, n, r, sp->opt, RITE_FLOAT32);
     d.layout_L = sp->layout_L;
     d.layout_R = sp->layout_R;
     s->ld[0] = (sp->layout_L == RITE_RANK_LAST ? r : m) + sp->pad;

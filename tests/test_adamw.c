@@ -167,12 +167,7 @@ static void run_scenario(const scenario *sc) {
     assert_non_null(m1R); assert_non_null(m2R); assert_non_null(xL); assert_non_null(xR);
     assert_non_null(oldL); assert_non_null(oldR);
 
-    memset(&desc, 0, sizeof desc);
-    desc.m = m;
-    desc.n = n;
-    desc.r = r;
-    desc.optimizer = RITE_ADAMW;
-    desc.precision = sc->prec;
+    desc = tu_desc(m, n, r, RITE_ADAMW, sc->prec);
     desc.layout_L = sc->layout_L;
     desc.layout_R = sc->layout_R;
     desc.ld_L = sc->ld_L;
@@ -272,12 +267,7 @@ static void test_defaults(void **state) {
     assert_true(c.eps == 1e-8);
     assert_true(c.weight_decay == 0.0);
 
-    memset(&desc, 0, sizeof desc);
-    desc.m = 3;
-    desc.n = 2;
-    desc.r = 1;
-    desc.optimizer = RITE_ADAMW;
-    desc.precision = RITE_FLOAT64;
+    desc = tu_desc(3, 2, 1, RITE_ADAMW, RITE_FLOAT64);
     assert_int_equal(rite_init(&layer, &desc), RITE_OK);
     g = rite_get_config(layer);
     assert_true(g.lr == 1e-3);

@@ -110,16 +110,6 @@ static void apply_change(const problem *p, int change, int round, double *L, dou
     }
 }
 
-static rite_config lib_config(const ref_config *c) {
-    rite_config r = rite_config_default(RITE_LORA_RITE);
-    r.lr = c->lr;
-    r.clip = c->clip;
-    r.skip = c->skip;
-    r.escape = c->escape;
-    r.cap = c->cap;
-    return r;
-}
-
 /* Runs STEPS steps of library and reference side by side; the factors are
    changed at steps 10 and 20. Returns the largest relative difference of the
    factors after the first change (0 before it must hold to 1e-10). */
@@ -138,12 +128,8 @@ static double run(int change, int mode, rite_layout layL, rite_layout layR, int 
     problem_make(&p);
     rc.lr = 0.02;
     rc.escape = escape;
-    lc = lib_config(&rc);
-    memset(&d, 0, sizeof d);
-    d.m = M;
-    d.n = N;
-    d.r = RK;
-    d.precision = RITE_FLOAT64;
+    lc = tu_rite_config(&rc, RITE_LORA_RITE);
+    d = tu_desc(M, N, RK, RITE_LORA_RITE, RITE_FLOAT64);
     d.layout_L = layL;
     d.layout_R = layR;
     d.config = &lc;
@@ -251,10 +237,7 @@ static void test_no_change_and_memory(void **state) {
     assert_true(run(CHANGE_NONE, MODE_KEEP_BASIS, RITE_RANK_LAST, RITE_RANK_FIRST, 1) <= 1e-10);
     /* state: keep_basis holds the two bases instead of two r x r products
        and the flag rite_factors_changed sets (an int) */
-    memset(&d, 0, sizeof d);
-    d.m = 300;
-    d.n = 200;
-    d.r = 8;
+    d = tu_desc(300, 200, 8, RITE_LORA_RITE, RITE_FLOAT32);
     assert_int_equal(rite_memory_query(&d, &a), RITE_OK);
     d.keep_basis = 1;
     assert_int_equal(rite_memory_query(&d, &b), RITE_OK);

@@ -203,12 +203,7 @@ static void ck_prob_free(ck_prob *p) {
 
 static rite_desc ck_desc(const ck_prob *p) {
     rite_desc d;
-    memset(&d, 0, sizeof d);
-    d.m = p->m;
-    d.n = p->n;
-    d.r = p->r;
-    d.optimizer = p->c.opt;
-    d.precision = p->c.prec;
+    d = tu_desc(p->m, p->n, p->r, p->c.opt, p->c.prec);
     d.layout_L = p->c.lay_L;
     d.layout_R = p->c.lay_R;
     d.ld_L = p->ldL;

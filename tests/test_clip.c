@@ -63,23 +63,6 @@ static void problem_grad(problem *p, const double *L, const double *R, int s, do
     }
 }
 
-static rite_config to_rite_config(const ref_config *c) {
-    rite_config rc = rite_config_default(RITE_LORA_RITE);
-    rc.lr = c->lr;
-    rc.beta1 = c->beta1;
-    rc.beta2 = c->beta2;
-    rc.eps = c->eps;
-    rc.eps_root = c->eps_root;
-    rc.clip = c->clip;
-    rc.skip = c->skip;
-    rc.cap = c->cap;
-    rc.weight_decay = c->weight_decay;
-    rc.escape = c->escape;
-    rc.relative_eps = c->relative_eps;
-    rc.balance = c->balance;
-    return rc;
-}
-
 /* The library's view of one layer: its factors and gradients in storage. */
 typedef struct lib_layer {
     rite_layer *layer;
@@ -89,7 +72,7 @@ typedef struct lib_layer {
 
 static void lib_make(lib_layer *ly, int layer, const problem *p, const ref_config *cfg) {
     rite_desc d;
-    rite_config rc = to_rite_config(cfg);
+    rite_config rc = tu_rite_config(cfg, RITE_LORA_RITE);
     rite_status st;
     memset(&d, 0, sizeof d);
     ly->m = d.m = p->m;

@@ -559,22 +559,14 @@ static void test_desc_errors(void **state) {
             for (lL = 0; lL < 2; lL++)
                 for (lR = 0; lR < 2; lR++)
                     for (s = 0; s < 2; s++) {
-                        memset(&d, 0, sizeof d);
-                        d.m = sizes[s][0];
-                        d.n = sizes[s][1];
-                        d.r = 3;
-                        d.optimizer = (rite_optimizer)opt;
-                        d.precision = (rite_precision)prec;
+                        d = tu_desc(sizes[s][0], sizes[s][1], 3, (rite_optimizer)opt, (rite_precision)prec);
                         d.layout_L = (rite_layout)lL;
                         d.layout_R = (rite_layout)lR;
                         desc_faults(&d);
                     }
 
     /* NULL pointers */
-    memset(&d, 0, sizeof d);
-    d.m = 6;
-    d.n = 4;
-    d.r = 2;
+    d = tu_desc(6, 4, 2, RITE_LORA_RITE, RITE_FLOAT32);
     check_status(rite_desc_check(NULL), RITE_ERR_NULL_ARGUMENT, "rite_desc_check(NULL)");
     check_status(rite_memory_query(NULL, &mem), RITE_ERR_NULL_ARGUMENT, "rite_memory_query(NULL, out)");
     check_status(rite_memory_query(&d, NULL), RITE_ERR_NULL_ARGUMENT, "rite_memory_query(desc, NULL)");
@@ -677,12 +669,7 @@ static void test_config_in_desc(void **state) {
                 char what[160];
                 if (opt == RITE_ADAMW && !k->adamw) continue;
                 c = cfg_with(rite_config_default((rite_optimizer)opt), k);
-                memset(&d, 0, sizeof d);
-                d.m = 9;
-                d.n = 6;
-                d.r = 2;
-                d.optimizer = (rite_optimizer)opt;
-                d.precision = (rite_precision)prec;
+                d = tu_desc(9, 6, 2, (rite_optimizer)opt, (rite_precision)prec);
                 d.layout_R = RITE_RANK_FIRST;
                 d.config = &c;
                 snprintf(what, sizeof what, "desc config %s (%s, %s)", k->name, opt ? "adamw" : "rite",
@@ -1116,11 +1103,7 @@ static void test_huge_factor(void **state) {
             int i, bad = 0;
             snprintf(what, sizeof what, "step with |L| ~ 1e160, balance %d, layout_L %d", balance, lay);
             c.balance = balance;
-            memset(&d, 0, sizeof d);
-            d.m = HM;
-            d.n = HN;
-            d.r = HR;
-            d.precision = RITE_FLOAT64;
+            d = tu_desc(HM, HN, HR, RITE_LORA_RITE, RITE_FLOAT64);
             d.layout_L = (rite_layout)lay;
             d.layout_R = (rite_layout)(1 - lay);
             d.config = &c;
@@ -1168,12 +1151,7 @@ static void test_out_of_memory(void **state) {
             count_alloc ca;
             rite_layer *layer = NULL;
             long n, k;
-            memset(&d, 0, sizeof d);
-            d.m = 20;
-            d.n = 16;
-            d.r = 4;
-            d.optimizer = (rite_optimizer)opt;
-            d.precision = (rite_precision)prec;
+            d = tu_desc(20, 16, 4, (rite_optimizer)opt, (rite_precision)prec);
             d.layout_L = RITE_RANK_FIRST;
 
             /* how many allocations a successful init makes */
@@ -1245,12 +1223,7 @@ static void test_pending_prepare_survives(void **state) {
             double Ld[12], Rd[8], gLd[12], gRd[8], Ld2[12], Rd2[8], bad[12], sq = 0;
             float Lf[12], Rf[8], gLf[12], gRf[8], Lf2[12], Rf2[8], badf[12];
             int i;
-            memset(&d, 0, sizeof d);
-            d.m = 6;
-            d.n = 4;
-            d.r = 2;
-            d.optimizer = opt ? RITE_ADAMW : RITE_LORA_RITE;
-            d.precision = prec ? RITE_FLOAT64 : RITE_FLOAT32;
+            d = tu_desc(6, 4, 2, opt ? RITE_ADAMW : RITE_LORA_RITE, prec ? RITE_FLOAT64 : RITE_FLOAT32);
             assert_int_equal(rite_init(&a, &d), RITE_OK);
             assert_int_equal(rite_init(&b, &d), RITE_OK);
             for (i = 0; i < 12; i++) {
@@ -1302,10 +1275,7 @@ static void test_float_extremes(void **state) {
     double Ld[12], Rd[8], gLd[12], gRd[8];
     int i;
     (void)state;
-    memset(&d, 0, sizeof d);
-    d.m = 6;
-    d.n = 4;
-    d.r = 2;
+    d = tu_desc(6, 4, 2, RITE_LORA_RITE, RITE_FLOAT32);
     c = rite_config_default(RITE_LORA_RITE);
     c.skip = 0;
     c.lr = 0.01;

@@ -90,11 +90,7 @@ static void run(const problem *pb, rite_precision prec, int householder, int ste
     float Lf[M * RK], Rf[N * RK], gLf[M * RK], gRf[N * RK];
     double Ld[M * RK], Rd[N * RK];
     int s, i;
-    memset(&d, 0, sizeof d);
-    d.m = M;
-    d.n = N;
-    d.r = RK;
-    d.precision = prec;
+    d = tu_desc(M, N, RK, RITE_LORA_RITE, prec);
     c.lr = 1e-2;
     c.skip = 0; /* every step moves the factors */
     d.config = &c;

@@ -167,12 +167,7 @@ static void run_init(run *u, rite_optimizer opt, rite_precision prec, rite_layou
     u->layR = layR;
     u->ldL = pick_ld(layL, M, RK, pad);
     u->ldR = pick_ld(layR, N, RK, pad);
-    memset(&desc, 0, sizeof desc);
-    desc.m = M;
-    desc.n = N;
-    desc.r = RK;
-    desc.optimizer = opt;
-    desc.precision = prec;
+    desc = tu_desc(M, N, RK, opt, prec);
     desc.layout_L = layL;
     desc.layout_R = layR;
     desc.ld_L = u->ldL;

@@ -47,11 +47,7 @@ static void run_init(run *u, rite_precision prec, const rite_config *cfg, const 
     rite_desc desc;
     memset(u, 0, sizeof *u);
     u->prec = prec;
-    memset(&desc, 0, sizeof desc);
-    desc.m = M;
-    desc.n = N;
-    desc.r = RK;
-    desc.precision = prec;
+    desc = tu_desc(M, N, RK, RITE_LORA_RITE, prec);
     desc.layout_L = RITE_RANK_FIRST;
     desc.layout_R = RITE_RANK_LAST;
     desc.config = cfg;

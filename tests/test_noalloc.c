@@ -304,12 +304,7 @@ static void test_init_takes_reported_memory(void **state) {
             rite_layer *layer = NULL;
             hook_count h = {0, 0, 0};
             memset(&mem, 0, sizeof mem);
-            memset(&d, 0, sizeof d);
-            d.m = 300;
-            d.n = 260;
-            d.r = 16;
-            d.optimizer = (rite_optimizer)opt;
-            d.precision = (rite_precision)prec;
+            d = tu_desc(300, 260, 16, (rite_optimizer)opt, (rite_precision)prec);
             d.allocator.alloc = hook_alloc;
             d.allocator.release = hook_free;
             d.allocator.user_data = &h;

@@ -126,26 +126,6 @@ static case_spec base_case(const char *name) {
     return c;
 }
 
-/* The library's config for the reference's: AdamW takes only the fields it
-   has (the library refuses LoRA-RITE options on an AdamW layer). */
-static rite_config to_rite_config(const ref_config *c, rite_optimizer opt) {
-    rite_config rc = rite_config_default(opt);
-    rc.lr = c->lr;
-    rc.beta1 = c->beta1;
-    rc.beta2 = c->beta2;
-    rc.eps = c->eps;
-    rc.weight_decay = c->weight_decay;
-    if (opt == RITE_ADAMW) return rc;
-    rc.eps_root = c->eps_root;
-    rc.clip = c->clip;
-    rc.skip = c->skip;
-    rc.cap = c->cap;
-    rc.escape = c->escape;
-    rc.relative_eps = c->relative_eps;
-    rc.balance = c->balance;
-    return rc;
-}
-
 /* One factor's storage in the library's layout: the buffer, a mask of the
    logical entries, and a copy to check that padding is never written. */
 typedef struct storage {
@@ -211,7 +191,7 @@ static void run_case(const case_spec *c, int steps, case_result *out) {
     problem p;
     rite_layer *layer = NULL;
     rite_desc desc;
-    rite_config rc = to_rite_config(&c->cfg, c->optimizer);
+    rite_config rc = tu_rite_config(&c->cfg, c->optimizer);
     ref_adamw adam;
     storage sL, sR, sgL, sgR;
     double Lr[M * RK], Rr[N * RK], Ll[M * RK], Rl[N * RK], gL[M * RK], gR[N * RK];
@@ -226,12 +206,7 @@ static void run_case(const case_spec *c, int steps, case_result *out) {
     if (c->optimizer == RITE_ADAMW)
         ref_adamw_init(&adam, M, N, RK, c->cfg.lr, c->cfg.beta1, c->cfg.beta2, c->cfg.eps, c->cfg.weight_decay);
 
-    memset(&desc, 0, sizeof desc);
-    desc.m = M;
-    desc.n = N;
-    desc.r = RK;
-    desc.optimizer = c->optimizer;
-    desc.precision = c->precision;
+    desc = tu_desc(M, N, RK, c->optimizer, c->precision);
     desc.layout_L = c->layout_L;
     desc.layout_R = c->layout_R;
     desc.ld_L = c->ld_L;

@@ -48,12 +48,7 @@
 static rite_layer *make_layer(int m, int n, int r, const rite_config *cfg) {
     rite_desc desc;
     rite_layer *layer = NULL;
-    memset(&desc, 0, sizeof desc);
-    desc.m = m;
-    desc.n = n;
-    desc.r = r;
-    desc.optimizer = RITE_LORA_RITE;
-    desc.precision = RITE_FLOAT64;
+    desc = tu_desc(m, n, r, RITE_LORA_RITE, RITE_FLOAT64);
     desc.config = cfg;
     assert_int_equal(rite_init(&layer, &desc), RITE_OK);
     assert_non_null(layer);

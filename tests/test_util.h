@@ -125,6 +125,29 @@ static inline rite_desc tu_desc(int m, int n, int r, rite_optimizer opt, rite_pr
     return d;
 }
 
+#ifdef LORA_RITE_REF_RITE_H
+/* The library's config for the naive reference's (include ref_rite.h
+   first): AdamW takes only the fields it has (the library refuses
+   LoRA-RITE options on an AdamW layer). */
+static inline rite_config tu_rite_config(const ref_config *c, rite_optimizer opt) {
+    rite_config rc = rite_config_default(opt);
+    rc.lr = c->lr;
+    rc.beta1 = c->beta1;
+    rc.beta2 = c->beta2;
+    rc.eps = c->eps;
+    rc.weight_decay = c->weight_decay;
+    if (opt == RITE_ADAMW) return rc;
+    rc.eps_root = c->eps_root;
+    rc.clip = c->clip;
+    rc.skip = c->skip;
+    rc.cap = c->cap;
+    rc.escape = c->escape;
+    rc.relative_eps = c->relative_eps;
+    rc.balance = c->balance;
+    return rc;
+}
+#endif
+
 /* max_i |a_i - b_i| / max(max_i |b_i|, tiny): relative difference of two arrays */
 static inline double tu_rel_diff(const double *a, const double *b, size_t count) {
     double num = 0, den = 0;
