@@ -1017,64 +1017,40 @@ static void rite__tile_f32(const float *x, rite_layout lay, int ld, int r, int i
 #if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
 #include <emmintrin.h>
 
-static int rite__adamw_fast_f32(float *x, const float *g, float *m, float *v, int n, const float *ac, int write)
-{
-    const __m128 b1 = _mm_set1_ps(ac[0]), b2 = _mm_set1_ps(ac[1]), ob1 = _mm_set1_ps(ac[2]);
-    const __m128 ob2 = _mm_set1_ps(ac[3]), bc1 = _mm_set1_ps(ac[4]), rbc2 = _mm_set1_ps(ac[5]);
-    const __m128 lr = _mm_set1_ps(ac[6]), eps = _mm_set1_ps(ac[7]), wd = _mm_set1_ps(ac[8]);
-    const __m128 zero = _mm_setzero_ps();
-    int b = 0, flags = 0, bx = 0, bg = 0, br = 0;
-    for (; b + 4 <= n; b += 4) {
-        __m128 gv = _mm_loadu_ps(g + b), xv = _mm_loadu_ps(x + b);
-        __m128 mv = _mm_add_ps(_mm_mul_ps(b1, _mm_loadu_ps(m + b)), _mm_mul_ps(ob1, gv));
-        __m128 vv = _mm_add_ps(_mm_mul_ps(b2, _mm_loadu_ps(v + b)), _mm_mul_ps(_mm_mul_ps(ob2, gv), gv));
-        __m128 den = _mm_add_ps(_mm_mul_ps(_mm_sqrt_ps(vv), rbc2), eps);
-        __m128 upd = _mm_add_ps(_mm_div_ps(_mm_div_ps(mv, bc1), den), _mm_mul_ps(wd, xv));
-        __m128 xn = _mm_sub_ps(xv, _mm_mul_ps(lr, upd));
-        if (write) {
-            _mm_storeu_ps(m + b, mv);
-            _mm_storeu_ps(v + b, vv);
-            _mm_storeu_ps(x + b, xn);
-        } else {
-            bx |= _mm_movemask_ps(_mm_cmpneq_ps(_mm_mul_ps(xv, zero), zero));
-            bg |= _mm_movemask_ps(_mm_cmpneq_ps(_mm_mul_ps(gv, zero), zero));
-            br |= _mm_movemask_ps(_mm_cmpneq_ps(
-                _mm_add_ps(_mm_add_ps(_mm_mul_ps(mv, zero), _mm_mul_ps(vv, zero)), _mm_mul_ps(xn, zero)), zero));
-        }
-    }
-    flags = (bx ? 1 : 0) | (bg ? 2 : 0) | (br ? 4 : 0);
-    return flags | rite__adamw_span_f32(x + b, g + b, m + b, v + b, n - b, ac, write);
+/* S: f32 or f64; T the element, V the SSE2 vector type, P the intrinsics'
+   suffix (ps, pd), W the lanes */
+#define RITE__ADAMW_SSE2(S, T, V, P, W)                                                                               \
+static int rite__adamw_fast_##S(T *x, const T *g, T *m, T *v, int n, const T *ac, int write)                          \
+{                                                                                                                     \
+    const V b1 = _mm_set1_##P(ac[0]), b2 = _mm_set1_##P(ac[1]), ob1 = _mm_set1_##P(ac[2]);                            \
+    const V ob2 = _mm_set1_##P(ac[3]), bc1 = _mm_set1_##P(ac[4]), rbc2 = _mm_set1_##P(ac[5]);                         \
+    const V lr = _mm_set1_##P(ac[6]), eps = _mm_set1_##P(ac[7]), wd = _mm_set1_##P(ac[8]);                            \
+    const V zero = _mm_setzero_##P();                                                                                 \
+    int b = 0, flags = 0, bx = 0, bg = 0, br = 0;                                                                     \
+    for (; b + W <= n; b += W) {                                                                                      \
+        V gv = _mm_loadu_##P(g + b), xv = _mm_loadu_##P(x + b);                                                       \
+        V mv = _mm_add_##P(_mm_mul_##P(b1, _mm_loadu_##P(m + b)), _mm_mul_##P(ob1, gv));                              \
+        V vv = _mm_add_##P(_mm_mul_##P(b2, _mm_loadu_##P(v + b)), _mm_mul_##P(_mm_mul_##P(ob2, gv), gv));             \
+        V den = _mm_add_##P(_mm_mul_##P(_mm_sqrt_##P(vv), rbc2), eps);                                                \
+        V upd = _mm_add_##P(_mm_div_##P(_mm_div_##P(mv, bc1), den), _mm_mul_##P(wd, xv));                             \
+        V xn = _mm_sub_##P(xv, _mm_mul_##P(lr, upd));                                                                 \
+        if (write) {                                                                                                  \
+            _mm_storeu_##P(m + b, mv);                                                                                \
+            _mm_storeu_##P(v + b, vv);                                                                                \
+            _mm_storeu_##P(x + b, xn);                                                                                \
+        } else {                                                                                                      \
+            bx |= _mm_movemask_##P(_mm_cmpneq_##P(_mm_mul_##P(xv, zero), zero));                                      \
+            bg |= _mm_movemask_##P(_mm_cmpneq_##P(_mm_mul_##P(gv, zero), zero));                                      \
+            br |= _mm_movemask_##P(_mm_cmpneq_##P(                                                                    \
+                _mm_add_##P(_mm_add_##P(_mm_mul_##P(mv, zero), _mm_mul_##P(vv, zero)), _mm_mul_##P(xn, zero)), zero));\
+        }                                                                                                             \
+    }                                                                                                                 \
+    flags = (bx ? 1 : 0) | (bg ? 2 : 0) | (br ? 4 : 0);                                                               \
+    return flags | rite__adamw_span_##S(x + b, g + b, m + b, v + b, n - b, ac, write);                                \
 }
-
-static int rite__adamw_fast_f64(double *x, const double *g, double *m, double *v, int n, const double *ac,
-                                int write)
-{
-    const __m128d b1 = _mm_set1_pd(ac[0]), b2 = _mm_set1_pd(ac[1]), ob1 = _mm_set1_pd(ac[2]);
-    const __m128d ob2 = _mm_set1_pd(ac[3]), bc1 = _mm_set1_pd(ac[4]), rbc2 = _mm_set1_pd(ac[5]);
-    const __m128d lr = _mm_set1_pd(ac[6]), eps = _mm_set1_pd(ac[7]), wd = _mm_set1_pd(ac[8]);
-    const __m128d zero = _mm_setzero_pd();
-    int b = 0, flags = 0, bx = 0, bg = 0, br = 0;
-    for (; b + 2 <= n; b += 2) {
-        __m128d gv = _mm_loadu_pd(g + b), xv = _mm_loadu_pd(x + b);
-        __m128d mv = _mm_add_pd(_mm_mul_pd(b1, _mm_loadu_pd(m + b)), _mm_mul_pd(ob1, gv));
-        __m128d vv = _mm_add_pd(_mm_mul_pd(b2, _mm_loadu_pd(v + b)), _mm_mul_pd(_mm_mul_pd(ob2, gv), gv));
-        __m128d den = _mm_add_pd(_mm_mul_pd(_mm_sqrt_pd(vv), rbc2), eps);
-        __m128d upd = _mm_add_pd(_mm_div_pd(_mm_div_pd(mv, bc1), den), _mm_mul_pd(wd, xv));
-        __m128d xn = _mm_sub_pd(xv, _mm_mul_pd(lr, upd));
-        if (write) {
-            _mm_storeu_pd(m + b, mv);
-            _mm_storeu_pd(v + b, vv);
-            _mm_storeu_pd(x + b, xn);
-        } else {
-            bx |= _mm_movemask_pd(_mm_cmpneq_pd(_mm_mul_pd(xv, zero), zero));
-            bg |= _mm_movemask_pd(_mm_cmpneq_pd(_mm_mul_pd(gv, zero), zero));
-            br |= _mm_movemask_pd(_mm_cmpneq_pd(
-                _mm_add_pd(_mm_add_pd(_mm_mul_pd(mv, zero), _mm_mul_pd(vv, zero)), _mm_mul_pd(xn, zero)), zero));
-        }
-    }
-    flags = (bx ? 1 : 0) | (bg ? 2 : 0) | (br ? 4 : 0);
-    return flags | rite__adamw_span_f64(x + b, g + b, m + b, v + b, n - b, ac, write);
-}
+RITE__ADAMW_SSE2(f32, float, __m128, ps, 4)
+RITE__ADAMW_SSE2(f64, double, __m128d, pd, 2)
+#undef RITE__ADAMW_SSE2
 #else
 #define rite__adamw_fast_f32 rite__adamw_span_f32
 #define rite__adamw_fast_f64 rite__adamw_span_f64
