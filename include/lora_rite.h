@@ -556,8 +556,8 @@ struct rite_layer {
     int ldwork;
     lapack_int *iwork;     /* integer workspace (syevd, trcon) */
     int liwork;
-    double *tile;          /* float layers: two tiles of tile_rows x r doubles (Gram matrices
-                              and products accumulated in double) */
+    double *tile;          /* float layers: a tile of tile_rows x rp doubles (the Gram
+                              matrices, accumulated in double) */
     int tile_rows;
     double chol_cond;      /* float layers take T from Cholesky while its condition
                               estimate is below this (RITE__CHOL_COND; 0: always Householder) */
@@ -987,26 +987,6 @@ static void rite__unpack_rows(const float *t, int i0, int i1, int r, int rp, flo
         for (i = i0; i < i1; i++) x[(size_t)j * ld + i] = t[(size_t)(i - i0) * rp + j] * f;
 }
 
-/* Rows [i0, i1) of a k x r float matrix in storage (lay, ld) -> a double
-   tile: row-major t x r for rank-last, column-major for rank-first
-   (t = i1 - i0). */
-static void rite__tile_f32(const float *x, rite_layout lay, int ld, int r, int i0, int i1, double *t)
-{
-    int i, j, n = i1 - i0;
-    if (lay == RITE_RANK_LAST) {
-        for (i = 0; i < n; i++) {
-            const float *row = x + (size_t)(i0 + i) * ld;
-            double *o = t + (size_t)i * r;
-            for (j = 0; j < r; j++) o[j] = row[j];
-        }
-    } else {
-        for (j = 0; j < r; j++) {
-            const float *col = x + (size_t)j * ld + i0;
-            double *o = t + (size_t)j * n;
-            for (i = 0; i < n; i++) o[i] = col[i];
-        }
-    }
-}
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER)
 #pragma GCC pop_options
 #endif
@@ -1395,7 +1375,7 @@ static void rite__plan_scratch(rite_layer *l, rite__carver *cv)
         l->ftile = (float *)rite__carve(&c, 3 * (size_t)RITE__ROWS_OF(l->desc.r) * rp16 * sizeof(float));
         l->tile_rows = RITE__TILE_DOUBLES / (int)rp > 0 ? RITE__TILE_DOUBLES / (int)rp : 1;
         if (l->tile_rows > kmax) l->tile_rows = kmax;
-        l->tile = (double *)rite__carve(&c, 2 * (size_t)l->tile_rows * rp * sizeof(double));
+        l->tile = (double *)rite__carve(&c, (size_t)l->tile_rows * rp * sizeof(double));
     }
     *cv = c;
 }
@@ -1661,24 +1641,6 @@ static int rite__gram_f32(const rite_layer *l, const float *x, rite_layout lay, 
     }
     *amax = sqrt(m);
     return 1;
-}
-
-/* E = Mn^T X in double, for a float layer whose float product could
-   overflow (Mn is k x r column-major, X in storage (lay, ld)). */
-static void rite__cross_f32(const rite_layer *l, const float *mn, const float *x, rite_layout lay, int ld,
-                            int k, double *E)
-{
-    int r = l->desc.r, i0, i1;
-    double *tm = l->tile, *tx = l->tile + (size_t)l->tile_rows * (size_t)r;
-    for (i0 = 0; i0 < k; i0 = i1) {
-        int t;
-        i1 = i0 + l->tile_rows < k ? i0 + l->tile_rows : k;
-        t = i1 - i0;
-        rite__tile_f32(mn, RITE_RANK_FIRST, k, r, i0, i1, tm);
-        rite__tile_f32(x, lay, ld, r, i0, i1, tx);
-        cblas_dgemm(CblasColMajor, CblasTrans, lay == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, r, r, t, 1.0,
-                    tm, t, tx, lay == RITE_RANK_LAST ? r : t, i0 ? 1.0 : 0.0, E, r);
-    }
 }
 
 /* ---- r x r helpers ---- */
@@ -2035,15 +1997,10 @@ static rite_status rite__first_moment(rite_layer *l, rite__side *s, const rite__
     return RITE_OK;
 }
 
-/* For SPEC 16: E = Mn^T X (r x r, double), before X is written */
-static void rite__cross(rite_layer *l, rite__side *s, const rite__prep *p)
+/* For SPEC 16 (double layers): E = Mn^T X (r x r), before X is written */
+static void rite__cross(rite_layer *l, rite__side *s)
 {
     int r = l->desc.r;
-    double bound = sqrt(s->mn2) * p->xmax * sqrt((double)s->k * r);
-    if (RITE__F32(l) && !(bound <= (double)FLT_MAX / 4)) {
-        rite__cross_f32(l, (const float *)s->Mn, (const float *)s->X, s->layout, s->ld, s->k, s->E);
-        return;
-    }
     rite__gemm(l, CblasTrans, s->layout == RITE_RANK_LAST ? CblasTrans : CblasNoTrans, r, r, s->k, 1.0, s->Mn,
                s->k, s->X, s->ld, 0.0, l->WT, r);
     rite__to_double(l, l->WT, r, s->E);
@@ -2249,7 +2206,7 @@ static rite_status rite__lorarite_side(rite_layer *l, int side, double scale, do
     if (st != RITE_OK) return st;
     if (RITE__F32(l)) return rite__first_moment_f32(l, s, p, po, l->P, l->Q, scale, b1h);
     st = rite__first_moment(l, s, p, po, l->P, l->Q, scale, b1h);
-    if (st == RITE_OK && !l->desc.keep_basis) rite__cross(l, s, p);
+    if (st == RITE_OK && !l->desc.keep_basis) rite__cross(l, s);
     return st;
 }
 
