@@ -1,5 +1,5 @@
 # lora_riteDependencies.cmake - finds the libraries lora_rite.h calls (a CBLAS,
-# LAPACKE and libm) and gathers them in the imported target lora_rite::linalg.
+# LAPACKE, libm and, for the model's threads, POSIX threads) and gathers them in the imported target lora_rite::linalg.
 #
 # Included by the project's CMakeLists.txt and, after installation, by
 # lora_riteConfig.cmake, so a build tree and an installed package find the
@@ -94,6 +94,12 @@ if(BLAS_LINKER_FLAGS)
 endif()
 if(NOT WIN32)
   list(APPEND _lora_rite_libs m)
+  # the model's built-in threads (POSIX threads)
+  set(THREADS_PREFER_PTHREAD_FLAG ON)
+  find_package(Threads QUIET)
+  if(Threads_FOUND)
+    list(APPEND _lora_rite_libs Threads::Threads)
+  endif()
 endif()
 set_target_properties(lora_rite::linalg PROPERTIES
   INTERFACE_INCLUDE_DIRECTORIES "${LORA_RITE_LAPACKE_INCLUDE_DIR};${LORA_RITE_CBLAS_INCLUDE_DIR}"

@@ -17,7 +17,32 @@
        #include "lora_rite.h"
 
    Everywhere else just #include "lora_rite.h". Link against a CBLAS and
-   LAPACKE (OpenBLAS: -llapacke -lopenblas, or CMake's lora_rite::lora_rite).
+   LAPACKE (OpenBLAS: -llapacke -lopenblas -pthread, or CMake's
+   lora_rite::lora_rite).
+
+   EXAMPLE (a model: every LoRA layer of a network, single precision)
+
+       rite_lora mods[2];
+       rite_model *model;
+       char detail[256];
+       rite_model_desc md = {0};
+       mods[0] = rite_lora_peft(2048, 2048, 16);   // in, out, r: lora_A r x in,
+       mods[1] = rite_lora_peft(2048, 16384, 16);  // lora_B out x r (PEFT's storage)
+       md.layers = mods; md.n_layers = 2; md.threads = 2;
+       if (rite_model_init(&model, &md, detail, sizeof detail) != RITE_OK) ...
+       for (step = 0; step < steps; step++) {
+           compute_gradients(A, B, gA, gB);           // float *A[2], *B[2], ...
+           if (rite_model_step_f32(model, A, B, gA, gB) != RITE_OK)
+               fprintf(stderr, "%s\n", rite_model_last_error(model));
+       }
+       rite_model_free(model);
+
+   A model steps every layer in one call: clipping is global (SPEC step 5),
+   the step is all or nothing (a NaN in any buffer changes no layer, and the
+   error names the layer and the buffer), the layers share one workspace per
+   thread, and rite_model_diagnostics, rite_model_checkpoint_* and
+   rite_schedule_lr cover what a training loop logs, saves and schedules.
+   It is built on the layer API below, and steps to the bit as it does.
 
    EXAMPLE (one layer, single precision)
 
@@ -118,11 +143,15 @@
    as long as the factor buffers keep what the last step wrote (or what a
    checkpoint restores); a trainer that changes them between steps calls
    rite_factors_changed(), or creates the layer with desc.keep_basis = 1 to
-   keep the bases themselves. Scratch space is two k x r blocks per factor
-   (the new first moment, and a copy of the new factor for the checked
-   path), small tiles and r x r matrices. rite_memory_query() reports state
-   and scratch bytes before allocating; rite_checkpoint_save()/load() store
-   and restore the state in a versioned, checksummed format.
+   keep the bases themselves. Between prepare and apply a layer keeps r x r
+   matrices only. Its workspace (the new first moment, k x r per factor, a
+   copy of each factor for a double layer, small tiles and r x r matrices)
+   is needed only inside a call: a standalone layer owns one, and a model's
+   layers share one per thread, sized for the largest layer, so that a
+   model takes its state plus little more. rite_memory_query() and
+   rite_model_memory_query() report state and scratch bytes before
+   allocating; rite_checkpoint_save()/load() store and restore the state in
+   a versioned, checksummed format (rite_model_checkpoint_* for a model).
 
    HOW A STEP IS COMPUTED
    SPEC step 1 needs only the triangular factor T of X = U T, never U. A
@@ -151,10 +180,15 @@
    On any error nothing is changed: factors, optimizer state and step count
    are exactly as before, so the caller may fix the input and retry (for
    example skip a batch whose gradients hold NaN). Nothing prints, aborts or
-   allocates inside a step; all memory is taken at rite_init. (The BLAS
-   the step calls may allocate inside its own routines: OpenBLAS 0.3.21
-   does in threaded gemm on larger products, and in the small-matrix gemm
-   kernels it uses on AVX-512 CPUs, even on one thread.)
+   allocates inside a step; all memory is taken at rite_init (and
+   rite_model_init). The BLAS the step calls may allocate inside its own
+   routines: OpenBLAS 0.3.21 does so in its threaded gemm on every call with
+   more than 262144 multiply-adds, k r^2 > 262144 (from 1025 x 16; some of
+   its kernel sets start later), which double layers and keep_basis reach
+   (a float layer's k x r products are the library's own), and in the
+   small-matrix gemm kernels it
+   uses on AVX-512 CPUs, even on one thread. With OPENBLAS_NUM_THREADS=1
+   and a CPU without AVX-512, a step allocates nothing at all.
 
    THREADS
    Layers are independent and the library has no global mutable state; all
@@ -170,10 +204,18 @@
    thread-safe, and so must the CBLAS/LAPACKE (OpenBLAS's pthreads build
    is). When stepping layers from several threads, OPENBLAS_NUM_THREADS=1
    avoids contention between the two kinds of threads.
+   A model steps its layers on desc.threads workers: POSIX threads it
+   starts at rite_model_init (the caller's thread is worker 0), or the
+   caller's own parallel_for (OpenMP, a pool). Each worker has its own
+   workspace; every layer's numbers are the same on any worker, and sums
+   over layers are taken in layer order, so results are bit-identical for
+   every thread count. One model is used by one thread at a time.
 
    OPTIONS (define before including the implementation)
      LORA_RITE_API      storage class of the public functions (default: extern)
      LORA_RITE_NO_SIMD  compile only the portable kernels (no AVX2 variants)
+     LORA_RITE_NO_THREADS  no built-in threads (a model with threads > 1
+                        then needs a parallel_for); no -pthread needed
 
    LICENSE: MIT, see the end of this file.
 */
@@ -232,7 +274,10 @@ extern "C" {
     X(RITE_ERR_CHECKPOINT_MISMATCH, "checkpoint is for another optimizer, precision, size or keep_basis")             \
     X(RITE_ERR_CONFIG, "config not made by rite_config_default(), made for the other optimizer, or a LoRA-RITE "      \
                        "option on AdamW")                                                                             \
-    X(RITE_ERR_ALIASING, "a factor buffer overlaps the other factor or a gradient")
+    X(RITE_ERR_ALIASING, "a factor buffer overlaps the other factor or a gradient")                                  \
+    X(RITE_ERR_THREADS, "threads must be 0 to 256 (0 and 1: the caller's thread), more than 1 needs POSIX threads "   \
+                        "or a parallel_for, and the threads must start")                                             \
+    X(RITE_ERR_MODEL, "a model's description is wrong: no layers (see rite_model_init's detail)")
 
 typedef enum rite_status {
 #define RITE__STATUS_ENUM(code, text) code,
@@ -428,6 +473,158 @@ LORA_RITE_API rite_status rite_checkpoint_load_file(rite_layer *layer, const cha
 /* A short English description of a status code. Never NULL. */
 LORA_RITE_API const char *rite_status_string(rite_status status);
 
+/* What a step did, filled by every successful step (rite_layer_diagnostics
+   for a layer, rite_model_diagnostics for a model's step over all layers). */
+typedef struct rite_diagnostics {
+    long long step;          /* steps completed, this one included */
+    double grad_norm;        /* LoRA-RITE: sqrt of the sum of squares that clipping used (SPEC 5:
+                                the unmagnified gradients after skipping, before clipping);
+                                AdamW: the norm of the gradients */
+    double clip_factor;      /* SPEC 5's factor applied to the unmagnified gradients (1: none) */
+    int skipped;             /* factors skipped by SPEC 3 */
+    double update_rms;       /* LoRA-RITE: lr rms(U) (SPEC 11's U, all entries of both factors):
+                                the first-order change of L R^T, in the rms of its factors;
+                                AdamW: the rms of the change of every factor element */
+    double rho_max;          /* the largest escaped mass after the step (SPEC 8) */
+    double cond_max;         /* the largest condition estimate of a factor's T (SPEC 1; inf
+                                for a rank-deficient factor such as LoRA's B = 0 at start) */
+} rite_diagnostics;
+
+LORA_RITE_API rite_status rite_layer_diagnostics(const rite_layer *layer, rite_diagnostics *out);
+
+/* ---- the model: every layer of a network in one call -----------------------------
+
+   One LoRA module as PEFT describes it: the weight update is lora_B lora_A
+   (out x in) with lora_A r x in and lora_B out x r. In the layer API lora_A
+   is L (m = in_features) and lora_B is R (n = out_features). Fill it with
+   rite_lora_peft() (PEFT's storage, lr_scale 1) and change what differs. */
+typedef struct rite_lora {
+    int in_features;
+    int out_features;
+    int r;
+    rite_layout layout_A;        /* storage of lora_A and its gradient: RITE_RANK_FIRST is
+                                    PEFT's r x in (rite_lora_peft's), RITE_RANK_LAST in x r */
+    rite_layout layout_B;        /* storage of lora_B and its gradient: RITE_RANK_LAST is
+                                    PEFT's out x r (rite_lora_peft's), RITE_RANK_FIRST r x out */
+    double lr_scale;             /* this layer's lr is the model's times lr_scale (finite, > 0) */
+} rite_lora;
+
+LORA_RITE_API rite_lora rite_lora_peft(int in_features, int out_features, int r);
+
+/* A caller's parallel loop: call fn(task, i, worker) once for every i in
+   [0, count), with worker in [0, workers) and no two calls running at
+   once with the same worker, and return when all are done. For OpenMP:
+       #pragma omp parallel for schedule(dynamic)
+       for (i = 0; i < count; i++) fn(task, i, omp_get_thread_num());  */
+typedef void (*rite_task_fn)(void *task, int index, int worker);
+typedef void (*rite_parallel_for_fn)(void *user, int count, int workers, rite_task_fn fn, void *task);
+
+typedef struct rite_model_desc {
+    const rite_lora *layers;     /* n_layers modules (copied) */
+    int n_layers;
+    rite_optimizer optimizer;    /* one optimizer, precision and config for every layer */
+    rite_precision precision;
+    const rite_config *config;   /* NULL = rite_config_default(optimizer); config->lr is the
+                                    model's lr */
+    int keep_basis;              /* as rite_desc.keep_basis */
+    int threads;                 /* workers, each with its own workspace; 0 = 1 */
+    rite_parallel_for_fn parallel_for; /* NULL: the model starts threads - 1 POSIX threads */
+    void *parallel_user;         /* passed to parallel_for */
+    rite_allocator allocator;    /* zero = malloc/free */
+} rite_model_desc;
+
+typedef struct rite_model rite_model;
+
+/* Memory a model would take: state (every layer's), scratch (the layers'
+   r x r data and one workspace per worker) and total (everything
+   rite_model_init allocates). Filled only on RITE_OK. */
+LORA_RITE_API rite_status rite_model_memory_query(const rite_model_desc *desc, rite_memory *out);
+/* Create a model (checks the desc; on error *model = NULL and detail, if
+   not NULL, gets the reason: which layer, which field). */
+LORA_RITE_API rite_status rite_model_init(rite_model **model, const rite_model_desc *desc, char *detail,
+                                          size_t detail_size);
+LORA_RITE_API void rite_model_free(rite_model *model);
+
+/* One step of every layer: A[i], B[i] are layer i's lora_A and lora_B
+   (updated in place), gA[i], gB[i] their gradients, in the storage its
+   rite_lora gives (packed); the gradients are only read (their arrays are
+   not const so that a float *gA[] passes without a cast). Clipping is
+   global over all layers (SPEC 5).
+   All or nothing: if any layer's input is bad (or any layer's step would
+   overflow), no layer changes, and rite_model_last_error names the layer
+   and the buffer. The result is, to the bit, what rite_prepare_* on every
+   layer and rite_apply with the sum of their sums of squares give, for
+   any number of threads. */
+LORA_RITE_API rite_status rite_model_step_f32(rite_model *model, float *const *A, float *const *B,
+                                              float *const *gA, float *const *gB);
+LORA_RITE_API rite_status rite_model_step_f64(rite_model *model, double *const *A, double *const *B,
+                                              double *const *gA, double *const *gB);
+/* The same step in two phases, for a model split across processes: prepare
+   every layer (*sumsq gets this model's sum of squares), add the sums of
+   all processes (MPI_Allreduce), apply with the total. A failed prepare or
+   apply changes nothing; a failed apply keeps the prepare. */
+LORA_RITE_API rite_status rite_model_prepare_f32(rite_model *model, float *const *A, float *const *B,
+                                                 float *const *gA, float *const *gB, double *sumsq);
+LORA_RITE_API rite_status rite_model_prepare_f64(rite_model *model, double *const *A, double *const *B,
+                                                 double *const *gA, double *const *gB, double *sumsq);
+LORA_RITE_API rite_status rite_model_apply(rite_model *model, double total_sumsq);
+
+/* The model's lr (every layer gets lr times its lr_scale), and its config. */
+LORA_RITE_API rite_status rite_model_set_lr(rite_model *model, double lr);
+LORA_RITE_API rite_status rite_model_set_config(rite_model *model, const rite_config *config);
+LORA_RITE_API rite_config rite_model_get_config(const rite_model *model);
+LORA_RITE_API long long rite_model_step_count(const rite_model *model);
+LORA_RITE_API int rite_model_layer_count(const rite_model *model);
+/* Layer i, for the layer API's queries (state, checkpoint, diagnostics); NULL when out of range */
+LORA_RITE_API const rite_layer *rite_model_layer(const rite_model *model, int i);
+LORA_RITE_API const char *rite_model_last_error(const rite_model *model);
+/* The last step's diagnostics over all layers (zero before the first step) */
+LORA_RITE_API rite_status rite_model_diagnostics(const rite_model *model, rite_diagnostics *out);
+LORA_RITE_API void rite_model_reset(rite_model *model);
+LORA_RITE_API void rite_model_factors_changed(rite_model *model);
+
+/* One checkpoint for the model: little-endian, versioned, checksummed, with
+   every layer's description and state, and the factors when A and B are
+   given (NULL: without): A and B are the arrays the step takes (float *A[]
+   for a float model, double *A[] for a double one), passed as they are. Loading checks the format, then that the model
+   matches (optimizer, precision, keep_basis, layer count, each layer's
+   sizes and storage; the message names the first field that differs),
+   then the length, checksum and values; on any error nothing changes.
+   Factors in a checkpoint are loaded when A and B are given (an error when
+   it has none) and skipped otherwise. The hyper-parameters stay the
+   model's own. */
+LORA_RITE_API size_t rite_model_checkpoint_size(const rite_model *model, int with_factors);
+LORA_RITE_API rite_status rite_model_checkpoint_save(const rite_model *model, const void *A, const void *B,
+                                                     void *dst, size_t dst_size);
+LORA_RITE_API rite_status rite_model_checkpoint_load(rite_model *model, const void *A, const void *B,
+                                                     const void *src, size_t src_size);
+LORA_RITE_API rite_status rite_model_checkpoint_save_file(const rite_model *model, const void *A, const void *B,
+                                                          const char *path);
+LORA_RITE_API rite_status rite_model_checkpoint_load_file(rite_model *model, const void *A, const void *B,
+                                                          const char *path);
+
+/* A learning-rate schedule of the kind trainers write by hand: linear
+   warmup from lr / warmup_steps to lr over warmup_steps steps, then
+   constant, or a linear or cosine decay to final_lr at total_steps (and
+   final_lr after). rite_schedule_lr gives the lr of step `step` (0 = the
+   first); NaN for a schedule that makes no sense (negative counts, lr or
+   final_lr not finite and >= 0, total_steps < warmup_steps for a decay). */
+typedef enum rite_decay {
+    RITE_DECAY_CONSTANT = 0,
+    RITE_DECAY_LINEAR = 1,
+    RITE_DECAY_COSINE = 2
+} rite_decay;
+
+typedef struct rite_schedule {
+    double lr;                   /* the peak lr */
+    long long warmup_steps;      /* 0: none */
+    long long total_steps;       /* where the decay ends */
+    double final_lr;
+    rite_decay decay;
+} rite_schedule;
+
+LORA_RITE_API double rite_schedule_lr(const rite_schedule *schedule, long long step);
+
 #ifdef __cplusplus
 } /* extern "C" */
 
@@ -450,12 +647,25 @@ inline rite_status rite_prepare(rite_layer *layer, double *L, double *R, const d
 {
     return rite_prepare_f64(layer, L, R, gL, gR, sumsq);
 }
+inline rite_status rite_model_step(rite_model *model, float *const *A, float *const *B, float *const *gA,
+                                   float *const *gB)
+{
+    return rite_model_step_f32(model, A, B, gA, gB);
+}
+inline rite_status rite_model_step(rite_model *model, double *const *A, double *const *B, double *const *gA,
+                                   double *const *gB)
+{
+    return rite_model_step_f64(model, A, B, gA, gB);
+}
 #elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 /* C11: rite_step / rite_prepare pick the precision from the type of L. */
 #define rite_step(layer, L, R, gL, gR) \
     _Generic((L), float *: rite_step_f32, double *: rite_step_f64)(layer, L, R, gL, gR)
 #define rite_prepare(layer, L, R, gL, gR, sumsq) \
     _Generic((L), float *: rite_prepare_f32, double *: rite_prepare_f64)(layer, L, R, gL, gR, sumsq)
+#define rite_model_step(model, A, B, gA, gB)                                                              \
+    _Generic((A), float **: rite_model_step_f32, float *const *: rite_model_step_f32,                     \
+             double **: rite_model_step_f64, double *const *: rite_model_step_f64)(model, A, B, gA, gB)
 #endif
 
 #endif /* LORA_RITE_H */
@@ -499,6 +709,9 @@ typedef struct rite__prep {
                               before clipping; upper triangle */
     double ss;             /* ||gbar||_F^2 after skipping (SPEC 3, 5) */
     double xmax;           /* largest |X|: bounds the update before it is written */
+    double xnorm;          /* a bound of ||X||_F */
+    double gnorm;          /* a bound of ||G||_F */
+    double cond;           /* the condition estimate of T (inf when singular) */
     int skipped;           /* SPEC 3 set gbar to 0 */
     int gg_overflow;       /* double layers: GG overflowed; apply forms it again, clipped first */
 } rite__prep;
@@ -517,18 +730,24 @@ typedef struct rite__side {
                               factor's basis U to transport the moments (r x r) */
     void *B0;              /* LoRA-RITE with keep_basis: the basis U of the last step (k x r) */
     double rho;            /* LoRA-RITE: escaped mass */
-    /* LoRA-RITE: prepare's results, two sets (the pending one survives a failed prepare) */
+    double m2;             /* ||M||_F^2 (not stored: recomputed when M is loaded) */
+    /* LoRA-RITE: prepare's results, two sets (the pending one survives a failed
+       prepare; a model's layers, which never keep one between calls, alias them) */
     rite__prep pre[2];
-    /* LoRA-RITE scratch */
+    /* LoRA-RITE: the r x r results of apply's first phase (rite__lorarite_plan) */
+    double *P;             /* SPEC 4: the transport of this factor's moments */
+    double *Q;             /* SPEC 9: the preconditioner */
+    double *Vn;            /* SPEC 7: the new second moment */
+    double rho_n;          /* SPEC 8: the new escaped mass */
+    double mn_bound;       /* a bound of ||Mn||_F from r x r data (rite__lorarite_bound) */
+    /* LoRA-RITE workspace (k x r blocks and r x r matrices of apply's second phase;
+       a layer's own, or a model's, bound by rite__bind) */
     void *Mn;              /* the new first moment (k x r, laid out as M) */
     void *Xw;              /* k x r work: the QR's copy of X; a double layer's unmagnified
                               gradient; the new factor on the careful path */
     void *Us;              /* keep_basis: this step's basis U = X T^+ (k x r) */
-    double *V;             /* the second moment unpacked (r x r) */
-    double *Vn;            /* new second moment (r x r) */
     double *Cn;            /* new C (r x r) */
     double *E;             /* Mn^T X (r x r), for SPEC 16 */
-    double rho_n;          /* new escaped mass */
     double mn2;            /* ||Mn||_F^2 */
     double capf;           /* SPEC 11: the cap factor of this step */
     /* buffers of the pending step (set by prepare) */
@@ -544,12 +763,20 @@ struct rite_layer {
     long long steps;       /* completed steps */
     rite__side s[2];       /* 0: L, 1: R */
     int pend;              /* the prep set of the pending prepare (0 or 1) */
-    /* r x r scratch shared by both sides (double unless noted) */
-    double *P, *Vt, *Q, *T1, *T2, *T3, *W, *lam, *lam2;
+    double scale;          /* SPEC 5: the clipping factor of the planned apply */
+    int safe;              /* the planned apply cannot fail (rite__lorarite_bound) */
+    int shared;            /* a model's layer: no workspace of its own, one prep set */
+    void *home;            /* a model's layer: the workspace the layer API's calls use */
+    const char *const *names; /* of L, R, gL, gR in messages */
+    double g2, u2;         /* AdamW: sums of squares of the gradients and of the change
+                              of the factors, from prepare (for the diagnostics) */
+    double diag_u2, diag_n;/* the update's sum of squares and element count */
+    rite_diagnostics diag; /* of the last step */
+    /* workspace: r x r matrices (double unless noted), shared by both sides */
+    double *V, *Vt, *T1, *T2, *T3, *W, *lam, *lam2;
     void *WT;              /* r x r weights of the products, layer precision */
     float *WF;             /* float layers: two r x rp weights of the row kernels */
     float *ftile;          /* float layers: three tiles of RITE__ROWS_OF(r) rows of rp floats */
-    int stale;             /* the factors were changed outside a step */
     void *work;            /* LAPACK workspace in the layer precision (geqrf) */
     int lwork;
     double *dwork;         /* double LAPACK workspace (gesvd, syevd, trcon) */
@@ -559,6 +786,7 @@ struct rite_layer {
     double *tile;          /* float layers: a tile of tile_rows x rp doubles (the Gram
                               matrices, accumulated in double) */
     int tile_rows;
+    int stale;             /* the factors were changed outside a step */
     double chol_cond;      /* float layers take T from Cholesky while its condition
                               estimate is below this (RITE__CHOL_COND; 0: always Householder) */
     /* pending step */
@@ -619,9 +847,10 @@ static void rite__to_double_##S(const T *x, int ldx, int rows, int cols, double 
 /* AdamW, SPEC "AdamW baseline", on n contiguous elements. ac holds b1, b2,      \
    1 - b1, 1 - b2, 1 - b1^t, 1 / sqrt(1 - b2^t), lr, eps, wd: sqrt(v / (1 - b2^t)) \
    is taken as sqrt(v) / sqrt(1 - b2^t), which cannot overflow where v can be     \
-   stored. With write = 0 nothing is written and the result says what is not      \
-   finite: bit 1 a factor, bit 2 a gradient, bit 4 a result. */                    \
-static int rite__adamw_span_##S(T *x, const T *g, T *m, T *v, int n, const T *ac, int write) \
+   stored. With write = 0 nothing is written, the result says what is not         \
+   finite (bit 1 a factor, bit 2 a gradient, bit 4 a result), and acc[0] and      \
+   acc[1] get the sums of squares of the gradient and of the change of x. */       \
+static int rite__adamw_span_##S(T *x, const T *g, T *m, T *v, int n, const T *ac, int write, double *acc) \
 {                                                                                      \
     int b, bx = 0, bg = 0, br = 0;                                                     \
     for (b = 0; b < n; b++) {                                                          \
@@ -637,6 +866,8 @@ static int rite__adamw_span_##S(T *x, const T *g, T *m, T *v, int n, const T *ac
             bx |= xv * 0 != 0;                                                         \
             bg |= gv * 0 != 0;                                                         \
             br |= (mv * 0 + vv * 0 + xn * 0) != 0;  /* each value, not their sum */    \
+            acc[0] += (double)gv * (double)gv;                                         \
+            acc[1] += ((double)xn - (double)xv) * ((double)xn - (double)xv);           \
         }                                                                              \
     }                                                                                  \
     return bx | bg << 1 | br << 2;                                                     \
@@ -1000,8 +1231,11 @@ static void rite__unpack_rows(const float *t, int i0, int i1, int r, int rp, flo
 /* S: f32 or f64; T the element, V the SSE2 vector type, P the intrinsics'
    suffix (ps, pd), W the lanes */
 #define RITE__ADAMW_SSE2(S, T, V, P, W)                                                                               \
-static int rite__adamw_fast_##S(T *x, const T *g, T *m, T *v, int n, const T *ac, int write)                          \
+static int rite__adamw_block_##S(T *x, const T *g, T *m, T *v, int n, const T *ac, int write, double *acc)            \
 {                                                                                                                     \
+    V sg = _mm_setzero_##P(), su = _mm_setzero_##P();                                                                 \
+    T lane[W];                                                                                                        \
+    double a0 = 0, a1 = 0;                                                                                            \
     const V b1 = _mm_set1_##P(ac[0]), b2 = _mm_set1_##P(ac[1]), ob1 = _mm_set1_##P(ac[2]);                            \
     const V ob2 = _mm_set1_##P(ac[3]), bc1 = _mm_set1_##P(ac[4]), rbc2 = _mm_set1_##P(ac[5]);                         \
     const V lr = _mm_set1_##P(ac[6]), eps = _mm_set1_##P(ac[7]), wd = _mm_set1_##P(ac[8]);                            \
@@ -1023,11 +1257,39 @@ static int rite__adamw_fast_##S(T *x, const T *g, T *m, T *v, int n, const T *ac
             bg |= _mm_movemask_##P(_mm_cmpneq_##P(_mm_mul_##P(gv, zero), zero));                                      \
             br |= _mm_movemask_##P(_mm_cmpneq_##P(                                                                    \
                 _mm_add_##P(_mm_add_##P(_mm_mul_##P(mv, zero), _mm_mul_##P(vv, zero)), _mm_mul_##P(xn, zero)), zero));\
+            sg = _mm_add_##P(sg, _mm_mul_##P(gv, gv));                                                                \
+            xn = _mm_sub_##P(xn, xv);                                                                                 \
+            su = _mm_add_##P(su, _mm_mul_##P(xn, xn));                                                                \
         }                                                                                                             \
     }                                                                                                                 \
     flags = (bx ? 1 : 0) | (bg ? 2 : 0) | (br ? 4 : 0);                                                               \
-    return flags | rite__adamw_span_##S(x + b, g + b, m + b, v + b, n - b, ac, write);                                \
+    if (!write && b > 0) {   /* the sums in T; again in double if they overflowed there */                           \
+        int q;                                                                                                        \
+        _mm_storeu_##P(lane, sg);                                                                                     \
+        for (q = 0; q < W; q++) a0 += lane[q];                                                                        \
+        _mm_storeu_##P(lane, su);                                                                                     \
+        for (q = 0; q < W; q++) a1 += lane[q];                                                                        \
+        if (!(a0 + a1 <= DBL_MAX / 2) || (T)a0 * 0 != 0 || (T)a1 * 0 != 0) {                                         \
+            double t[2] = {0, 0};                                                                                     \
+            rite__adamw_span_##S(x, g, m, v, b, ac, 0, t);                                                            \
+            a0 = t[0];                                                                                                \
+            a1 = t[1];                                                                                                \
+        }                                                                                                             \
+        acc[0] += a0;                                                                                                 \
+        acc[1] += a1;                                                                                                 \
+    }                                                                                                                 \
+    return flags | rite__adamw_span_##S(x + b, g + b, m + b, v + b, n - b, ac, write, acc);                           \
+}                                                                                                                     \
+/* by blocks of RITE__ADAMW_BLOCK, whose sums of squares go to double */                                             \
+static int rite__adamw_fast_##S(T *x, const T *g, T *m, T *v, int n, const T *ac, int write, double *acc)             \
+{                                                                                                                     \
+    int b, flags = 0;                                                                                                 \
+    for (b = 0; b < n; b += RITE__ADAMW_BLOCK)                                                                        \
+        flags |= rite__adamw_block_##S(x + b, g + b, m + b, v + b, n - b < RITE__ADAMW_BLOCK ? n - b : RITE__ADAMW_BLOCK, \
+                                       ac, write, acc);                                                               \
+    return flags;                                                                                                     \
 }
+#define RITE__ADAMW_BLOCK 1024
 RITE__ADAMW_SSE2(f32, float, __m128, ps, 4)
 RITE__ADAMW_SSE2(f64, double, __m128d, pd, 2)
 #undef RITE__ADAMW_SSE2
@@ -1332,58 +1594,95 @@ static void *rite__carve(rite__carver *c, size_t bytes)
 
 static size_t rite__state_bytes(const rite_layer *l);
 
-/* The scratch of a LoRA-RITE layer: per factor the new moment, the k x r
-   work block and the r x r matrices of both prep sets and of apply; then the
-   r x r matrices, LAPACK workspaces and row-kernel tiles of the layer. */
-static void rite__plan_scratch(rite_layer *l, rite__carver *cv)
+/* A LoRA-RITE layer's r x r data that lives from prepare to the end of
+   apply: per factor the prep sets (one, aliased, for a model's layer) and
+   the results of apply's first phase. */
+static void rite__plan_rr(rite_layer *l, rite__carver *c)
 {
-    rite__carver c = *cv;
-    size_t rr = (size_t)l->desc.r * (size_t)l->desc.r, es = l->es, r = (size_t)l->desc.r;
-    size_t dr = rr * sizeof(double);
-    int side, set, kmax = l->desc.m > l->desc.n ? l->desc.m : l->desc.n;
+    size_t dr = (size_t)l->desc.r * (size_t)l->desc.r * sizeof(double);
+    int side, set;
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        for (set = 0; set < 2; set++) {
+            if (set == 1 && l->shared) {
+                s->pre[1] = s->pre[0];
+                continue;
+            }
+            s->pre[set].T = (double *)rite__carve(c, dr);
+            s->pre[set].Tp = (double *)rite__carve(c, dr);
+            s->pre[set].GG = (double *)rite__carve(c, dr);
+        }
+        s->P = (double *)rite__carve(c, dr);
+        s->Q = (double *)rite__carve(c, dr);
+        s->Vn = (double *)rite__carve(c, dr);
+    }
+}
+
+/* A LoRA-RITE layer's workspace, which nothing needs between calls: per
+   factor the k x r blocks and r x r results of apply's second phase; the
+   r x r matrices, LAPACK workspaces and tiles of the layer. Carved in the
+   layer's own block, or (a model's layer) in a worker's workspace, sized for
+   the largest layer: every carve grows with k, r and the LAPACK sizes. */
+static void rite__plan_ws(rite_layer *l, rite__carver *c)
+{
+    size_t r = (size_t)l->desc.r, rr = r * r, es = l->es, dr = rr * sizeof(double);
+    int side, kmax = l->desc.m > l->desc.n ? l->desc.m : l->desc.n;
     for (side = 0; side < 2; side++) {
         rite__side *s = &l->s[side];
         size_t kb = (size_t)s->k * r * es;
-        s->Mn = rite__carve(&c, kb);
-        s->Xw = rite__carve(&c, kb);
-        for (set = 0; set < 2; set++) {
-            s->pre[set].T = (double *)rite__carve(&c, dr);
-            s->pre[set].Tp = (double *)rite__carve(&c, dr);
-            s->pre[set].GG = (double *)rite__carve(&c, dr);
-        }
-        s->V = (double *)rite__carve(&c, dr);
-        s->Vn = (double *)rite__carve(&c, dr);
-        s->Cn = (double *)rite__carve(&c, dr);
-        s->E = (double *)rite__carve(&c, dr);
+        s->Mn = rite__carve(c, kb);
+        s->Xw = RITE__F32(l) ? s->Mn : rite__carve(c, kb);   /* a float layer's Xw is used by prepare only */
+        s->Us = l->desc.keep_basis ? rite__carve(c, kb) : NULL;
+        s->Cn = (double *)rite__carve(c, dr);
+        s->E = (double *)rite__carve(c, dr);
     }
-    l->P = (double *)rite__carve(&c, dr);
-    l->Vt = (double *)rite__carve(&c, dr);
-    l->Q = (double *)rite__carve(&c, dr);
-    l->T1 = (double *)rite__carve(&c, dr);
-    l->T2 = (double *)rite__carve(&c, dr);
-    l->T3 = (double *)rite__carve(&c, dr);
-    l->W = (double *)rite__carve(&c, dr);
-    l->lam = (double *)rite__carve(&c, r * sizeof(double));
-    l->lam2 = (double *)rite__carve(&c, r * sizeof(double));
-    l->WT = rite__carve(&c, rr * es);
-    l->work = rite__carve(&c, (size_t)l->lwork * es);
-    l->dwork = (double *)rite__carve(&c, (size_t)l->ldwork * sizeof(double));
-    l->iwork = (lapack_int *)rite__carve(&c, (size_t)l->liwork * sizeof(lapack_int));
+    l->V = (double *)rite__carve(c, dr);
+    l->Vt = (double *)rite__carve(c, dr);
+    l->T1 = (double *)rite__carve(c, dr);
+    l->T2 = (double *)rite__carve(c, dr);
+    l->T3 = (double *)rite__carve(c, dr);
+    l->W = (double *)rite__carve(c, dr);
+    l->lam = (double *)rite__carve(c, r * sizeof(double));
+    l->lam2 = (double *)rite__carve(c, r * sizeof(double));
+    l->WT = rite__carve(c, rr * es);
+    l->work = rite__carve(c, (size_t)l->lwork * es);
+    l->dwork = (double *)rite__carve(c, (size_t)l->ldwork * sizeof(double));
+    l->iwork = (lapack_int *)rite__carve(c, (size_t)l->liwork * sizeof(lapack_int));
+    l->WF = NULL;
+    l->ftile = NULL;
+    l->tile = NULL;
     if (RITE__F32(l)) {
         size_t rp = (size_t)RITE__PAD8(l->desc.r), rp16 = (size_t)RITE__PAD16(l->desc.r);
-        l->WF = (float *)rite__carve(&c, 2 * r * rp16 * sizeof(float));
-        l->ftile = (float *)rite__carve(&c, 3 * (size_t)RITE__ROWS_OF(l->desc.r) * rp16 * sizeof(float));
+        l->WF = (float *)rite__carve(c, 2 * r * rp16 * sizeof(float));
+        l->ftile = (float *)rite__carve(c, 3 * (size_t)RITE__ROWS_OF(l->desc.r) * rp16 * sizeof(float));
         l->tile_rows = RITE__TILE_DOUBLES / (int)rp > 0 ? RITE__TILE_DOUBLES / (int)rp : 1;
         if (l->tile_rows > kmax) l->tile_rows = kmax;
-        l->tile = (double *)rite__carve(&c, (size_t)l->tile_rows * rp * sizeof(double));
+        l->tile = (double *)rite__carve(c, (size_t)l->tile_rows * rp * sizeof(double));
     }
-    *cv = c;
+}
+
+/* Bytes of a layer's workspace (rite__plan_ws), and binding one to it */
+static size_t rite__ws_bytes(rite_layer *l)
+{
+    rite__carver c;
+    c.base = NULL;
+    c.off = 0;
+    if (l->desc.optimizer == RITE_LORA_RITE) rite__plan_ws(l, &c);
+    return c.off;
+}
+
+static void rite__bind(rite_layer *l, void *ws)
+{
+    rite__carver c;
+    c.base = (char *)ws;
+    c.off = 0;
+    if (l->desc.optimizer == RITE_LORA_RITE) rite__plan_ws(l, &c);
 }
 
 static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
 {
     rite__carver c;
-    size_t rr = (size_t)l->desc.r * (size_t)l->desc.r, es = l->es, r = (size_t)l->desc.r;
+    size_t rr = (size_t)l->desc.r * (size_t)l->desc.r, r = (size_t)l->desc.r;
     size_t dr = rr * sizeof(double);
     int side;
     c.base = base;
@@ -1391,31 +1690,33 @@ static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
     rite__carve(&c, sizeof(rite_layer));
     for (side = 0; side < 2; side++) {
         rite__side *s = &l->s[side];
-        size_t kb = (size_t)s->k * r * es;
+        size_t kb = (size_t)s->k * r * l->es;
         s->M = rite__carve(&c, kb);
         if (l->desc.optimizer == RITE_ADAMW) {
             s->B = rite__carve(&c, kb);
             continue;
         }
         s->Vp = (double *)rite__carve(&c, (rr + r) / 2 * sizeof(double));
-        if (l->desc.keep_basis) {
-            s->B0 = rite__carve(&c, kb);
-            s->Us = rite__carve(&c, kb);
-        } else {
-            s->C = (double *)rite__carve(&c, dr);
-        }
+        if (l->desc.keep_basis) s->B0 = rite__carve(&c, kb);
+        else s->C = (double *)rite__carve(&c, dr);
     }
-    if (l->desc.optimizer == RITE_LORA_RITE) rite__plan_scratch(l, &c);
+    if (l->desc.optimizer == RITE_LORA_RITE) {
+        rite__plan_rr(l, &c);
+        if (!l->shared) rite__plan_ws(l, &c);
+    }
     mem->state_bytes = rite__state_bytes(l);
     mem->total_bytes = c.off + RITE__ALIGN; /* room to align the block */
     mem->scratch_bytes = mem->total_bytes - mem->state_bytes - sizeof(rite_layer);
 }
 
 /* Fills a layer struct (not its buffers) from a desc. */
+static const char *const rite__layer_names[4] = {"L", "R", "gL", "gR"};
+
 static rite_status rite__setup(const rite_desc *desc, rite_layer *l)
 {
     rite_status st;
     memset(l, 0, sizeof *l);
+    l->names = rite__layer_names;
     st = rite__resolve(desc, &l->desc, &l->cfg, l->msg, sizeof l->msg);
     if (st != RITE_OK) return st;
     l->allocator = l->desc.allocator;
@@ -1473,16 +1774,17 @@ static void rite__dealloc(const rite_allocator *a, void *p)
     }
 }
 
-LORA_RITE_API rite_status rite_init(rite_layer **layer, const rite_desc *desc)
+/* A layer in one block; shared: a model's (no workspace of its own) */
+static rite_status rite__layer_new(rite_layer **layer, const rite_desc *desc, int shared)
 {
     rite_layer tmp, *l;
     rite_memory mem;
     rite_status st;
     char *raw, *base;
-    if (!layer) return RITE_ERR_NULL_ARGUMENT;
     *layer = NULL;
     st = rite__setup(desc, &tmp);
     if (st != RITE_OK) return st;
+    tmp.shared = shared;
     rite__plan(&tmp, NULL, &mem);
     raw = (char *)rite__alloc(&tmp.allocator, mem.total_bytes);
     if (!raw) return RITE_ERR_OUT_OF_MEMORY;
@@ -1494,6 +1796,12 @@ LORA_RITE_API rite_status rite_init(rite_layer **layer, const rite_desc *desc)
     l->raw = raw;
     *layer = l;
     return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_init(rite_layer **layer, const rite_desc *desc)
+{
+    if (!layer) return RITE_ERR_NULL_ARGUMENT;
+    return rite__layer_new(layer, desc, 0);
 }
 
 LORA_RITE_API void rite_free(rite_layer *layer)
@@ -1589,6 +1897,7 @@ LORA_RITE_API void rite_reset(rite_layer *layer)
         if (s->C) memset(s->C, 0, r * r * sizeof(double));
         if (s->B0) memset(s->B0, 0, kb);
         s->rho = 0;
+        s->m2 = 0;
     }
     layer->steps = 0;
     layer->stale = 0;
@@ -1623,12 +1932,12 @@ LORA_RITE_API void rite_factors_changed(rite_layer *layer)
    Returns 0 when X holds NaN or Inf: an element that is not finite makes
    its column's sum of squares (a diagonal element) NaN or Inf, while float
    squares cannot overflow double. *amax gets a bound of max |x|: the
-   largest column norm. */
+   largest column norm; *fro ||X||_F. */
 static int rite__gram_f32(const rite_layer *l, const float *x, rite_layout lay, int ld, int k, double *A,
-                          double *amax)
+                          double *amax, double *fro)
 {
     int r = l->desc.r, rp = RITE__PAD8(r), i0, i1, j;
-    double *D = l->tile, m = 0;
+    double *D = l->tile, m = 0, t = 0;
     memset(A, 0, (size_t)r * (size_t)r * sizeof(double));
     for (i0 = 0; i0 < k; i0 = i1) {
         i1 = i0 + l->tile_rows < k ? i0 + l->tile_rows : k;
@@ -1638,8 +1947,10 @@ static int rite__gram_f32(const rite_layer *l, const float *x, rite_layout lay, 
         double v = A[(size_t)j * r + j];
         if (!(v <= DBL_MAX)) return 0;
         m = v > m ? v : m;
+        t += v;
     }
     *amax = sqrt(m);
+    *fro = sqrt(t);
     return 1;
 }
 
@@ -1691,7 +2002,7 @@ static double rite__to_layer_scaled(const rite_layer *l, const double *x, int n,
 /* T^+ from T with singular values sigma <= r eps sigma_max counted as zero.
    When none is, T^+ = T^-1, which the triangular inverse gives at a fraction
    of the cost of the singular vectors. */
-static rite_status rite__pinv(rite_layer *l, const double *T, double *Tp)
+static rite_status rite__pinv(rite_layer *l, const double *T, double *Tp, double *cond)
 {
     int r = l->desc.r, i, p;
     size_t rr = (size_t)r * (size_t)r;
@@ -1702,6 +2013,7 @@ static rite_status rite__pinv(rite_layer *l, const double *T, double *Tp)
     info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'N', 'N', r, r, A, r, sv, Usv, r, VsT, r, l->dwork, l->ldwork);
     if (info != 0) return RITE_ERR_LAPACK;
     tol = (double)r * eps * sv[0];
+    *cond = sv[r - 1] > 0 ? sv[0] / sv[r - 1] : HUGE_VAL;
     if (sv[r - 1] > tol) {
         memcpy(Tp, T, rr * sizeof(double));
         info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', r, Tp, r);
@@ -1738,7 +2050,7 @@ static rite_status rite__householder(rite_layer *l, rite__side *s, rite__prep *p
     rite__zero_lower(p->T, r);
     /* a factor so large that its norms overflow: refuse before LAPACK sees it */
     if (!rite__all_finite_d(p->T, (size_t)r * (size_t)r)) return RITE_ERR_NONFINITE_UPDATE;
-    return rite__pinv(l, p->T, p->Tp);
+    return rite__pinv(l, p->T, p->Tp, &p->cond);
 }
 
 /* Float layers: T from the Cholesky factor of the Gram matrix X^T X (formed
@@ -1757,6 +2069,7 @@ static rite_status rite__factor_T(rite_layer *l, rite__side *s, rite__prep *p)
             info = LAPACKE_dtrcon_work(LAPACK_COL_MAJOR, '1', 'U', 'N', r, p->T, r, &rcond, l->dwork, l->iwork);
         }
         if (info == 0 && rcond * l->chol_cond >= 1.0) {
+            p->cond = 1.0 / rcond;
             memcpy(p->Tp, p->T, (size_t)r * (size_t)r * sizeof(double));
             info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', r, p->Tp, r);
             if (info == 0) return RITE_OK;
@@ -1803,37 +2116,42 @@ static rite_status rite__lorarite_prepare(rite_layer *l, double *sumsq)
     if (RITE__F32(l)) {   /* Gram matrices of X and G, checking them on the way */
         for (side = 0; side < 2; side++) {
             rite__side *s = &l->s[side];
-            if (!rite__gram_f32(l, (const float *)s->X, s->layout, s->ld, s->k, s->pre[set].T, &s->pre[set].xmax))
+            rite__prep *p = &s->pre[set];
+            if (!rite__gram_f32(l, (const float *)s->X, s->layout, s->ld, s->k, p->T, &p->xmax, &p->xnorm))
                 return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_FACTOR, "%s holds NaN or Inf",
-                                 side ? "R" : "L");
+                                 l->names[side]);
         }
         for (side = 0; side < 2; side++) {
             rite__side *s = &l->s[side];
             double gmax;
-            if (!rite__gram_f32(l, (const float *)s->G, s->layout, s->ldg, s->k, s->pre[set].GG, &gmax))
-                return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_GRADIENT, "g%s holds NaN or Inf",
-                                 side ? "R" : "L");
+            if (!rite__gram_f32(l, (const float *)s->G, s->layout, s->ldg, s->k, s->pre[set].GG, &gmax,
+                                &s->pre[set].gnorm))
+                return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_GRADIENT, "%s holds NaN or Inf",
+                                 l->names[2 + side]);
         }
     } else {
         for (side = 0; side < 2; side++) {
             rite__side *s = &l->s[side];
             if (!rite__finite_f64((const double *)s->X, s->layout, s->ld, s->k, l->desc.r))
                 return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_FACTOR, "%s holds NaN or Inf",
-                                 side ? "R" : "L");
+                                 l->names[side]);
         }
         for (side = 0; side < 2; side++) {
             rite__side *s = &l->s[side];
+            double kr = (double)s->k * l->desc.r;
             if (!rite__finite_f64((const double *)s->G, s->layout, s->ldg, s->k, l->desc.r))
-                return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_GRADIENT, "g%s holds NaN or Inf",
-                                 side ? "R" : "L");
+                return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_GRADIENT, "%s holds NaN or Inf",
+                                 l->names[2 + side]);
             s->pre[set].xmax = rite__absmax_f64((const double *)s->X, s->layout, s->ld, s->k, l->desc.r);
+            s->pre[set].xnorm = sqrt(kr) * s->pre[set].xmax;
+            s->pre[set].gnorm = sqrt(kr) * rite__absmax_f64((const double *)s->G, s->layout, s->ldg, s->k, l->desc.r);
         }
     }
     /* SPEC 1 */
     for (side = 0; side < 2; side++) {
         st = rite__factor_T(l, &l->s[side], &l->s[side].pre[set]);
         if (st != RITE_OK)
-            return rite__say(l->msg, sizeof l->msg, st, "the QR of %s: %s", side ? "R" : "L",
+            return rite__say(l->msg, sizeof l->msg, st, "the QR of %s: %s", l->names[side],
                              st == RITE_ERR_LAPACK ? "LAPACK failed" : "its norms overflow");
     }
     /* SPEC 2-3 */
@@ -1848,17 +2166,20 @@ static rite_status rite__lorarite_prepare(rite_layer *l, double *sumsq)
 }
 
 /* SPEC 4: P = U_o^T U_o,prev. With X_o = U_o T_o this is T_o^+T (X_o^T U_o,prev)
-   = T_o^+T C_o, where C_o was formed when the previous step wrote X_o.
-   Zero at the first step; the identity after rite_factors_changed. */
+   = T_o^+T C_o, where C_o was formed when the previous step wrote X_o (with
+   keep_basis, X_o^T U_o,prev is formed from the kept basis). Zero at the
+   first step; the identity after rite_factors_changed. */
 static void rite__transport(rite_layer *l, const rite__side *o, const rite__prep *po, double *P)
 {
     int r = l->desc.r, i;
     size_t rr = (size_t)r * (size_t)r;
     memset(P, 0, rr * sizeof(double));
     if (l->steps == 0) return;
-    if (l->desc.keep_basis) {   /* the bases themselves */
-        rite__gemm(l, CblasTrans, CblasNoTrans, r, r, o->k, 1.0, o->Us, o->k, o->B0, o->k, 0.0, l->WT, r);
-        rite__to_double(l, l->WT, r, P);
+    if (l->desc.keep_basis) {
+        rite__gemm(l, o->layout == RITE_RANK_LAST ? CblasNoTrans : CblasTrans, CblasNoTrans, r, r, o->k, 1.0, o->X,
+                   o->ld, o->B0, o->k, 0.0, l->WT, r);
+        rite__to_double(l, l->WT, r, l->T3);
+        rite__dgemm(CblasTrans, CblasNoTrans, r, 1.0, po->Tp, l->T3, 0.0, P);
     } else if (l->stale) {
         for (i = 0; i < r; i++) P[(size_t)i * r + i] = 1.0;
     } else {
@@ -1875,10 +2196,10 @@ static rite_status rite__second_moment(rite_layer *l, rite__side *s, const rite_
     size_t rr = (size_t)r * (size_t)r;
     double *GG = l->T2, c = scale * scale / s->k;
     for (j = 0, q = 0; j < r; j++)   /* unpack V */
-        for (i = 0; i <= j; i++, q++) s->V[(size_t)j * r + i] = s->V[(size_t)i * r + j] = s->Vp[q];
+        for (i = 0; i <= j; i++, q++) l->V[(size_t)j * r + i] = l->V[(size_t)i * r + j] = s->Vp[q];
     memset(Vt, 0, rr * sizeof(double));
     if (l->steps > 0) {
-        rite__dgemm(CblasNoTrans, CblasNoTrans, r, 1.0, P, s->V, 0.0, l->T3);
+        rite__dgemm(CblasNoTrans, CblasNoTrans, r, 1.0, P, l->V, 0.0, l->T3);
         rite__dgemm(CblasNoTrans, CblasTrans, r, 1.0, l->T3, P, 0.0, Vt);
         rite__sym(Vt, r);
         for (q = 0; q < (int)rr; q++)
@@ -1911,7 +2232,7 @@ static rite_status rite__escaped_mass(rite_layer *l, rite__side *s, const double
     lapack_int info;
     s->rho_n = 0;
     if (!l->cfg.escape) return RITE_OK;
-    memcpy(l->W, s->V, rr * sizeof(double));
+    memcpy(l->W, l->V, rr * sizeof(double));
     info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', r, l->W, r, l->lam2, l->dwork, l->ldwork, l->iwork,
                                l->liwork);
     if (info != 0) return RITE_ERR_LAPACK;
@@ -1922,7 +2243,7 @@ static rite_status rite__escaped_mass(rite_layer *l, rite__side *s, const double
     for (q = 0; q < r; q++) {
         double d = l->lam2[q] - l->lam[q];   /* both ascending */
         if (d > e1) e1 = d;
-        tr_old += s->V[(size_t)q * r + q];
+        tr_old += l->V[(size_t)q * r + q];
         tr_t += Vt[(size_t)q * r + q];
     }
     e2 = tr_old - tr_t > 0 ? tr_old - tr_t : 0;
@@ -2152,11 +2473,11 @@ static rite_status rite__first_moment_f32(rite_layer *l, rite__side *s, const ri
 }
 
 /* SPEC 12-14 for a float layer: X_new = (1 - lr wd) X - lr capf Mn T_o^+T,
-   by tiles. to_caller: written into the caller's X (the bound of
-   rite__descend_safe holds, so no rescaling); else into Xw (row-major
-   k x r), returning the sum of squares of the new factor (not finite if an
-   element is not). */
-static double rite__descend_f32(rite_layer *l, rite__side *s, const rite__prep *po, int to_caller)
+   by tiles. write = 1: X_new f into the caller's X (in place, row by row,
+   where the storage allows); write = 0: nothing written, the sum of squares
+   of X_new returned (not finite if an element is not). Both form the same
+   numbers. */
+static double rite__descend_f32(rite_layer *l, rite__side *s, const rite__prep *po, int write, float f)
 {
     int r = l->desc.r, rp = RITE__PAD16(r), i, j, i0, i1;
     double *Bu = l->T3, pb, ss = 0;
@@ -2170,7 +2491,7 @@ static double rite__descend_f32(rite_layer *l, rite__side *s, const rite__prep *
         int n;
         i1 = i0 + RITE__ROWS_OF(r) < s->k ? i0 + RITE__ROWS_OF(r) : s->k;
         n = i1 - i0;
-        if (to_caller && r == rp && s->layout == RITE_RANK_LAST) {   /* in place, row by row */
+        if (write && f == 1.0f && pb == 1 && r == rp && s->layout == RITE_RANK_LAST) {
             rite__rows_times(n, r, rp, mn + (size_t)i0 * r, (size_t)r, 1, wb, a, x + (size_t)i0 * s->ld,
                              (size_t)s->ld);
             continue;
@@ -2182,36 +2503,15 @@ static double rite__descend_f32(rite_layer *l, rite__side *s, const rite__prep *
             rite__rows_times(n, r, rp, mn + (size_t)i0 * r, (size_t)r, 1, wb, 0.0f, t, (size_t)rp);
             for (i = 0; i < n * rp; i++) c[i] = (float)(a * c[i] + pb * t[i]);
         }
-        if (to_caller) {
-            rite__unpack_rows(c, i0, i1, r, rp, 1.0f, x, s->layout, s->ld);
-            continue;
-        }
-        ss += rite__sumsq_rows(c, (size_t)rp, n, r);
-        for (i = 0; i < n; i++)
-            memcpy((float *)s->Xw + (size_t)(i0 + i) * r, c + (size_t)i * rp, (size_t)r * sizeof(float));
+        if (write) rite__unpack_rows(c, i0, i1, r, rp, f, x, s->layout, s->ld);
+        else ss += rite__sumsq_rows(c, (size_t)rp, n, r);
     }
     return ss;
 }
 
-/* SPEC 4-11 for side s (the other side is o): V, rho, Mn, cap, and E */
-static rite_status rite__lorarite_side(rite_layer *l, int side, double scale, double b1h, double b2h)
-{
-    rite__side *s = &l->s[side];
-    const rite__prep *p = &s->pre[l->pend], *po = &l->s[1 - side].pre[l->pend];
-    rite_status st;
-    rite__transport(l, &l->s[1 - side], po, l->P);
-    st = rite__second_moment(l, s, p, po, l->P, l->Vt, scale, b2h);
-    if (st == RITE_OK) st = rite__escaped_mass(l, s, l->Vt, b2h);
-    if (st == RITE_OK) st = rite__preconditioner(l, s, l->Q);
-    if (st != RITE_OK) return st;
-    if (RITE__F32(l)) return rite__first_moment_f32(l, s, p, po, l->P, l->Q, scale, b1h);
-    st = rite__first_moment(l, s, p, po, l->P, l->Q, scale, b1h);
-    if (st == RITE_OK && !l->desc.keep_basis) rite__cross(l, s);
-    return st;
-}
-
-/* SPEC 12-15 on the careful path: the new factors into copies (Xw),
-   checked, and the balance factors f (SPEC 15) */
+/* SPEC 12-15 on the careful path: the new factors formed without being
+   written (float) or into copies (double, in Xw), checked, and the balance
+   factors f (SPEC 15) */
 static rite_status rite__careful_factors(rite_layer *l, double *f)
 {
     int side, r = l->desc.r;
@@ -2220,17 +2520,20 @@ static rite_status rite__careful_factors(rite_layer *l, double *f)
         rite__side *s = &l->s[side];
         const rite__prep *po = &l->s[1 - side].pre[l->pend];
         if (RITE__F32(l)) {
-            if (!(rite__descend_f32(l, s, po, 0) <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+            double ss = rite__descend_f32(l, s, po, 0, 1.0f);
+            if (!(ss <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+            nrm[side] = sqrt(ss) + 1e-6;
         } else {
             rite__load_f64((const double *)s->X, s->layout, s->ld, s->k, r, (double *)s->Xw);
             rite__descend_product(l, s, po, s->Xw, RITE_RANK_FIRST, s->k);
             if (!rite__finite(l, s->Xw, RITE_RANK_FIRST, s->k, s->k)) return RITE_ERR_NONFINITE_UPDATE;
+            nrm[side] = rite__nrm2(l, s->Xw, (size_t)s->k * (size_t)r) + 1e-6;
         }
-        nrm[side] = rite__nrm2(l, s->Xw, (size_t)s->k * (size_t)r) + 1e-6;
     }
     if (!l->cfg.balance) return RITE_OK;
     sab = sqrt(nrm[0] * nrm[1]);   /* SPEC 15: balance the factor norms */
-    if (!(sab <= DBL_MAX)) return RITE_ERR_NONFINITE_UPDATE;
+    /* an element of X_new f is at most ||X_new||_F f = sab */
+    if (!(sab <= (RITE__F32(l) ? (double)FLT_MAX : DBL_MAX) / 2)) return RITE_ERR_NONFINITE_UPDATE;
     f[0] = sab / nrm[0];
     f[1] = sab / nrm[1];
     return RITE_OK;
@@ -2244,10 +2547,8 @@ static void rite__lorarite_commit(rite_layer *l, int careful, const double *f)
     for (side = 0; side < 2; side++) {
         rite__side *s = &l->s[side];
         const rite__prep *po = &l->s[1 - side].pre[l->pend];
-        void *t;
         if (RITE__F32(l)) {
-            if (!careful) rite__descend_f32(l, s, po, 1);
-            else rite__unpack_rows((const float *)s->Xw, 0, s->k, r, r, (float)f[side], (float *)s->X, s->layout, s->ld);
+            rite__descend_f32(l, s, po, 1, (float)f[side]);
         } else {
             if (!careful) rite__descend_product(l, s, po, s->X, s->layout, s->ld);
             else rite__store_f64((const double *)s->Xw, s->k, r, f[side], (double *)s->X, s->layout, s->ld);
@@ -2255,8 +2556,9 @@ static void rite__lorarite_commit(rite_layer *l, int careful, const double *f)
         memcpy(s->M, s->Mn, (size_t)s->k * (size_t)r * l->es);   /* SPEC 10 */
         for (j = 0, q = 0; j < r; j++)                             /* SPEC 7, packed */
             for (i = 0; i <= j; i++, q++) s->Vp[q] = s->Vn[(size_t)j * r + i];
+        s->m2 = s->mn2;
         if (l->desc.keep_basis) {
-            t = s->B0; s->B0 = s->Us; s->Us = t;   /* SPEC 16 */
+            memcpy(s->B0, s->Us, (size_t)s->k * (size_t)r * l->es);   /* SPEC 16 */
         } else {
             memcpy(s->C, s->Cn, (size_t)r * (size_t)r * sizeof(double));
         }
@@ -2265,27 +2567,100 @@ static void rite__lorarite_commit(rite_layer *l, int careful, const double *f)
     l->stale = 0;
 }
 
-static rite_status rite__lorarite_apply(rite_layer *l, double total)
+/* ||x||_F of n doubles, without overflow */
+static double rite__fro(const double *x, size_t n)
+{
+    return cblas_dnrm2((int)n, x, 1);
+}
+
+/* 1 when apply's second phase cannot fail: bounds, from r x r data, of
+   every number it forms (Mn and its partial sums, E, the new factors, C)
+   stay below a quarter of the largest number of the precision they are
+   formed in. Norms of products are bounded by products of Frobenius norms;
+   the 1.01 covers rounding. A model whose layers all pass steps them in one
+   pass; a layer that does not is first run without writing (a dry run). */
+static int rite__lorarite_bound(rite_layer *l)
+{
+    int side, r = l->desc.r;
+    size_t rr = (size_t)r * (size_t)r;
+    double big = RITE__F32(l) ? (double)FLT_MAX / 4 : DBL_MAX / 4, lr = l->cfg.lr;
+    double b1h = rite__bhat(l->cfg.beta1, l->steps), a = fabs(1.0 - lr * l->cfg.weight_decay);
+    double xnb[2], t[2], tt[2], f = 1.0, dmax = DBL_MAX / 4;
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        const rite__prep *p = &s->pre[l->pend], *po = &l->s[1 - side].pre[l->pend];
+        double tpo = rite__fro(po->Tp, rr), tp = rite__fro(p->Tp, rr);
+        double wg = p->skipped ? 0 : (1.0 - b1h) * l->scale * tpo * rite__fro(s->Q, rr);
+        double wm = l->steps > 0 && b1h != 0 ? b1h * rite__fro(s->P, rr) : 0;
+        double mnb = 1.01 * (p->gnorm * wg + sqrt(s->m2) * wm), eb = 1.01 * mnb * p->xnorm;
+        s->mn_bound = mnb;
+        xnb[side] = 1.01 * (a * p->xnorm + lr * mnb * tpo);
+        t[side] = rite__fro(p->T, rr);
+        tt[side] = 1.01 * tpo * eb * tp;   /* SPEC 16's T_o^+ E T^+ */
+        if (!(mnb <= big && mnb * mnb <= dmax && eb <= big && xnb[side] <= big && a <= big && lr * tpo <= big &&
+              tpo * eb <= dmax && tt[side] <= dmax))
+            return 0;
+    }
+    if (l->cfg.balance) {   /* SPEC 15's factors: at most sqrt(a b) / 1e-6 */
+        f = sqrt((xnb[0] + 1e-6) * (xnb[1] + 1e-6)) / 1e-6;
+        if (!(f <= dmax)) return 0;
+    }
+    /* SPEC 16's C = f (1 - lr wd) T^T - f lr T_o^+ E T^+, each scalar and term */
+    for (side = 0; side < 2; side++)
+        if (!(f * a <= dmax && f * lr <= dmax && f * a * t[side] + f * lr * tt[side] <= dmax)) return 0;
+    return 1;
+}
+
+/* Apply's first phase: SPEC 5, and per factor SPEC 4 and 6-9, r x r work
+   that keeps its results (P, Vn, rho_n, Q) in the layer; then the bound
+   that says whether the second phase can fail. Changes no state. */
+static rite_status rite__lorarite_plan(rite_layer *l, double total)
 {
     const rite_config *c = &l->cfg;
-    double scale = 1.0, b1h = rite__bhat(c->beta1, l->steps), b2h = rite__bhat(c->beta2, l->steps);
-    double f[2] = {1.0, 1.0};
-    int side, careful = c->balance;
+    double b2h = rite__bhat(c->beta2, l->steps);
+    int side;
     rite_status st;
-
-    /* SPEC 5: global clipping of the unmagnified gradients */
-    if (c->clip > 0) {
+    l->scale = 1.0;
+    if (c->clip > 0) {   /* SPEC 5: global clipping of the unmagnified gradients */
         double gamma = sqrt(total);
-        if (gamma > c->clip) scale = c->clip / gamma;
+        if (gamma > c->clip) l->scale = c->clip / gamma;
     }
-    /* SPEC 1 with keep_basis: this step's bases U = X T^+, before X changes */
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        const rite__prep *p = &s->pre[l->pend], *po = &l->s[1 - side].pre[l->pend];
+        rite__transport(l, &l->s[1 - side], po, s->P);
+        st = rite__second_moment(l, s, p, po, s->P, l->Vt, l->scale, b2h);
+        if (st == RITE_OK) st = rite__escaped_mass(l, s, l->Vt, b2h);
+        if (st == RITE_OK) st = rite__preconditioner(l, s, s->Q);
+        if (st != RITE_OK) return st;
+    }
+    l->safe = rite__lorarite_bound(l);
+    return RITE_OK;
+}
+
+/* Apply's second phase: SPEC 10-16, the k x r passes. With commit = 0 it
+   only finds out whether the step fails (a model's dry run); with
+   commit = 1 it writes the factors and the state unless it fails first.
+   Both compute the same numbers. */
+static rite_status rite__lorarite_run(rite_layer *l, int commit)
+{
+    double b1h = rite__bhat(l->cfg.beta1, l->steps), f[2] = {1.0, 1.0};
+    int side, careful = l->cfg.balance;
+    rite_status st;
+    /* SPEC 16 with keep_basis: this step's bases U = X T^+, before X changes */
     for (side = 0; side < 2 && l->desc.keep_basis; side++) {
         rite__side *s = &l->s[side];
         rite__times_rr(l, s->k, 1.0, s->X, s->layout, s->ld, s->pre[l->pend].Tp, 0.0, s->Us);
     }
-    /* SPEC 4-11 */
-    for (side = 0; side < 2; side++) {
-        st = rite__lorarite_side(l, side, scale, b1h, b2h);
+    for (side = 0; side < 2; side++) {   /* SPEC 10-11 */
+        rite__side *s = &l->s[side];
+        const rite__prep *p = &s->pre[l->pend], *po = &l->s[1 - side].pre[l->pend];
+        if (RITE__F32(l)) {
+            st = rite__first_moment_f32(l, s, p, po, s->P, s->Q, l->scale, b1h);
+        } else {
+            st = rite__first_moment(l, s, p, po, s->P, s->Q, l->scale, b1h);
+            if (st == RITE_OK && !l->desc.keep_basis) rite__cross(l, s);
+        }
         if (st != RITE_OK) return st;
     }
     /* SPEC 12-15: straight into the caller's buffers when that cannot
@@ -2300,7 +2675,7 @@ static rite_status rite__lorarite_apply(rite_layer *l, double total)
         st = rite__next_basis(l, &l->s[side], &l->s[side].pre[l->pend], &l->s[1 - side].pre[l->pend], f[side]);
         if (st != RITE_OK) return st;
     }
-    rite__lorarite_commit(l, careful, f);
+    if (commit) rite__lorarite_commit(l, careful, f);
     return RITE_OK;
 }
 
@@ -2308,7 +2683,7 @@ static rite_status rite__lorarite_apply(rite_layer *l, double total)
 
 /* SPEC "AdamW baseline" for one factor, row by row of its storage: with
    write = 0 only checks (see rite__adamw_span_*), else updates. */
-static int rite__adamw_side(rite_layer *l, rite__side *s, int write)
+static int rite__adamw_side(rite_layer *l, rite__side *s, int write, double *acc)
 {
     int a, flags = 0, r = l->desc.r;
     int no = RITE__OUTER(s->layout, s->k, r), ni = RITE__INNER(s->layout, s->k, r);
@@ -2326,15 +2701,19 @@ static int rite__adamw_side(rite_layer *l, rite__side *s, int write)
     for (a = 0; a < 9; a++) kf[a] = (float)kd[a];
     kf[2] = (float)(1.0 - l->cfg.beta1);   /* not 1 - (float)b1: b1 may round to 1 in float */
     kf[3] = (float)(1.0 - l->cfg.beta2);
+    if (s->ld == ni && s->ldg == ni && (double)no * ni <= INT_MAX) {   /* packed: one run */
+        ni *= no;
+        no = 1;
+    }
     for (a = 0; a < no; a++) {
         if (RITE__F32(l))
             flags |= rite__adamw_fast_f32((float *)s->X + (size_t)a * s->ld, (const float *)s->G + (size_t)a * s->ldg,
                                           (float *)s->M + (size_t)a * ni, (float *)s->B + (size_t)a * ni, ni, kf,
-                                          write);
+                                          write, acc);
         else
             flags |= rite__adamw_fast_f64((double *)s->X + (size_t)a * s->ld,
                                           (const double *)s->G + (size_t)a * s->ldg, (double *)s->M + (size_t)a * ni,
-                                          (double *)s->B + (size_t)a * ni, ni, kd, write);
+                                          (double *)s->B + (size_t)a * ni, ni, kd, write, acc);
     }
     return flags;
 }
@@ -2385,7 +2764,7 @@ static rite_status rite__check_aliasing(rite_layer *l, const void *L, const void
 {
     const rite__side *a = &l->s[0], *b = &l->s[1];
     rite__span x[2], g[2];
-    static const char *const xn[2] = {"L", "R"}, *const gn[2] = {"gL", "gR"};
+    const char *const *xn = l->names, *const *gn = l->names + 2;
     int i, j;
     x[0] = rite__span_of(L, a->layout, a->ld, a->k, l->desc.r);
     x[1] = rite__span_of(R, b->layout, b->ld, b->k, l->desc.r);
@@ -2415,7 +2794,7 @@ static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, vo
     l->msg[0] = 0;
     if (!L || !R || !gL || !gR || !sumsq)
         return rite__say(l->msg, sizeof l->msg, RITE_ERR_NULL_ARGUMENT, "%s is NULL",
-                         !L ? "L" : !R ? "R" : !gL ? "gL" : !gR ? "gR" : "sumsq");
+                         !L ? l->names[0] : !R ? l->names[1] : !gL ? l->names[2] : !gR ? l->names[3] : "sumsq");
     if (l->desc.precision != prec)
         return rite__say(l->msg, sizeof l->msg, RITE_ERR_PRECISION, "%s buffers for a %s layer",
                          prec == RITE_FLOAT32 ? "float" : "double",
@@ -2431,18 +2810,23 @@ static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, vo
     l->s[1].X = R; l->s[1].G = gR;
     if (l->desc.optimizer == RITE_ADAMW) {
         /* one read-only pass: inputs finite, and results finite */
-        int f0 = rite__adamw_side(l, &l->s[0], 0), f1 = rite__adamw_side(l, &l->s[1], 0), side_bad;
+        double acc[2] = {0, 0};
+        int f0 = rite__adamw_side(l, &l->s[0], 0, acc), f1 = rite__adamw_side(l, &l->s[1], 0, acc), side_bad;
         st = (f0 | f1) & 1 ? RITE_ERR_NONFINITE_FACTOR
            : (f0 | f1) & 2 ? RITE_ERR_NONFINITE_GRADIENT
            : (f0 | f1) & 4 ? RITE_ERR_NONFINITE_UPDATE : RITE_OK;
         side_bad = st == RITE_ERR_NONFINITE_FACTOR ? !(f0 & 1) : st == RITE_ERR_NONFINITE_GRADIENT ? !(f0 & 2)
                                                                                                  : !(f0 & 4);
         if (st == RITE_ERR_NONFINITE_FACTOR || st == RITE_ERR_NONFINITE_GRADIENT)
-            rite__say(l->msg, sizeof l->msg, st, "%s%s holds NaN or Inf", st == RITE_ERR_NONFINITE_GRADIENT ? "g" : "",
-                      side_bad ? "R" : "L");
+            rite__say(l->msg, sizeof l->msg, st, "%s holds NaN or Inf",
+                      l->names[(st == RITE_ERR_NONFINITE_GRADIENT ? 2 : 0) + side_bad]);
         else if (st != RITE_OK)
             rite__say(l->msg, sizeof l->msg, st, "the update of %s would overflow (a moment or the factor)",
-                      side_bad ? "R" : "L");
+                      l->names[side_bad]);
+        if (st == RITE_OK) {
+            l->g2 = acc[0];
+            l->u2 = acc[1];
+        }
     } else {
         st = rite__lorarite_prepare(l, &own);
     }
@@ -2460,43 +2844,104 @@ static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, vo
     return RITE_OK;
 }
 
+static rite_status rite__apply_failed(rite_layer *l, rite_status st)
+{
+    return rite__say(l->msg, sizeof l->msg, st, "%s; the pending prepare is kept",
+                     st == RITE_ERR_LAPACK ? "a LAPACK eigen decomposition did not converge"
+                                           : "the step would make a factor or the state overflow");
+}
+
+/* The diagnostics of the step rite__apply_end just took */
+static void rite__layer_diag(rite_layer *l, double total)
+{
+    rite_diagnostics *d = &l->diag;
+    int side;
+    memset(d, 0, sizeof *d);
+    d->step = l->steps;
+    d->clip_factor = 1.0;
+    l->diag_n = (double)(l->s[0].k + l->s[1].k) * l->desc.r;
+    if (l->desc.optimizer == RITE_ADAMW) {
+        d->grad_norm = sqrt(l->g2);
+        l->diag_u2 = l->u2;
+    } else {
+        (void)total;
+        d->grad_norm = sqrt(l->own_sumsq);
+        d->clip_factor = l->scale;
+        l->diag_u2 = 0;
+        for (side = 0; side < 2; side++) {
+            const rite__side *s = &l->s[side];
+            const rite__prep *p = &s->pre[l->pend];
+            double u = l->cfg.lr * s->capf;
+            d->skipped += p->skipped;
+            l->diag_u2 += u * u * s->mn2;
+            d->rho_max = s->rho > d->rho_max ? s->rho : d->rho_max;
+            d->cond_max = p->cond > d->cond_max ? p->cond : d->cond_max;
+        }
+    }
+    d->update_rms = sqrt(l->diag_u2 / l->diag_n);
+}
+
+/* apply's first half: the checks, and LoRA-RITE's first phase. Changes no state. */
+static rite_status rite__apply_begin(rite_layer *l, double total)
+{
+    rite_status st;
+    l->msg[0] = 0;
+    if (!l->prepared)
+        return rite__say(l->msg, sizeof l->msg, RITE_ERR_NOT_PREPARED, "%s",
+                         l->unprepared ? l->unprepared : "no prepare since the layer was created");
+    if (!(total >= l->own_sumsq && total <= DBL_MAX))
+        return rite__say(l->msg, sizeof l->msg, RITE_ERR_SUMSQ,
+                         "total_sumsq = %g: it must be finite and >= this layer's own %g", total, l->own_sumsq);
+    if (l->desc.optimizer == RITE_ADAMW) return RITE_OK;
+    st = rite__lorarite_plan(l, total);
+    return st == RITE_OK ? RITE_OK : rite__apply_failed(l, st);
+}
+
+/* apply's second half: the writes (LoRA-RITE's second phase, which fails
+   only where its bound does not hold), the step count and diagnostics */
+static rite_status rite__apply_end(rite_layer *l, double total)
+{
+    int side;
+    if (l->desc.optimizer == RITE_ADAMW) {
+        for (side = 0; side < 2; side++) rite__adamw_side(l, &l->s[side], 1, NULL);
+    } else {
+        rite_status st = rite__lorarite_run(l, 1);
+        if (st != RITE_OK) return rite__apply_failed(l, st);
+    }
+    l->steps++;
+    l->prepared = 0;
+    l->unprepared = "the last prepare was applied already";
+    rite__layer_diag(l, total);
+    return RITE_OK;
+}
+
 LORA_RITE_API rite_status rite_apply(rite_layer *layer, double total_sumsq)
 {
-    rite_status st = RITE_OK;
-    int side;
+    rite_status st;
     if (!layer) return RITE_ERR_NULL_ARGUMENT;
-    layer->msg[0] = 0;
-    if (!layer->prepared)
-        return rite__say(layer->msg, sizeof layer->msg, RITE_ERR_NOT_PREPARED, "%s",
-                         layer->unprepared ? layer->unprepared : "no prepare since the layer was created");
-    if (!(total_sumsq >= layer->own_sumsq && total_sumsq <= DBL_MAX))
-        return rite__say(layer->msg, sizeof layer->msg, RITE_ERR_SUMSQ,
-                         "total_sumsq = %g: it must be finite and >= this layer's own %g", total_sumsq,
-                         layer->own_sumsq);
-    if (layer->desc.optimizer == RITE_ADAMW) {
-        for (side = 0; side < 2; side++) rite__adamw_side(layer, &layer->s[side], 1);
-    } else {
-        st = rite__lorarite_apply(layer, total_sumsq);
-        if (st != RITE_OK)
-            return rite__say(layer->msg, sizeof layer->msg, st, "%s; the pending prepare is kept",
-                             st == RITE_ERR_LAPACK ? "a LAPACK eigen decomposition did not converge"
-                                                   : "the step would make a factor or the state overflow");
-    }
-    layer->steps++;
-    layer->prepared = 0;
-    layer->unprepared = "the last prepare was applied already";
+    if (layer->shared) rite__bind(layer, layer->home);
+    st = rite__apply_begin(layer, total_sumsq);
+    return st == RITE_OK ? rite__apply_end(layer, total_sumsq) : st;
+}
+
+LORA_RITE_API rite_status rite_layer_diagnostics(const rite_layer *layer, rite_diagnostics *out)
+{
+    if (!layer || !out) return RITE_ERR_NULL_ARGUMENT;
+    *out = layer->diag;
     return RITE_OK;
 }
 
 LORA_RITE_API rite_status rite_prepare_f32(rite_layer *layer, float *L, float *R,
                                            const float *gL, const float *gR, double *sumsq)
 {
+    if (layer && layer->shared) rite__bind(layer, layer->home);
     return rite__prepare(layer, RITE_FLOAT32, L, R, gL, gR, sumsq);
 }
 
 LORA_RITE_API rite_status rite_prepare_f64(rite_layer *layer, double *L, double *R,
                                            const double *gL, const double *gR, double *sumsq)
 {
+    if (layer && layer->shared) rite__bind(layer, layer->home);
     return rite__prepare(layer, RITE_FLOAT64, L, R, gL, gR, sumsq);
 }
 
@@ -2504,7 +2949,9 @@ static rite_status rite__step(rite_layer *l, rite_precision prec, void *L, void 
                               const void *gL, const void *gR)
 {
     double own;
-    rite_status st = rite__prepare(l, prec, L, R, gL, gR, &own);
+    rite_status st;
+    if (l && l->shared) rite__bind(l, l->home);
+    st = rite__prepare(l, prec, L, R, gL, gR, &own);
     if (st != RITE_OK) return st;
     st = rite_apply(l, own);
     l->prepared = 0;
@@ -2524,6 +2971,16 @@ LORA_RITE_API rite_status rite_step_f64(rite_layer *layer, double *L, double *R,
 }
 
 /* ---- state export and checkpoints ------------------------------------------ */
+
+/* ||M||_F^2 of each factor, after its first moment was loaded */
+static void rite__moments_loaded(rite_layer *l)
+{
+    int side;
+    for (side = 0; side < 2; side++) {
+        rite__side *s = &l->s[side];
+        s->m2 = rite__sumsq(l, s->M, (size_t)s->k * (size_t)l->desc.r);
+    }
+}
 
 /* The persistent state as a list of byte ranges, in checkpoint order. */
 typedef struct rite__field {
@@ -2818,6 +3275,7 @@ LORA_RITE_API rite_status rite_checkpoint_load(rite_layer *layer, const void *sr
     layer->steps = (long long)k;
     nf = rite__state_fields(layer, f);
     for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++) rite__field_write(&f[i], in + off);
+    rite__moments_loaded(layer);
     rite__cancel(layer, "the pending prepare was cancelled by a checkpoint load");
     return RITE_OK;
 }
@@ -2874,6 +3332,1184 @@ LORA_RITE_API rite_status rite_checkpoint_load_file(rite_layer *layer, const cha
     fclose(fp);
     rite__dealloc(&layer->allocator, buf);
     return st;
+}
+
+/* ==== the model ============================================================== */
+
+/* Built-in threads: POSIX threads where they exist. */
+#if !defined(LORA_RITE_NO_THREADS) && (defined(__unix__) || defined(__APPLE__))
+#include <pthread.h>
+#define RITE__PTHREADS 1
+#endif
+#define RITE__MAX_THREADS 256
+
+#ifdef RITE__PTHREADS
+/* A pool of workers 1..n (the caller is worker 0) that run a task over an
+   index range, each index taken once, under one mutex. */
+typedef struct rite__pool rite__pool;
+typedef struct rite__worker {
+    rite__pool *pool;
+    int id;
+} rite__worker;
+struct rite__pool {
+    pthread_mutex_t mu;
+    pthread_cond_t go, idle;
+    pthread_t th[RITE__MAX_THREADS];
+    rite__worker arg[RITE__MAX_THREADS];
+    int started, count, next;
+    unsigned long gen, running, quit;   /* written with mu held (atomically where spun on) */
+    unsigned long hold;                 /* 1 inside a model's call: workers keep spinning */
+    rite_task_fn fn;
+    void *task;
+};
+
+/* Waiting: a step's phases follow each other within microseconds, and a
+   sleeping thread can take a millisecond to wake (an idle virtual CPU), so
+   a worker spins (atomic loads where the compiler has them, yielding now
+   and then) for the next phase as long as the model holds the pool (inside
+   a step), then a while more, then sleeps; the caller spins likewise for
+   the workers to finish a phase. */
+#include <sched.h>
+#if defined(__GNUC__) || defined(__clang__)
+#define RITE__SPIN 20000
+#define RITE__LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define RITE__STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
+#else
+#define RITE__SPIN 0
+#define RITE__LOAD(x) (x)
+#define RITE__STORE(x, v) ((x) = (v))
+#endif
+
+static void rite__relax(int k)
+{
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_ia32_pause();
+#endif
+    if (k % 256 == 255) sched_yield();
+}
+
+/* a worker, with mu held: until the generation differs from seen */
+static void rite__pool_wait(rite__pool *p, unsigned long seen)
+{
+    int k = 0;
+    if (p->gen != seen) return;
+    pthread_mutex_unlock(&p->mu);
+    while (RITE__LOAD(p->gen) == seen && (RITE__LOAD(p->hold) || k < RITE__SPIN)) rite__relax(k++);
+    pthread_mutex_lock(&p->mu);
+    while (p->gen == seen) pthread_cond_wait(&p->go, &p->mu);
+}
+
+/* runs indices until none is left; called and returns with mu held */
+static void rite__pool_drain(rite__pool *p, int id)
+{
+    while (p->next < p->count) {
+        int i = p->next++;
+        pthread_mutex_unlock(&p->mu);
+        p->fn(p->task, i, id);
+        pthread_mutex_lock(&p->mu);
+    }
+}
+
+static void *rite__pool_main(void *arg)
+{
+    rite__worker *w = (rite__worker *)arg;
+    rite__pool *p = w->pool;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        rite__pool_wait(p, seen);
+        if (p->quit) break;
+        seen = p->gen;
+        rite__pool_drain(p, w->id);
+        RITE__STORE(p->running, p->running - 1);
+        if (p->running == 0) pthread_cond_signal(&p->idle);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void rite__pool_stop(rite__pool *p)
+{
+    int i;
+    pthread_mutex_lock(&p->mu);
+    RITE__STORE(p->quit, 1ul);
+    RITE__STORE(p->gen, p->gen + 1);   /* wakes a spinning worker */
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    for (i = 0; i < p->started; i++) pthread_join(p->th[i], NULL);
+    pthread_cond_destroy(&p->go);
+    pthread_cond_destroy(&p->idle);
+    pthread_mutex_destroy(&p->mu);
+}
+
+/* starts n threads; 0 on failure (none left running) */
+static int rite__pool_start(rite__pool *p, int n)
+{
+    int i;
+    memset(p, 0, sizeof *p);
+    if (pthread_mutex_init(&p->mu, NULL) != 0) return 0;
+    if (pthread_cond_init(&p->go, NULL) != 0 || pthread_cond_init(&p->idle, NULL) != 0) return 0;
+    for (i = 0; i < n; i++) {
+        p->arg[i].pool = p;
+        p->arg[i].id = i + 1;
+        if (pthread_create(&p->th[i], NULL, rite__pool_main, &p->arg[i]) != 0) {
+            rite__pool_stop(p);
+            return 0;
+        }
+        p->started++;
+    }
+    return 1;
+}
+
+static void rite__pool_hold(rite__pool *p, unsigned long hold)
+{
+    pthread_mutex_lock(&p->mu);
+    RITE__STORE(p->hold, hold);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void rite__pool_run(rite__pool *p, int count, rite_task_fn fn, void *task)
+{
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->task = task;
+    p->count = count;
+    p->next = 0;
+    RITE__STORE(p->running, (unsigned long)p->started);
+    RITE__STORE(p->gen, p->gen + 1);
+    pthread_cond_broadcast(&p->go);
+    rite__pool_drain(p, 0);
+    if (p->running != 0) {   /* wait for the workers, spinning first */
+        int k;
+        pthread_mutex_unlock(&p->mu);
+        for (k = 0; k < 64 * RITE__SPIN && RITE__LOAD(p->running) != 0; k++) rite__relax(k);
+        pthread_mutex_lock(&p->mu);
+        while (p->running != 0) pthread_cond_wait(&p->idle, &p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+#endif
+
+/* the phases of a model's step, each run over every layer */
+enum { RITE__PH_PREPARE, RITE__PH_BEGIN, RITE__PH_END };
+
+struct rite_model {
+    rite_model_desc desc;        /* layers -> mods; config NULL */
+    rite_lora *mods;
+    rite_layer **lay;
+    rite_status *st;             /* per layer: the status of the phase */
+    double *ss;                  /* per layer: prepare's sum of squares */
+    char **ws;                   /* a workspace per worker */
+    int workers;
+    rite_config cfg;             /* the model's config (lr unscaled) */
+    long long steps;
+    int prepared;
+    double own;
+    rite_diagnostics diag;
+    rite_memory mem;
+    char msg[256];
+    /* the phase being run */
+    int phase;
+    rite_precision prec;
+    double total;
+    const void *arr[4];          /* the caller's arrays A, B, gA, gB (float *const * or
+                                    double *const *, by prec) */
+#ifdef RITE__PTHREADS
+    rite__pool *pool;            /* NULL: no threads of its own */
+#endif
+    void *raw;
+};
+
+static const char *const rite__model_names[4] = {"lora_A", "lora_B", "gA", "gB"};
+
+LORA_RITE_API rite_lora rite_lora_peft(int in_features, int out_features, int r)
+{
+    rite_lora d;
+    memset(&d, 0, sizeof d);
+    d.in_features = in_features;
+    d.out_features = out_features;
+    d.r = r;
+    d.layout_A = RITE_RANK_FIRST;
+    d.layout_B = RITE_RANK_LAST;
+    d.lr_scale = 1.0;
+    return d;
+}
+
+/* layer i's rite_desc (config: the model's with lr scaled) */
+static void rite__model_layer_desc(const rite_model_desc *md, int i, const rite_config *cfg, rite_config *lc,
+                                   rite_desc *d)
+{
+    const rite_lora *g = &md->layers[i];
+    memset(d, 0, sizeof *d);
+    *lc = *cfg;
+    lc->lr = cfg->lr * g->lr_scale;
+    d->m = g->in_features;
+    d->n = g->out_features;
+    d->r = g->r;
+    d->optimizer = md->optimizer;
+    d->precision = md->precision;
+    d->layout_L = g->layout_A;
+    d->layout_R = g->layout_B;
+    d->config = lc;
+    d->allocator = md->allocator;
+    d->keep_basis = md->keep_basis;
+}
+
+/* checks a model desc; *cfg gets its config */
+static rite_status rite__model_check(const rite_model_desc *md, rite_config *cfg, char *msg, size_t n)
+{
+    rite_status st;
+    int i;
+    if (!md) return rite__say(msg, n, RITE_ERR_NULL_ARGUMENT, "desc is NULL");
+    if (!md->layers) return rite__say(msg, n, RITE_ERR_NULL_ARGUMENT, "desc->layers is NULL");
+    if (md->n_layers <= 0) return rite__say(msg, n, RITE_ERR_MODEL, "n_layers = %d: it must be positive", md->n_layers);
+    if (md->threads < 0 || md->threads > RITE__MAX_THREADS)
+        return rite__say(msg, n, RITE_ERR_THREADS, "threads = %d: it must be 0 to %d", md->threads, RITE__MAX_THREADS);
+#ifndef RITE__PTHREADS
+    if (md->threads > 1 && !md->parallel_for)
+        return rite__say(msg, n, RITE_ERR_THREADS, "threads = %d without POSIX threads: give a parallel_for",
+                         md->threads);
+#endif
+    if (md->optimizer != RITE_LORA_RITE && md->optimizer != RITE_ADAMW)
+        return rite__say(msg, n, RITE_ERR_OPTIMIZER, "optimizer = %d", (int)md->optimizer);
+    if (md->precision != RITE_FLOAT32 && md->precision != RITE_FLOAT64)
+        return rite__say(msg, n, RITE_ERR_PRECISION, "precision = %d", (int)md->precision);
+    *cfg = md->config ? *md->config : rite_config_default(md->optimizer);
+    st = rite__check_config(cfg, md->optimizer, md->precision, msg, n);
+    if (st != RITE_OK) return st;
+    for (i = 0; i < md->n_layers; i++) {
+        const rite_lora *g = &md->layers[i];
+        rite_desc d;
+        rite_config lc;
+        char detail[200];
+        int mn = g->in_features < g->out_features ? g->in_features : g->out_features;
+        if (g->in_features <= 0 || g->out_features <= 0 || g->r <= 0)
+            return rite__say(msg, n, RITE_ERR_SIZE, "layer %d: in_features = %d, out_features = %d, r = %d: each must "
+                             "be positive", i, g->in_features, g->out_features, g->r);
+        if (g->r > mn)
+            return rite__say(msg, n, RITE_ERR_RANK, "layer %d: r = %d exceeds min(in_features, out_features) = %d", i,
+                             g->r, mn);
+        if (!(g->lr_scale > 0 && g->lr_scale <= DBL_MAX))
+            return rite__say(msg, n, RITE_ERR_LR, "layer %d: lr_scale = %g: it must be finite and > 0 (rite_lora_peft "
+                             "sets 1)", i, g->lr_scale);
+        rite__model_layer_desc(md, i, cfg, &lc, &d);
+        st = rite_desc_check_detail(&d, detail, sizeof detail);
+        if (st != RITE_OK) return rite__say(msg, n, st, "layer %d: %s", i, detail);
+    }
+    return RITE_OK;
+}
+
+/* The model's own block: struct, module copies, layer pointers, statuses,
+   sums, workspace pointers, the pool; then the workspaces, one block. With
+   base == NULL it only counts. */
+static size_t rite__model_carve(rite_model *m, char *base, int n, int workers, size_t wsb, int pool)
+{
+    rite__carver c;
+    int w;
+    c.base = base;
+    c.off = 0;
+    rite__carve(&c, sizeof(rite_model));
+    m->mods = (rite_lora *)rite__carve(&c, (size_t)n * sizeof(rite_lora));
+    m->lay = (rite_layer **)rite__carve(&c, (size_t)n * sizeof(rite_layer *));
+    m->st = (rite_status *)rite__carve(&c, (size_t)n * sizeof(rite_status));
+    m->ss = (double *)rite__carve(&c, (size_t)n * sizeof(double));
+    m->ws = (char **)rite__carve(&c, (size_t)workers * sizeof(char *));
+#ifdef RITE__PTHREADS
+    m->pool = pool ? (rite__pool *)rite__carve(&c, sizeof(rite__pool)) : NULL;
+#else
+    (void)pool;
+#endif
+    for (w = 0; w < workers; w++) {
+        char *p = (char *)rite__carve(&c, wsb);
+        if (base) m->ws[w] = p;
+    }
+    return c.off + RITE__ALIGN;
+}
+
+/* sizes of a model: the layers' memory, the largest workspace */
+static rite_status rite__model_sizes(const rite_model_desc *md, const rite_config *cfg, rite_memory *mem,
+                                     size_t *wsb)
+{
+    int i;
+    memset(mem, 0, sizeof *mem);
+    *wsb = 0;
+    for (i = 0; i < md->n_layers; i++) {
+        rite_layer tmp;
+        rite_memory lm;
+        rite_config lc;
+        rite_desc d;
+        size_t b;
+        rite_status st;
+        rite__model_layer_desc(md, i, cfg, &lc, &d);
+        st = rite__setup(&d, &tmp);
+        if (st != RITE_OK) return st;
+        tmp.shared = 1;
+        rite__plan(&tmp, NULL, &lm);
+        b = rite__ws_bytes(&tmp);
+        *wsb = b > *wsb ? b : *wsb;
+        mem->state_bytes += lm.state_bytes;
+        mem->total_bytes += lm.total_bytes;
+    }
+    return RITE_OK;
+}
+
+static int rite__model_workers(const rite_model_desc *md)
+{
+    return md->threads > 1 ? md->threads : 1;
+}
+
+static int rite__model_pooled(const rite_model_desc *md)
+{
+    return rite__model_workers(md) > 1 && !md->parallel_for;
+}
+
+LORA_RITE_API rite_status rite_model_memory_query(const rite_model_desc *desc, rite_memory *out)
+{
+    rite_config cfg;
+    rite_memory mem;
+    rite_model tmp;
+    size_t wsb;
+    char msg[256];
+    rite_status st;
+    if (!out) return RITE_ERR_NULL_ARGUMENT;
+    st = rite__model_check(desc, &cfg, msg, sizeof msg);
+    if (st == RITE_OK) st = rite__model_sizes(desc, &cfg, &mem, &wsb);
+    if (st != RITE_OK) return st;
+    mem.total_bytes += rite__model_carve(&tmp, NULL, desc->n_layers, rite__model_workers(desc), wsb,
+                                         rite__model_pooled(desc));
+    mem.scratch_bytes = mem.total_bytes - mem.state_bytes;
+    *out = mem;
+    return RITE_OK;
+}
+
+LORA_RITE_API void rite_model_free(rite_model *model)
+{
+    rite_allocator a;
+    int i;
+    if (!model) return;
+#ifdef RITE__PTHREADS
+    if (model->pool) rite__pool_stop(model->pool);
+#endif
+    for (i = 0; i < model->desc.n_layers; i++) rite_free(model->lay[i]);
+    a = model->desc.allocator;
+    rite__dealloc(&a, model->raw);
+}
+
+LORA_RITE_API rite_status rite_model_init(rite_model **model, const rite_model_desc *desc, char *detail,
+                                          size_t detail_size)
+{
+    rite_model tmp, *m;
+    rite_config cfg;
+    rite_memory mem;
+    size_t wsb, bytes;
+    char msg[256], *raw, *base;
+    rite_status st;
+    int i, n;
+    if (detail && detail_size) detail[0] = 0;
+    if (!model) return rite__say(detail, detail ? detail_size : 0, RITE_ERR_NULL_ARGUMENT, "model is NULL");
+    *model = NULL;
+    st = rite__model_check(desc, &cfg, msg, sizeof msg);
+    if (st == RITE_OK) st = rite__model_sizes(desc, &cfg, &mem, &wsb);
+    if (st != RITE_OK) return rite__say(detail, detail ? detail_size : 0, st, "%s", msg);
+    n = desc->n_layers;
+    bytes = rite__model_carve(&tmp, NULL, n, rite__model_workers(desc), wsb, rite__model_pooled(desc));
+    raw = (char *)rite__alloc(&desc->allocator, bytes);
+    if (!raw) return rite__say(detail, detail ? detail_size : 0, RITE_ERR_OUT_OF_MEMORY, "%zu bytes", bytes);
+    base = raw + (RITE__ALIGN - (size_t)((uintptr_t)raw % RITE__ALIGN)) % RITE__ALIGN;
+    memset(base, 0, bytes - RITE__ALIGN);
+    m = (rite_model *)(void *)base;
+    rite__model_carve(m, base, n, rite__model_workers(desc), wsb, rite__model_pooled(desc));
+    m->raw = raw;
+    m->desc = *desc;
+    m->desc.config = NULL;
+    m->workers = rite__model_workers(desc);
+    m->cfg = cfg;
+    memcpy(m->mods, desc->layers, (size_t)n * sizeof(rite_lora));
+    m->desc.layers = m->mods;
+    m->desc.n_layers = 0;   /* counts the layers made, for rite_model_free */
+    for (i = 0; i < n && st == RITE_OK; i++) {
+        rite_config lc;
+        rite_desc d;
+        rite__model_layer_desc(&m->desc, i, &cfg, &lc, &d);
+        st = rite__layer_new(&m->lay[i], &d, 1);
+        if (st != RITE_OK) break;
+        m->lay[i]->home = m->ws[0];
+        m->lay[i]->names = rite__model_names;
+        m->desc.n_layers++;
+    }
+#ifdef RITE__PTHREADS
+    if (st == RITE_OK && m->pool && !rite__pool_start(m->pool, m->workers - 1)) {
+        m->pool = NULL;
+        st = RITE_ERR_THREADS;
+    }
+#endif
+    if (st != RITE_OK) {
+        rite_model_free(m);
+        return rite__say(detail, detail ? detail_size : 0, st, "%s",
+                         st == RITE_ERR_THREADS ? "a thread could not be started" : "out of memory");
+    }
+    m->mem = mem;
+    m->mem.total_bytes += bytes;
+    m->mem.scratch_bytes = m->mem.total_bytes - m->mem.state_bytes;
+    *model = m;
+    return RITE_OK;
+}
+
+/* ---- a model's step ---- */
+
+/* element i of a caller's array of buffers (float *const * or double *const *) */
+static void *rite__at(rite_precision prec, const void *arr, int i)
+{
+    if (prec == RITE_FLOAT32) return (void *)((float *const *)arr)[i];
+    return (void *)((double *const *)arr)[i];
+}
+
+/* layer i's buffer a (0 A, 1 B, 2 gA, 3 gB) */
+static void *rite__model_buf(const rite_model *m, int a, int i)
+{
+    return rite__at(m->prec, m->arr[a], i);
+}
+
+static void rite__model_task(void *task, int i, int worker)
+{
+    rite_model *m = (rite_model *)task;
+    rite_layer *l = m->lay[i];
+    rite__bind(l, m->ws[worker]);
+    if (m->phase == RITE__PH_PREPARE) {
+        m->st[i] = rite__prepare(l, m->prec, rite__model_buf(m, 0, i), rite__model_buf(m, 1, i),
+                                 rite__model_buf(m, 2, i), rite__model_buf(m, 3, i), &m->ss[i]);
+    } else if (m->phase == RITE__PH_BEGIN) {
+        m->st[i] = rite__apply_begin(l, m->total);
+        /* a layer whose bound does not hold is run once without writing */
+        if (m->st[i] == RITE_OK && l->desc.optimizer == RITE_LORA_RITE && !l->safe) {
+            m->st[i] = rite__lorarite_run(l, 0);
+            if (m->st[i] != RITE_OK) rite__apply_failed(l, m->st[i]);
+        }
+    } else {
+        m->st[i] = rite__apply_end(l, m->total);
+    }
+}
+
+/* keep the model's own workers spinning between phases (1) or not (0) */
+static void rite__model_hold(rite_model *m, unsigned long hold)
+{
+#ifdef RITE__PTHREADS
+    if (m->pool) rite__pool_hold(m->pool, hold);
+#else
+    (void)m;
+    (void)hold;
+#endif
+}
+
+/* runs the phase over every layer; the first layer (in order) that failed, or -1 */
+static int rite__model_phase(rite_model *m, int phase)
+{
+    int i, n = m->desc.n_layers;
+    m->phase = phase;
+    if (m->workers > 1 && m->desc.parallel_for) {
+        m->desc.parallel_for(m->desc.parallel_user, n, m->workers, rite__model_task, m);
+    }
+#ifdef RITE__PTHREADS
+    else if (m->pool) {
+        rite__pool_run(m->pool, n, rite__model_task, m);
+    }
+#endif
+    else {
+        for (i = 0; i < n; i++) rite__model_task(m, i, 0);
+    }
+    for (i = 0; i < n; i++)
+        if (m->st[i] != RITE_OK) return i;
+    return -1;
+}
+
+/* 1 when two packed buffers of bytes a, b bytes share a byte */
+static int rite__model_overlap(const void *a, size_t na, const void *b, size_t nb)
+{
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    return pa < pb + nb && pb < pa + na;
+}
+
+/* The arrays m->arr: not NULL, and no factor sharing storage with another
+   layer's factor or gradient (the layers run at once). */
+static rite_status rite__model_buffers(rite_model *m)
+{
+    int i, j, a, b, n = m->desc.n_layers;
+    size_t es = m->prec == RITE_FLOAT32 ? sizeof(float) : sizeof(double), rows[2];
+    static const char *const an[4] = {"A", "B", "gA", "gB"};
+    for (a = 0; a < 4; a++)
+        if (!m->arr[a]) return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "the array %s is NULL", an[a]);
+    for (i = 0; i < n; i++)
+        for (a = 0; a < 4; a++)
+            if (!rite__model_buf(m, a, i))
+                return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "layer %d: %s is NULL", i,
+                                 rite__model_names[a]);
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++) {
+            if (i == j) continue;
+            rows[0] = (size_t)m->mods[j].in_features;
+            rows[1] = (size_t)m->mods[j].out_features;
+            for (a = 0; a < 2; a++)
+                for (b = 0; b < 4; b++) {
+                    size_t na = (a ? (size_t)m->mods[i].out_features : (size_t)m->mods[i].in_features) *
+                                (size_t)m->mods[i].r * es;
+                    if (rite__model_overlap(rite__model_buf(m, a, i), na, rite__model_buf(m, b, j),
+                                            rows[b & 1] * (size_t)m->mods[j].r * es))
+                        return rite__say(m->msg, sizeof m->msg, RITE_ERR_ALIASING,
+                                         "layer %d's %s shares storage with layer %d's %s", i, rite__model_names[a],
+                                         j, rite__model_names[b]);
+                }
+        }
+    return RITE_OK;
+}
+
+/* every layer's pending prepare given up, as if never made */
+static void rite__model_unprepare(rite_model *m, const char *why)
+{
+    int i;
+    for (i = 0; i < m->desc.n_layers; i++) {
+        m->lay[i]->prepared = 0;
+        m->lay[i]->unprepared = why;
+    }
+    m->prepared = 0;
+}
+
+static rite_status rite__model_prepare(rite_model *m, rite_precision prec, const void *A, const void *B,
+                                       const void *gA, const void *gB, double *sumsq)
+{
+    rite_status st;
+    int bad, i;
+    double total = 0;
+    if (!m) return RITE_ERR_NULL_ARGUMENT;
+    m->msg[0] = 0;
+    if (!sumsq) return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "sumsq is NULL");
+    if (prec != m->desc.precision)
+        return rite__say(m->msg, sizeof m->msg, RITE_ERR_PRECISION, "%s buffers for a %s model",
+                         prec == RITE_FLOAT32 ? "float" : "double",
+                         m->desc.precision == RITE_FLOAT32 ? "float" : "double");
+    m->prec = prec;
+    m->arr[0] = A;
+    m->arr[1] = B;
+    m->arr[2] = gA;
+    m->arr[3] = gB;
+    st = rite__model_buffers(m);
+    if (st != RITE_OK) return st;
+    rite__model_unprepare(m, "the model's prepare did not finish");
+    bad = rite__model_phase(m, RITE__PH_PREPARE);
+    if (bad >= 0) {
+        rite__model_unprepare(m, "the model's prepare failed");
+        return rite__say(m->msg, sizeof m->msg, m->st[bad], "layer %d: %s; no layer was changed", bad,
+                         m->lay[bad]->msg);
+    }
+    for (i = 0; i < m->desc.n_layers; i++) total += m->ss[i];   /* in layer order */
+    if (!(total <= DBL_MAX)) {
+        rite__model_unprepare(m, "the model's prepare failed");
+        return rite__say(m->msg, sizeof m->msg, RITE_ERR_NONFINITE_UPDATE,
+                         "the layers' sum of squares overflows; no layer was changed");
+    }
+    m->own = total;
+    m->prepared = 1;
+    *sumsq = total;
+    return RITE_OK;
+}
+
+/* the model's diagnostics from its layers' */
+static void rite__model_diag(rite_model *m)
+{
+    rite_diagnostics *d = &m->diag;
+    double u2 = 0, cnt = 0, g2 = 0;
+    int i;
+    memset(d, 0, sizeof *d);
+    d->step = m->steps;
+    d->clip_factor = 1.0;
+    for (i = 0; i < m->desc.n_layers; i++) {
+        const rite_layer *l = m->lay[i];
+        u2 += l->diag_u2;
+        cnt += l->diag_n;
+        g2 += l->diag.grad_norm * l->diag.grad_norm;
+        d->skipped += l->diag.skipped;
+        d->rho_max = l->diag.rho_max > d->rho_max ? l->diag.rho_max : d->rho_max;
+        d->cond_max = l->diag.cond_max > d->cond_max ? l->diag.cond_max : d->cond_max;
+        if (i == 0) d->clip_factor = l->diag.clip_factor;
+    }
+    d->grad_norm = m->desc.optimizer == RITE_LORA_RITE ? sqrt(m->total) : sqrt(g2);
+    d->update_rms = sqrt(u2 / cnt);
+}
+
+LORA_RITE_API rite_status rite_model_apply(rite_model *model, double total_sumsq)
+{
+    rite_model *m = model;
+    int bad, late;
+    if (!m) return RITE_ERR_NULL_ARGUMENT;
+    m->msg[0] = 0;
+    if (!m->prepared)
+        return rite__say(m->msg, sizeof m->msg, RITE_ERR_NOT_PREPARED, "no pending rite_model_prepare_*");
+    if (!(total_sumsq >= m->own && total_sumsq <= DBL_MAX))
+        return rite__say(m->msg, sizeof m->msg, RITE_ERR_SUMSQ,
+                         "total_sumsq = %g: it must be finite and >= the model's own %g", total_sumsq, m->own);
+    m->total = total_sumsq;
+    rite__model_hold(m, 1);
+    bad = rite__model_phase(m, RITE__PH_BEGIN);                  /* every check, and the dry runs */
+    late = bad < 0 ? rite__model_phase(m, RITE__PH_END) : -1;   /* the writes: cannot fail */
+    rite__model_hold(m, 0);
+    if (bad >= 0)
+        return rite__say(m->msg, sizeof m->msg, m->st[bad], "layer %d: %s; no layer was changed", bad,
+                         m->lay[bad]->msg);
+    if ((bad = late) >= 0)
+        return rite__say(m->msg, sizeof m->msg, m->st[bad], "layer %d failed after its checks passed: %s", bad,
+                         m->lay[bad]->msg);
+    m->steps++;
+    m->prepared = 0;
+    rite__model_diag(m);
+    return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_model_prepare_f32(rite_model *model, float *const *A, float *const *B,
+                                                 float *const *gA, float *const *gB, double *sumsq)
+{
+    return rite__model_prepare(model, RITE_FLOAT32, (const void *)A, (const void *)B, (const void *)gA,
+                               (const void *)gB, sumsq);
+}
+
+LORA_RITE_API rite_status rite_model_prepare_f64(rite_model *model, double *const *A, double *const *B,
+                                                 double *const *gA, double *const *gB, double *sumsq)
+{
+    return rite__model_prepare(model, RITE_FLOAT64, (const void *)A, (const void *)B, (const void *)gA,
+                               (const void *)gB, sumsq);
+}
+
+static rite_status rite__model_step(rite_model *m, rite_precision prec, const void *A, const void *B,
+                                    const void *gA, const void *gB)
+{
+    double own;
+    rite_status st;
+    if (!m) return RITE_ERR_NULL_ARGUMENT;
+    rite__model_hold(m, 1);
+    st = rite__model_prepare(m, prec, A, B, gA, gB, &own);
+    if (st == RITE_OK) st = rite_model_apply(m, own);
+    rite__model_hold(m, 0);
+    if (st != RITE_OK && !m->prepared) return st;
+    if (st != RITE_OK) rite__model_unprepare(m, "the model's step failed");
+    return st;
+}
+
+LORA_RITE_API rite_status rite_model_step_f32(rite_model *model, float *const *A, float *const *B,
+                                              float *const *gA, float *const *gB)
+{
+    return rite__model_step(model, RITE_FLOAT32, (const void *)A, (const void *)B, (const void *)gA,
+                            (const void *)gB);
+}
+
+LORA_RITE_API rite_status rite_model_step_f64(rite_model *model, double *const *A, double *const *B,
+                                              double *const *gA, double *const *gB)
+{
+    return rite__model_step(model, RITE_FLOAT64, (const void *)A, (const void *)B, (const void *)gA,
+                            (const void *)gB);
+}
+
+/* ---- a model's settings and queries ---- */
+
+/* checks every layer's config for the model config c, then sets them */
+static rite_status rite__model_configure(rite_model *m, const rite_config *c)
+{
+    int i, pass;
+    for (pass = 0; pass < 2; pass++)
+        for (i = 0; i < m->desc.n_layers; i++) {
+            rite_layer *l = m->lay[i];
+            rite_config lc = *c;
+            lc.lr = c->lr * m->mods[i].lr_scale;
+            if (pass == 0) {
+                rite_status st = rite__check_config(&lc, l->desc.optimizer, l->desc.precision, l->msg, sizeof l->msg);
+                if (st != RITE_OK) return rite__say(m->msg, sizeof m->msg, st, "layer %d: %s", i, l->msg);
+                continue;
+            }
+            if (lc.skip != l->cfg.skip && l->prepared) m->prepared = 0;   /* prepare used skip */
+            rite_set_config(l, &lc);
+        }
+    m->cfg = *c;
+    return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_model_set_config(rite_model *model, const rite_config *config)
+{
+    rite_status st;
+    if (!model) return RITE_ERR_NULL_ARGUMENT;
+    model->msg[0] = 0;
+    if (!config) return rite__say(model->msg, sizeof model->msg, RITE_ERR_NULL_ARGUMENT, "config is NULL");
+    st = rite__check_config(config, model->desc.optimizer, model->desc.precision, model->msg, sizeof model->msg);
+    return st != RITE_OK ? st : rite__model_configure(model, config);
+}
+
+LORA_RITE_API rite_status rite_model_set_lr(rite_model *model, double lr)
+{
+    rite_config c;
+    if (!model) return RITE_ERR_NULL_ARGUMENT;
+    c = model->cfg;
+    c.lr = lr;
+    return rite_model_set_config(model, &c);
+}
+
+LORA_RITE_API rite_config rite_model_get_config(const rite_model *model)
+{
+    rite_config c;
+    if (model) return model->cfg;
+    memset(&c, 0, sizeof c);
+    return c;
+}
+
+LORA_RITE_API long long rite_model_step_count(const rite_model *model)
+{
+    return model ? model->steps : 0;
+}
+
+LORA_RITE_API int rite_model_layer_count(const rite_model *model)
+{
+    return model ? model->desc.n_layers : 0;
+}
+
+LORA_RITE_API const rite_layer *rite_model_layer(const rite_model *model, int i)
+{
+    return model && i >= 0 && i < model->desc.n_layers ? model->lay[i] : NULL;
+}
+
+LORA_RITE_API const char *rite_model_last_error(const rite_model *model)
+{
+    return model ? model->msg : "";
+}
+
+LORA_RITE_API rite_status rite_model_diagnostics(const rite_model *model, rite_diagnostics *out)
+{
+    if (!model || !out) return RITE_ERR_NULL_ARGUMENT;
+    *out = model->diag;
+    return RITE_OK;
+}
+
+LORA_RITE_API void rite_model_reset(rite_model *model)
+{
+    int i;
+    if (!model) return;
+    for (i = 0; i < model->desc.n_layers; i++) rite_reset(model->lay[i]);
+    model->steps = 0;
+    model->prepared = 0;
+    memset(&model->diag, 0, sizeof model->diag);
+}
+
+LORA_RITE_API void rite_model_factors_changed(rite_model *model)
+{
+    int i;
+    if (!model) return;
+    for (i = 0; i < model->desc.n_layers; i++) rite_factors_changed(model->lay[i]);
+    model->prepared = 0;
+}
+
+/* ---- a model's checkpoint ----
+
+   Layout, every number little-endian:
+     0  char[8] magic "LRITEMDL"     8  u32 version (1)
+    12  u32 header bytes (48 + 32 n)  16  u32 flags: 1 the factors follow the states
+    20  u32 optimizer   24 u32 precision   28 u32 keep_basis   32 u32 n (layers)
+    36  u32 0           40  u64 the model's step count
+    48  per layer, 32 bytes: u32 in_features, out_features, r, layout_A, layout_B, 0;
+        f64 lr_scale (recorded, not compared)
+     .  per layer, its state as rite_state_copy writes it (numbers little-endian)
+     .  with flag 1, per layer lora_A then lora_B, packed in their storage
+   end  u64 FNV-1a 64 of every byte before it */
+#define RITE__MCKPT_VERSION 1u
+#define RITE__MCKPT_HEAD 48u
+#define RITE__MCKPT_LAYER 32u
+
+static int rite__big_endian(void)
+{
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 0;
+}
+
+/* n bytes of es-byte numbers, in place, between the host's order and little-endian */
+static void rite__le_swap(unsigned char *p, size_t n, size_t es)
+{
+    size_t i, j;
+    if (!rite__big_endian() || es < 2) return;
+    for (i = 0; i + es <= n; i += es)
+        for (j = 0; j < es / 2; j++) {
+            unsigned char t = p[i + j];
+            p[i + j] = p[i + es - 1 - j];
+            p[i + es - 1 - j] = t;
+        }
+}
+
+static void rite__put_u32(unsigned char *p, uint32_t v)
+{
+    int i;
+    for (i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t rite__get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void rite__put_u64(unsigned char *p, uint64_t v)
+{
+    int i;
+    for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t rite__get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    int i;
+    for (i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* the element size of a state field */
+static size_t rite__field_es(const rite_layer *l, const rite__field *f)
+{
+    return f->kind == 0 ? f->n : f->kind == 1 ? l->es : sizeof(double);
+}
+
+static size_t rite__model_factor_bytes(const rite_model *m, int i)
+{
+    return (size_t)(m->mods[i].in_features + m->mods[i].out_features) * (size_t)m->mods[i].r * m->lay[i]->es;
+}
+
+static size_t rite__mckpt_size(const rite_model *m, int with_factors)
+{
+    size_t n = RITE__MCKPT_HEAD + RITE__MCKPT_LAYER * (size_t)m->desc.n_layers + 8;
+    int i;
+    for (i = 0; i < m->desc.n_layers; i++)
+        n += rite__state_bytes(m->lay[i]) + (with_factors ? rite__model_factor_bytes(m, i) : 0);
+    return n;
+}
+
+LORA_RITE_API size_t rite_model_checkpoint_size(const rite_model *model, int with_factors)
+{
+    return model ? rite__mckpt_size(model, with_factors != 0) : 0;
+}
+
+static void rite__mckpt_header(const rite_model *m, int with_factors, unsigned char *h)
+{
+    int i;
+    memset(h, 0, RITE__MCKPT_HEAD + RITE__MCKPT_LAYER * (size_t)m->desc.n_layers);
+    memcpy(h, "LRITEMDL", 8);
+    rite__put_u32(h + 8, RITE__MCKPT_VERSION);
+    rite__put_u32(h + 12, (uint32_t)(RITE__MCKPT_HEAD + RITE__MCKPT_LAYER * (size_t)m->desc.n_layers));
+    rite__put_u32(h + 16, with_factors ? 1u : 0u);
+    rite__put_u32(h + 20, (uint32_t)m->desc.optimizer);
+    rite__put_u32(h + 24, (uint32_t)m->desc.precision);
+    rite__put_u32(h + 28, (uint32_t)(m->desc.keep_basis != 0));
+    rite__put_u32(h + 32, (uint32_t)m->desc.n_layers);
+    rite__put_u64(h + 40, (uint64_t)m->steps);
+    for (i = 0; i < m->desc.n_layers; i++) {
+        unsigned char *q = h + RITE__MCKPT_HEAD + RITE__MCKPT_LAYER * (size_t)i;
+        const rite_lora *g = &m->mods[i];
+        rite__put_u32(q, (uint32_t)g->in_features);
+        rite__put_u32(q + 4, (uint32_t)g->out_features);
+        rite__put_u32(q + 8, (uint32_t)g->r);
+        rite__put_u32(q + 12, (uint32_t)g->layout_A);
+        rite__put_u32(q + 16, (uint32_t)g->layout_B);
+        memcpy(q + 24, &g->lr_scale, 8);
+        rite__le_swap(q + 24, 8, 8);
+    }
+}
+
+LORA_RITE_API rite_status rite_model_checkpoint_save(const rite_model *model, const void *A, const void *B,
+                                                     void *dst, size_t dst_size)
+{
+    rite_model *m = (rite_model *)(uintptr_t)model;   /* only its message changes */
+    unsigned char *o = (unsigned char *)dst;
+    int i, j, nf, wf;
+    size_t n;
+    if (!m) return RITE_ERR_NULL_ARGUMENT;
+    m->msg[0] = 0;
+    if (!dst) return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "dst is NULL");
+    if (!A != !B) return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "%s is NULL", A ? "B" : "A");
+    wf = A != NULL;
+    for (i = 0; wf && i < m->desc.n_layers; i++)
+        if (!rite__at(m->desc.precision, A, i) || !rite__at(m->desc.precision, B, i))
+            return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "layer %d: %s is NULL", i,
+                             !rite__at(m->desc.precision, A, i) ? "lora_A" : "lora_B");
+    n = rite__mckpt_size(m, wf);
+    if (dst_size < n)
+        return rite__say(m->msg, sizeof m->msg, RITE_ERR_BUFFER_SIZE, "%zu bytes, the checkpoint needs %zu", dst_size,
+                         n);
+    rite__mckpt_header(m, wf, o);
+    o += RITE__MCKPT_HEAD + RITE__MCKPT_LAYER * (size_t)m->desc.n_layers;
+    for (i = 0; i < m->desc.n_layers; i++) {
+        rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
+        nf = rite__state_fields(m->lay[i], f);
+        for (j = 0; j < nf; j++) {
+            rite__field_read(&f[j], 0, f[j].n, o);
+            rite__le_swap(o, f[j].n, rite__field_es(m->lay[i], &f[j]));
+            o += f[j].n;
+        }
+    }
+    for (i = 0; wf && i < m->desc.n_layers; i++) {
+        size_t na = (size_t)m->mods[i].in_features * (size_t)m->mods[i].r * m->lay[i]->es;
+        size_t nb = rite__model_factor_bytes(m, i) - na;
+        memcpy(o, rite__at(m->desc.precision, A, i), na);
+        rite__le_swap(o, na, m->lay[i]->es);
+        memcpy(o + na, rite__at(m->desc.precision, B, i), nb);
+        rite__le_swap(o + na, nb, m->lay[i]->es);
+        o += na + nb;
+    }
+    rite__put_u64(o, rite__fnv1a(14695981039346656037ull, dst, n - 8));
+    return RITE_OK;
+}
+
+/* the header against the model: format, version, then the first field that differs */
+static rite_status rite__mckpt_check_header(rite_model *m, const unsigned char *in, size_t size, int want_factors)
+{
+    static const char *const opt[2] = {"LoRA-RITE", "AdamW"}, *const prec[2] = {"float", "double"};
+    static const char *const lf[5] = {"in_features", "out_features", "r", "layout_A", "layout_B"};
+    char *msg = m->msg;
+    size_t ms = sizeof m->msg, head;
+    uint32_t v, n;
+    int i, j;
+    if (size < RITE__MCKPT_HEAD || memcmp(in, "LRITEMDL", 8) != 0)
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_FORMAT, "%s",
+                         size < 8 || memcmp(in, "LRITEMDL", 8) != 0 ? "not a lora_rite model checkpoint"
+                                                                   : "truncated in its header");
+    if ((v = rite__get_u32(in + 8)) != RITE__MCKPT_VERSION)
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_VERSION, "version %u; this library reads version %u", v,
+                         RITE__MCKPT_VERSION);
+    v = rite__get_u32(in + 20);
+    if (v != (uint32_t)m->desc.optimizer)
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_MISMATCH, "optimizer: %s in the checkpoint, %s in the model",
+                         v < 2 ? opt[v] : "unknown", opt[m->desc.optimizer]);
+    v = rite__get_u32(in + 24);
+    if (v != (uint32_t)m->desc.precision)
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_MISMATCH, "precision: %s in the checkpoint, %s in the model",
+                         v < 2 ? prec[v] : "unknown", prec[m->desc.precision]);
+    v = rite__get_u32(in + 28);
+    if (v != (uint32_t)(m->desc.keep_basis != 0))
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_MISMATCH, "keep_basis: %u in the checkpoint, %d in the model", v,
+                         m->desc.keep_basis != 0);
+    n = rite__get_u32(in + 32);
+    if (n != (uint32_t)m->desc.n_layers)
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_MISMATCH, "layer count: %u in the checkpoint, %d in the model", n,
+                         m->desc.n_layers);
+    head = RITE__MCKPT_HEAD + RITE__MCKPT_LAYER * (size_t)n;
+    if (rite__get_u32(in + 12) != head)
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_FORMAT, "header bytes %u for %u layers",
+                         rite__get_u32(in + 12), n);
+    if (size < head) return rite__say(msg, ms, RITE_ERR_CHECKPOINT_FORMAT, "truncated in its layer table");
+    for (i = 0; i < m->desc.n_layers; i++) {
+        const unsigned char *q = in + RITE__MCKPT_HEAD + RITE__MCKPT_LAYER * (size_t)i;
+        const rite_lora *g = &m->mods[i];
+        int want[5];
+        want[0] = g->in_features;
+        want[1] = g->out_features;
+        want[2] = g->r;
+        want[3] = (int)g->layout_A;
+        want[4] = (int)g->layout_B;
+        for (j = 0; j < 5; j++)
+            if (rite__get_u32(q + 4 * j) != (uint32_t)want[j])
+                return rite__say(msg, ms, RITE_ERR_CHECKPOINT_MISMATCH, "layer %d: %s is %u in the checkpoint, %d in "
+                                 "the model", i, lf[j], rite__get_u32(q + 4 * j), want[j]);
+    }
+    v = rite__get_u32(in + 16);
+    if (v > 1) return rite__say(msg, ms, RITE_ERR_CHECKPOINT_FORMAT, "flags %#x", v);
+    if (want_factors && !v)
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_MISMATCH, "the checkpoint holds no factors to load");
+    if (size != rite__mckpt_size(m, (int)v))
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_FORMAT, "%zu bytes, the model's checkpoint has %zu", size,
+                         rite__mckpt_size(m, (int)v));
+    if (rite__get_u64(in + size - 8) != rite__fnv1a(14695981039346656037ull, in, size - 8))
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "checksum mismatch");
+    if (rite__get_u64(in + 40) >= ((uint64_t)1 << 62))
+        return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "step count 2^62 or more");
+    return RITE_OK;
+}
+
+/* one number of es bytes at p (little-endian) as a double; its bits in *u */
+static double rite__le_number(const unsigned char *p, size_t es, uint64_t *u)
+{
+    unsigned char b[8];
+    memcpy(b, p, es);
+    rite__le_swap(b, es, es);
+    *u = es == 8 ? rite__get_u64(p) : rite__get_u32(p);
+    if (es == sizeof(float)) {
+        float f;
+        memcpy(&f, b, sizeof f);
+        return f;
+    } else {
+        double d;
+        memcpy(&d, b, sizeof d);
+        return d;
+    }
+}
+
+/* layer i's state at p (of the checkpoint in): finite numbers, the model's
+   step count (checked below 2^62 already), no negative escaped mass, a
+   factors-changed flag of 0 or 1 */
+static rite_status rite__mckpt_check_state(rite_model *m, int i, const unsigned char *in, const unsigned char *p)
+{
+    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
+    const rite_layer *l = m->lay[i];
+    int j, nf = rite__state_fields(l, f);
+    size_t e;
+    uint64_t u;
+    for (j = 0; j < nf; p += f[j].n, j++) {
+        size_t es = rite__field_es(l, &f[j]);
+        if (f[j].kind == 0) {
+            rite__le_number(p, es, &u);
+            if (f[j].p == (const void *)&l->steps && u != rite__get_u64(in + 40))
+                return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT, "layer %d: step count %llu, the "
+                                 "model's %llu", i, (unsigned long long)u,
+                                 (unsigned long long)rite__get_u64(in + 40));
+            if (f[j].p == (const void *)&l->stale && u > 1)
+                return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT, "layer %d: factors-changed "
+                                 "flag %u", i, (unsigned)u);
+            continue;
+        }
+        for (e = 0; e + es <= f[j].n; e += es) {
+            double v = rite__le_number(p + e, es, &u);
+            if (v * 0 != 0)
+                return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT, "layer %d: a number of its state "
+                                 "is NaN or Inf", i);
+            if (v < 0 && (f[j].p == (const void *)&l->s[0].rho || f[j].p == (const void *)&l->s[1].rho))
+                return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT, "layer %d: negative escaped "
+                                 "mass", i);
+        }
+    }
+    return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_model_checkpoint_load(rite_model *model, const void *A, const void *B,
+                                                     const void *src, size_t src_size)
+{
+    rite_model *m = model;
+    const unsigned char *in = (const unsigned char *)src, *p;
+    rite_status st;
+    int i, j, nf, has;
+    if (!m) return RITE_ERR_NULL_ARGUMENT;
+    m->msg[0] = 0;
+    if (!src) return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "src is NULL");
+    if (!A != !B) return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "%s is NULL", A ? "B" : "A");
+    for (i = 0; A && i < m->desc.n_layers; i++)
+        if (!rite__at(m->desc.precision, A, i) || !rite__at(m->desc.precision, B, i))
+            return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "layer %d: %s is NULL", i,
+                             !rite__at(m->desc.precision, A, i) ? "lora_A" : "lora_B");
+    st = rite__mckpt_check_header(m, in, src_size, A != NULL);
+    if (st != RITE_OK) return st;
+    has = (int)rite__get_u32(in + 16);
+    p = in + RITE__MCKPT_HEAD + RITE__MCKPT_LAYER * (size_t)m->desc.n_layers;
+    for (i = 0; i < m->desc.n_layers; p += rite__state_bytes(m->lay[i]), i++) {
+        st = rite__mckpt_check_state(m, i, in, p);
+        if (st != RITE_OK) return st;
+    }
+    for (i = 0; has && i < m->desc.n_layers; p += rite__model_factor_bytes(m, i), i++) {
+        size_t e, es = m->lay[i]->es;
+        uint64_t u;
+        for (e = 0; e < rite__model_factor_bytes(m, i); e += es)
+            if (rite__le_number(p + e, es, &u) * 0 != 0)
+                return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT, "layer %d: a factor holds NaN "
+                                 "or Inf", i);
+    }
+    /* all checked: copy */
+    p = in + RITE__MCKPT_HEAD + RITE__MCKPT_LAYER * (size_t)m->desc.n_layers;
+    for (i = 0; i < m->desc.n_layers; i++) {
+        rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
+        rite_layer *l = m->lay[i];
+        nf = rite__state_fields(l, f);
+        for (j = 0; j < nf; p += f[j].n, j++) {
+            rite__field_write(&f[j], p);
+            rite__le_swap((unsigned char *)f[j].p, f[j].n, rite__field_es(l, &f[j]));
+        }
+        rite__moments_loaded(l);
+        l->prepared = 0;
+        l->unprepared = "the pending prepare was cancelled by a checkpoint load";
+    }
+    for (i = 0; A && i < m->desc.n_layers; i++) {
+        size_t na = (size_t)m->mods[i].in_features * (size_t)m->mods[i].r * m->lay[i]->es;
+        size_t nb = rite__model_factor_bytes(m, i) - na;
+        unsigned char *a = (unsigned char *)rite__at(m->desc.precision, A, i);
+        unsigned char *b = (unsigned char *)rite__at(m->desc.precision, B, i);
+        memcpy(a, p, na);
+        rite__le_swap(a, na, m->lay[i]->es);
+        memcpy(b, p + na, nb);
+        rite__le_swap(b, nb, m->lay[i]->es);
+        p += na + nb;
+    }
+    m->steps = (long long)rite__get_u64(in + 40);
+    m->prepared = 0;
+    memset(&m->diag, 0, sizeof m->diag);
+    return RITE_OK;
+}
+
+LORA_RITE_API rite_status rite_model_checkpoint_save_file(const rite_model *model, const void *A, const void *B,
+                                                          const char *path)
+{
+    rite_model *m = (rite_model *)(uintptr_t)model;
+    size_t n;
+    void *buf;
+    FILE *fp;
+    rite_status st;
+    int ok;
+    if (!m) return RITE_ERR_NULL_ARGUMENT;
+    if (!path) return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "path is NULL");
+    n = rite__mckpt_size(m, A != NULL);
+    buf = rite__alloc(&m->desc.allocator, n);
+    if (!buf) return rite__say(m->msg, sizeof m->msg, RITE_ERR_OUT_OF_MEMORY, "%zu bytes", n);
+    st = rite_model_checkpoint_save(m, A, B, buf, n);
+    if (st == RITE_OK) {
+        fp = fopen(path, "wb");
+        ok = fp && fwrite(buf, 1, n, fp) == n;
+        if (fp && fclose(fp) != 0) ok = 0;
+        if (!ok) st = rite__say(m->msg, sizeof m->msg, RITE_ERR_IO, "could not write %s", path);
+    }
+    rite__dealloc(&m->desc.allocator, buf);
+    return st;
+}
+
+LORA_RITE_API rite_status rite_model_checkpoint_load_file(rite_model *model, const void *A, const void *B,
+                                                          const char *path)
+{
+    rite_model *m = model;
+    long end;
+    size_t n;
+    void *buf;
+    FILE *fp;
+    rite_status st;
+    if (!m) return RITE_ERR_NULL_ARGUMENT;
+    m->msg[0] = 0;
+    if (!path) return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "path is NULL");
+    fp = fopen(path, "rb");
+    if (!fp || fseek(fp, 0, SEEK_END) != 0 || (end = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) {
+        if (fp) fclose(fp);
+        return rite__say(m->msg, sizeof m->msg, RITE_ERR_IO, "could not open or read %s", path);
+    }
+    n = (size_t)end;
+    buf = rite__alloc(&m->desc.allocator, n ? n : 1);
+    if (!buf) {
+        fclose(fp);
+        return rite__say(m->msg, sizeof m->msg, RITE_ERR_OUT_OF_MEMORY, "%zu bytes", n);
+    }
+    if (fread(buf, 1, n, fp) != n) st = rite__say(m->msg, sizeof m->msg, RITE_ERR_IO, "could not read %s", path);
+    else st = rite_model_checkpoint_load(m, A, B, buf, n);
+    fclose(fp);
+    rite__dealloc(&m->desc.allocator, buf);
+    return st;
+}
+
+/* ---- the learning-rate schedule ---- */
+
+LORA_RITE_API double rite_schedule_lr(const rite_schedule *s, long long step)
+{
+    double t;
+    if (!s || step < 0 || s->warmup_steps < 0 || s->total_steps < 0 || !(s->lr >= 0 && s->lr <= DBL_MAX) ||
+        !(s->final_lr >= 0 && s->final_lr <= DBL_MAX) ||
+        (s->decay != RITE_DECAY_CONSTANT && s->decay != RITE_DECAY_LINEAR && s->decay != RITE_DECAY_COSINE))
+        return NAN;
+    if (s->decay != RITE_DECAY_CONSTANT && s->total_steps < s->warmup_steps) return NAN;
+    if (step < s->warmup_steps) return s->lr * (double)(step + 1) / (double)s->warmup_steps;
+    if (s->decay == RITE_DECAY_CONSTANT) return s->lr;
+    if (step >= s->total_steps) return s->final_lr;
+    t = (double)(step - s->warmup_steps) / (double)(s->total_steps - s->warmup_steps);
+    if (s->decay == RITE_DECAY_LINEAR) return s->final_lr + (s->lr - s->final_lr) * (1.0 - t);
+    return s->final_lr + (s->lr - s->final_lr) * 0.5 * (1.0 + cos(3.14159265358979323846 * t));
 }
 
 LORA_RITE_API const char *rite_status_string(rite_status status)
