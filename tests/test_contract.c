@@ -403,6 +403,192 @@ static void test_status_texts_cover_what_the_codes_mean(void **state) {
     }
 }
 
+/* ---- a model whose layer's step would overflow, or might ---- */
+
+/* two float layers in PEFT storage; layer 1's lr scaled by lr_scale1, its
+   factors by f1 and its gradients by g1 */
+typedef struct two_layers {
+    rite_lora mods[2];
+    float *buf[4][2];      /* A, B, gA, gB */
+    size_t n[2][2];        /* elements of A and B of each layer */
+} two_layers;
+
+static void two_layers_make(two_layers *t, double lr_scale1, double f1, double g1) {
+    int i, k;
+    t->mods[0] = rite_lora_peft(24, 20, 4);
+    t->mods[1] = rite_lora_peft(16, 12, 3);
+    t->mods[1].lr_scale = lr_scale1;
+    for (i = 0; i < 2; i++) {
+        t->n[i][0] = (size_t)t->mods[i].in_features * (size_t)t->mods[i].r;
+        t->n[i][1] = (size_t)t->mods[i].out_features * (size_t)t->mods[i].r;
+        for (k = 0; k < 4; k++) {
+            t->buf[k][i] = (float *)malloc(t->n[i][k & 1] * sizeof(float));
+            assert_non_null(t->buf[k][i]);
+            fill_f(t->buf[k][i], t->n[i][k & 1], i == 0 ? (k < 2 ? 1.0 : 0.1) : k < 2 ? f1 : g1,
+                   100u + (uint64_t)(4 * i + k));
+        }
+    }
+}
+
+static void two_layers_free(two_layers *t) {
+    int i, k;
+    for (i = 0; i < 2; i++)
+        for (k = 0; k < 4; k++) free(t->buf[k][i]);
+}
+
+static rite_model *two_layers_model(two_layers *t) {
+    rite_model_desc md;
+    rite_model *m = NULL;
+    char detail[256];
+    memset(&md, 0, sizeof md);
+    md.layers = t->mods;
+    md.n_layers = 2;
+    assert_int_equal(rite_model_init(&m, &md, detail, sizeof detail), RITE_OK);
+    return m;
+}
+
+static rite_status two_layers_step(rite_model *m, two_layers *t) {
+    return rite_model_step_f32(m, t->buf[0], t->buf[1], t->buf[2], t->buf[3]);
+}
+
+/* layer 1's lr (3e38, finite in float) and small factors (their T^+
+   large) make its new factors overflow: the model's step fails, names
+   layer 1, and changes no layer */
+static void test_model_overflowing_layer_changes_no_layer(void **state) {
+    two_layers t;
+    rite_model *m;
+    float *copy[2][2];
+    int i, k;
+    (void)state;
+    two_layers_make(&t, 3e41, 1e-2, 1e-3);
+    m = two_layers_model(&t);
+    for (i = 0; i < 2; i++)
+        for (k = 0; k < 2; k++) {
+            copy[i][k] = (float *)malloc(t.n[i][k] * sizeof(float));
+            memcpy(copy[i][k], t.buf[k][i], t.n[i][k] * sizeof(float));
+        }
+    assert_int_equal(two_layers_step(m, &t), RITE_ERR_NONFINITE_UPDATE);
+    assert_non_null(strstr(rite_model_last_error(m), "layer 1"));
+    assert_int_equal(((const rite_layer *)rite_model_layer(m, 1))->safe, 0);   /* the dry run caught it */
+    for (i = 0; i < 2; i++) {
+        for (k = 0; k < 2; k++) assert_memory_equal(copy[i][k], t.buf[k][i], t.n[i][k] * sizeof(float));
+        assert_true(rite_step_count(rite_model_layer(m, i)) == 0);
+    }
+    assert_true(rite_model_step_count(m) == 0);
+    for (i = 0; i < 2; i++)
+        for (k = 0; k < 2; k++) free(copy[i][k]);
+    rite_model_free(m);
+    two_layers_free(&t);
+}
+
+/* layer 1's lr is as large, but its gradient so small that the step is
+   fine: the bound cannot show it, the dry run does, and the model's step
+   equals the layers' own two-phase step */
+static void test_model_layer_beyond_its_bound_still_steps(void **state) {
+    two_layers t, u;
+    rite_model *m;
+    rite_layer *lay[2];
+    double ss[2], total;
+    int i, k, s;
+    (void)state;
+    two_layers_make(&t, 3e41, 1.0, 1e-30);
+    two_layers_make(&u, 3e41, 1.0, 1e-30);
+    m = two_layers_model(&t);
+    for (i = 0; i < 2; i++) {
+        rite_desc d = tu_desc(t.mods[i].in_features, t.mods[i].out_features, t.mods[i].r, RITE_LORA_RITE,
+                              RITE_FLOAT32);
+        rite_config c = rite_config_default(RITE_LORA_RITE);
+        c.lr *= t.mods[i].lr_scale;
+        d.layout_L = RITE_RANK_FIRST;
+        d.config = &c;
+        assert_int_equal(rite_init(&lay[i], &d), RITE_OK);
+    }
+    for (s = 0; s < 3; s++) {
+        assert_int_equal(two_layers_step(m, &t), RITE_OK);
+        if (s == 0) assert_int_equal(((const rite_layer *)rite_model_layer(m, 1))->safe, 0);
+        for (i = 0; i < 2; i++)
+            assert_int_equal(rite_prepare_f32(lay[i], u.buf[0][i], u.buf[1][i], u.buf[2][i], u.buf[3][i], &ss[i]),
+                             RITE_OK);
+        total = ss[0] + ss[1];
+        for (i = 0; i < 2; i++) assert_int_equal(rite_apply(lay[i], total), RITE_OK);
+        for (i = 0; i < 2; i++) {
+            for (k = 0; k < 2; k++) assert_memory_equal(t.buf[k][i], u.buf[k][i], t.n[i][k] * sizeof(float));
+            assert_true(all_finite_f(t.buf[1][i], t.n[i][1]));
+        }
+    }
+    for (i = 0; i < 2; i++) rite_free(lay[i]);
+    rite_model_free(m);
+    two_layers_free(&t);
+    two_layers_free(&u);
+}
+
+/* The bound that lets a model skip the dry run must hold whenever it says
+   so: over random layers with magnitudes across the whole range of each
+   precision, every apply it calls safe succeeds (a property of the bound,
+   checked with the implementation's own phases). */
+static void bound_case(rite_precision prec, tu_rng *g, long *safe, long *unsafe) {
+    int r = 1 + (int)(tu_uniform(g) * 4), m = r + (int)(tu_uniform(g) * 16), n = r + (int)(tu_uniform(g) * 16);
+    double emax = prec == RITE_FLOAT32 ? 36 : 300, lr_max = prec == RITE_FLOAT32 ? 3e38 : 1e307;
+    rite_desc d = tu_desc(m, n, r, RITE_LORA_RITE, prec);
+    rite_config c = rite_config_default(RITE_LORA_RITE);
+    rite_layer *l;
+    void *buf[4];
+    size_t cnt[4], es = prec == RITE_FLOAT32 ? sizeof(float) : sizeof(double), e;
+    int k, step;
+    double sumsq;
+    c.lr = pow(10.0, -6 + tu_uniform(g) * (log10(lr_max) + 6));
+    c.weight_decay = tu_uniform(g) < 0.3 ? tu_uniform(g) : 0;
+    c.cap = tu_uniform(g) < 0.3 ? pow(10.0, -3 + 6 * tu_uniform(g)) : 0;
+    c.balance = tu_uniform(g) < 0.3;
+    c.skip = tu_uniform(g) < 0.5 ? 0 : 1.0;
+    c.clip = tu_uniform(g) < 0.3 ? 0 : 1.0;
+    d.config = &c;
+    assert_int_equal(rite_init(&l, &d), RITE_OK);
+    cnt[0] = cnt[2] = (size_t)m * (size_t)r;
+    cnt[1] = cnt[3] = (size_t)n * (size_t)r;
+    for (step = 0; step < 3; step++) {
+        for (k = 0; k < 4; k++) {
+            double sc = pow(10.0, (2 * tu_uniform(g) - 1) * emax);
+            if (step == 0 || k >= 2) {
+                if (step == 0) buf[k] = malloc(cnt[k] * es);
+                for (e = 0; e < cnt[k]; e++) {
+                    double v = sc * tu_normal(g);
+                    if (prec == RITE_FLOAT32) ((float *)buf[k])[e] = (float)v;
+                    else ((double *)buf[k])[e] = v;
+                }
+            }
+        }
+        if (rite__prepare(l, prec, buf[0], buf[1], buf[2], buf[3], &sumsq) != RITE_OK) continue;
+        if (rite__apply_begin(l, sumsq) != RITE_OK) continue;
+        if (l->safe) {
+            rite_status st = rite__lorarite_run(l, 1);
+            if (st != RITE_OK) {
+                print_error("the bound said safe, the step failed (%s): m %d n %d r %d lr %g\n", rite_status_string(st),
+                            m, n, r, c.lr);
+                fail();
+            }
+            l->steps++;
+            l->prepared = 0;
+            ++*safe;
+        } else {
+            ++*unsafe;
+            l->prepared = 0;
+        }
+    }
+    for (k = 0; k < 4; k++) free(buf[k]);
+    rite_free(l);
+}
+
+static void test_model_bound_holds_where_it_says_so(void **state) {
+    tu_rng g = {99};
+    long safe = 0, unsafe = 0;
+    int i;
+    (void)state;
+    for (i = 0; i < 1500; i++) bound_case(i % 2 ? RITE_FLOAT64 : RITE_FLOAT32, &g, &safe, &unsafe);
+    print_message("    %ld applies within the bound, %ld beyond it\n", safe, unsafe);
+    assert_true(safe > 100 && unsafe > 100);   /* both sides were reached */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_float_layer_with_subnormal_factor_steps),
@@ -419,6 +605,9 @@ int main(void) {
         cmocka_unit_test(test_dropped_prepares_are_counted),
         cmocka_unit_test(test_error_detail_names_the_argument),
         cmocka_unit_test(test_status_texts_cover_what_the_codes_mean),
+        cmocka_unit_test(test_model_overflowing_layer_changes_no_layer),
+        cmocka_unit_test(test_model_layer_beyond_its_bound_still_steps),
+        cmocka_unit_test(test_model_bound_holds_where_it_says_so),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,8 @@
    steps, error returns and the small accessors must allocate and free
    nothing, for both optimizers, both precisions and both layouts, with
    every option on, at sizes where a LAPACK workspace would be noticeable.
+   A model's steps (two threads of its own, a layer of 1100 x 16) must not
+   allocate either.
 
    On a C library other than glibc only the allocator hook is counted and
    the tests that need the replacements are skipped. */
@@ -565,6 +567,138 @@ static void test_adamw_f64(void **state) {
     run_case(RITE_ADAMW, RITE_FLOAT64, RITE_RANK_FIRST, RITE_RANK_LAST, 1);
 }
 
+/* ------------------------------------------------------------ the model */
+
+/* A model of three layers, one of them 1100 x 16 (m r^2 above the size
+   where a threaded OpenBLAS gemm allocates: ctest runs this test with
+   OPENBLAS_NUM_THREADS=1), stepped on two threads of its own. */
+enum { NL = 3 };
+static const int model_shape[NL][3] = {{1100, 64, 16}, {300, 260, 16}, {96, 200, 8}};
+
+typedef struct big_model {
+    rite_model *model;
+    rite_precision prec;
+    size_t es;
+    void *buf[4][NL];   /* A, B, gA, gB of each layer */
+    size_t count[4][NL];
+    hook_count hook;
+} big_model;
+
+static void model_fill(big_model *b, int k, tu_rng *g, double scale) {
+    int i;
+    size_t e;
+    for (i = 0; i < NL; i++)
+        for (e = 0; e < b->count[k][i]; e++) {
+            double v = scale * tu_normal(g);
+            if (b->es == sizeof(float)) ((float *)b->buf[k][i])[e] = (float)v;
+            else ((double *)b->buf[k][i])[e] = v;
+        }
+}
+
+static void model_setup(big_model *b, rite_optimizer opt, rite_precision prec, tu_rng *g) {
+    rite_lora mods[NL];
+    rite_model_desc md;
+    rite_memory mem;
+    char detail[256];
+    int i, k;
+    memset(b, 0, sizeof *b);
+    memset(&md, 0, sizeof md);
+    b->prec = prec;
+    b->es = prec == RITE_FLOAT32 ? sizeof(float) : sizeof(double);
+    for (i = 0; i < NL; i++) {
+        mods[i] = rite_lora_peft(model_shape[i][0], model_shape[i][1], model_shape[i][2]);
+        b->count[0][i] = b->count[2][i] = (size_t)model_shape[i][0] * (size_t)model_shape[i][2];
+        b->count[1][i] = b->count[3][i] = (size_t)model_shape[i][1] * (size_t)model_shape[i][2];
+        for (k = 0; k < 4; k++) {
+            b->buf[k][i] = calloc(b->count[k][i], b->es);
+            assert_non_null(b->buf[k][i]);
+        }
+    }
+    md.layers = mods;
+    md.n_layers = NL;
+    md.optimizer = opt;
+    md.precision = prec;
+    md.threads = 2;
+    md.allocator.alloc = hook_alloc;
+    md.allocator.release = hook_free;
+    md.allocator.user_data = &b->hook;
+    model_fill(b, 0, g, 1.0);
+    model_fill(b, 1, g, 1.0);
+    assert_int_equal(rite_model_memory_query(&md, &mem), RITE_OK);
+    assert_int_equal(rite_model_init(&b->model, &md, detail, sizeof detail), RITE_OK);
+    assert_true(b->hook.bytes == mem.total_bytes);
+}
+
+/* one model step (prepare: its first phase only), with the buffers as arrays of their type */
+static rite_status model_call(big_model *b, double *sumsq) {
+    float *f[4][NL];
+    double *d[4][NL];
+    int i, k;
+    for (k = 0; k < 4; k++)
+        for (i = 0; i < NL; i++) {
+            f[k][i] = (float *)b->buf[k][i];
+            d[k][i] = (double *)b->buf[k][i];
+        }
+    if (b->prec == RITE_FLOAT32)
+        return sumsq ? rite_model_prepare_f32(b->model, f[0], f[1], f[2], f[3], sumsq)
+                     : rite_model_step_f32(b->model, f[0], f[1], f[2], f[3]);
+    return sumsq ? rite_model_prepare_f64(b->model, d[0], d[1], d[2], d[3], sumsq)
+                 : rite_model_step_f64(b->model, d[0], d[1], d[2], d[3]);
+}
+
+static void model_case(rite_optimizer opt, rite_precision prec) {
+    big_model b;
+    tu_rng g = {7};
+    rite_diagnostics d;
+    double ss = 0;
+    long hook_allocs, hook_frees;
+    int s, i, k;
+    model_setup(&b, opt, prec, &g);
+    model_fill(&b, 2, &g, 1.0);
+    model_fill(&b, 3, &g, 1.0);
+    measure_reset();
+    MEASURED(RITE_OK, model_call(&b, NULL));   /* warm-up: printed below if it allocated */
+    if (atomic_load(&g_allocs)) print_message("    [model] the warm-up step allocated %ld time(s)\n", atomic_load(&g_allocs));
+    measure_reset();
+    hook_allocs = b.hook.allocs;
+    hook_frees = b.hook.frees;
+    for (s = 0; s < 3; s++) {
+        model_fill(&b, 2, &g, 1.0);
+        MEASURED(RITE_OK, model_call(&b, NULL));
+    }
+    MEASURED(RITE_OK, model_call(&b, &ss));
+    MEASURED(RITE_OK, rite_model_apply(b.model, 2 * ss));
+    MEASURED(RITE_OK, rite_model_set_lr(b.model, 5e-4));
+    MEASURED(RITE_OK, rite_model_diagnostics(b.model, &d));
+    if (b.es == sizeof(float)) ((float *)b.buf[3][1])[5] = NAN;
+    else ((double *)b.buf[3][1])[5] = NAN;
+    MEASURED(RITE_ERR_NONFINITE_GRADIENT, model_call(&b, NULL));
+    if (atomic_load(&g_blas_allocs))
+        print_message("    [model] the BLAS allocated %ld time(s) inside its own routines (not counted)\n",
+                      atomic_load(&g_blas_allocs));
+    if (atomic_load(&g_allocs) || atomic_load(&g_frees)) {
+        print_error("[model %s %s] steps allocated %ld time(s) and freed %ld time(s):\n",
+                    opt == RITE_ADAMW ? "adamw" : "rite", prec == RITE_FLOAT32 ? "f32" : "f64",
+                    atomic_load(&g_allocs), atomic_load(&g_frees));
+        print_records();
+        fail();
+    }
+    assert_int_equal(b.hook.allocs, hook_allocs);
+    assert_int_equal(b.hook.frees, hook_frees);
+    assert_true(d.step == 5);
+    rite_model_free(b.model);
+    assert_int_equal(b.hook.allocs, b.hook.frees);
+    for (k = 0; k < 4; k++)
+        for (i = 0; i < NL; i++) free(b.buf[k][i]);
+}
+
+static void test_model_steps_allocate_nothing(void **state) {
+    (void)state;
+    model_case(RITE_LORA_RITE, RITE_FLOAT32);
+    model_case(RITE_LORA_RITE, RITE_FLOAT64);
+    model_case(RITE_ADAMW, RITE_FLOAT32);
+}
+
 int main(void) {
 #if NOALLOC_INTERPOSE
     void *frames[2];
@@ -576,6 +710,7 @@ int main(void) {
         cmocka_unit_test(test_rite_f64),
         cmocka_unit_test(test_adamw_f32),
         cmocka_unit_test(test_adamw_f64),
+        cmocka_unit_test(test_model_steps_allocate_nothing),
         cmocka_unit_test(test_init_takes_reported_memory),
         cmocka_unit_test(test_counter_sees_allocations),
     };
