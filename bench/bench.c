@@ -14,15 +14,17 @@
        bandwidth and the skinny sgemm rate (see "lower bound of a step");
      - a plain one-pass AdamW loop written here, against the library's AdamW;
      - a whole model's worth of LoRA layers (18 Gemma-2B-like blocks, r = 16)
-       stepped with the two-phase global-clipping API, serially, from two
-       pthreads on disjoint layer sets, and serially with 2 BLAS threads;
+       stepped with the layer API's two-phase global clipping, serially, from
+       two pthreads on disjoint layer sets, and serially with 2 BLAS threads;
+       and with the model API (rite_model_step_f32 over every layer) with
+       threads = 1 and threads = 2, with its memory (rite_model_memory_query);
      - the optimizer state of each layer (rite_memory_query).
    Times are per step; each figure is the median over repeats, with the
    spread (min..max, quartiles in the CSV). Ratios are taken repeat by repeat
    from measurements made next to each other, so machine noise hits both.
 
    usage: bench [--quick] [--reps N] [--threads 1|2|both] [--out DIR]
-                [--layout last|peft] [--shape M,N,R] [--no-model] [--svg]
+                [--layout last|peft] [--shape M,N,R] [--no-model | --model-only] [--svg]
      --quick    few shapes and repeats, a small model: a smoke run of seconds
      --reps N   repeats per measurement (default 11, quick 3)
      --threads  BLAS thread counts to measure (default both); the model's
@@ -32,6 +34,7 @@
                 (L = lora_A^T rank-first, R = lora_B rank-last)
      --shape    time this one layer shape only (for profiling); no model
      --no-model skip the whole-model part
+     --model-only  the whole-model part only (no machine figures, no layer shapes)
      --svg      draw the picture as SVG even when gnuplot is available
 
    Files written to DIR: bench.csv (every measurement, long format),
@@ -237,6 +240,7 @@ typedef struct options {
     int peft;
     int shape[3];        /* --shape, 0 = not given */
     int model;
+    int model_only;      /* --model-only: the whole model and nothing else */
     int svg;
     double batch_s;      /* a timed batch of steps lasts at least this long */
 } options;
@@ -245,7 +249,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: bench [--quick] [--reps N] [--threads 1|2|both] [--out DIR]\n"
-            "             [--layout last|peft] [--shape M,N,R] [--no-model] [--svg]\n");
+            "             [--layout last|peft] [--shape M,N,R] [--no-model | --model-only] [--svg]\n");
     exit(2);
 }
 
@@ -282,12 +286,15 @@ static options parse(int argc, char **argv)
             o.model = 0;
         } else if (!strcmp(a, "--no-model")) {
             o.model = 0;
+        } else if (!strcmp(a, "--model-only")) {
+            o.model_only = 1;
         } else if (!strcmp(a, "--svg")) {
             o.svg = 1;
         } else {
             usage();
         }
     }
+    if (o.model_only && (!o.model || o.shape[0])) usage();   /* --model-only with --no-model or --shape */
     o.reps = reps ? reps : o.quick ? 3 : 11;
     o.batch_s = o.quick ? 0.004 : 0.04;
     return o;
@@ -831,62 +838,176 @@ static double model_step_threads(model *md, int opt)
     return tm.t;
 }
 
-/* modes of the model step */
-enum { MODE_SERIAL, MODE_THREADS, MODE_BLAS2, MODE_COUNT };
-static const char *mode_name[MODE_COUNT] = {"1 thread, BLAS 1", "2 pthreads, BLAS 1 each",
-                                            "1 thread, BLAS 2"};
-static const char *mode_tag[MODE_COUNT] = {"1", "2x1", "1x2"};
+/* ---- the whole model through the model API ---------------------------------------- */
+
+/* The same layers and buffers as one rite_model per optimizer and thread count
+   (rite_model_step_f32: every layer in one call, the library's own workers). */
+typedef struct api_models {
+    rite_model *m[2][2];               /* [optimizer][threads - 1], NULL if not measured */
+    rite_memory mem[2][2];             /* rite_model_memory_query of each */
+    float **A, **B, **gA, **gB;        /* per layer: L = lora_A^T, R = lora_B, their gradients */
+} api_models;
+
+static void api_build(api_models *am, const model *md, int peft, int two_threads)
+{
+    rite_lora *lo = (rite_lora *)xmalloc((size_t)md->nl * sizeof(rite_lora), "model API");
+    int i, opt, th;
+    memset(am, 0, sizeof *am);
+    am->A = (float **)xmalloc(4 * (size_t)md->nl * sizeof(float *), "model API");
+    am->B = am->A + md->nl;
+    am->gA = am->B + md->nl;
+    am->gB = am->gA + md->nl;
+    for (i = 0; i < md->nl; i++) {   /* lora_A is L (m = in), lora_B is R (n = out) */
+        lo[i] = rite_lora_peft(md->l[i].m, md->l[i].n, md->r);
+        lo[i].layout_A = peft ? RITE_RANK_FIRST : RITE_RANK_LAST;
+        am->A[i] = md->l[i].b.L;
+        am->B[i] = md->l[i].b.R;
+        am->gA[i] = md->l[i].b.gL;
+        am->gB[i] = md->l[i].b.gR;
+    }
+    for (opt = 0; opt < 2; opt++)
+        for (th = 1; th <= 1 + two_threads; th++) {
+            rite_config cfg = rite_config_default(opt ? RITE_ADAMW : RITE_LORA_RITE);
+            rite_model_desc d;
+            char detail[256];
+            rite_status st;
+            cfg.lr = BENCH_LR;
+            memset(&d, 0, sizeof d);
+            d.layers = lo;
+            d.n_layers = md->nl;
+            d.optimizer = opt ? RITE_ADAMW : RITE_LORA_RITE;
+            d.config = &cfg;
+            d.threads = th;
+            check(rite_model_memory_query(&d, &am->mem[opt][th - 1]), "rite_model_memory_query");
+            st = rite_model_init(&am->m[opt][th - 1], &d, detail, sizeof detail);
+            if (st != RITE_OK) {
+                fprintf(stderr, "bench: rite_model_init: %s (%s)\n", rite_status_string(st), detail);
+                exit(1);
+            }
+        }
+    free(lo);
+}
+
+static void api_free(api_models *am)
+{
+    int opt, th;
+    for (opt = 0; opt < 2; opt++)
+        for (th = 0; th < 2; th++)
+            if (am->m[opt][th]) rite_model_free(am->m[opt][th]);
+    free(am->A);
+}
+
+/* one rite_model_step_f32 over every layer: seconds */
+static double api_step(api_models *am, int opt, int threads)
+{
+    rite_model *m = am->m[opt][threads - 1];
+    double t0 = now();
+    rite_status st = rite_model_step_f32(m, am->A, am->B, am->gA, am->gB);
+    double dt = now() - t0;
+    if (st != RITE_OK) {
+        fprintf(stderr, "bench: rite_model_step_f32: %s (%s)\n", rite_status_string(st), rite_model_last_error(m));
+        exit(1);
+    }
+    return dt;
+}
+
+/* ---- measuring the whole model ------------------------------------------------------ */
+
+/* modes of the model step: the layer API's three, then the model API's two */
+enum { MODE_SERIAL, MODE_THREADS, MODE_BLAS2, MODE_MODEL1, MODE_MODEL2, MODE_COUNT };
+static const char *mode_name[MODE_COUNT] = {"1 thread, BLAS 1", "2 pthreads, BLAS 1 each", "1 thread, BLAS 2",
+                                            "model API, threads = 1", "model API, threads = 2"};
+static const char *mode_tag[MODE_COUNT] = {"1", "2x1", "1x2", "model1", "model2"};
+/* the mode each one's speed-up is over: the model's 2 threads over its 1, the rest over the layer API's 1 */
+static const int mode_base[MODE_COUNT] = {MODE_SERIAL, MODE_SERIAL, MODE_SERIAL, MODE_SERIAL, MODE_MODEL1};
 
 typedef struct model_result {
     int done[MODE_COUNT];
     stats t[2][MODE_COUNT];          /* [optimizer][mode], seconds per model step */
-    stats speedup[2][MODE_COUNT];    /* serial / mode, paired by round */
-    size_t state_bytes[2], total_bytes[2];
+    stats speedup[2][MODE_COUNT];    /* mode_base / mode, paired by round */
+    size_t state_bytes[2], total_bytes[2];   /* the layer API: sums over rite_memory_query */
+    rite_memory api_mem[2][2];       /* the model API: [optimizer][threads - 1], rite_model_memory_query */
     size_t params;
     int nl;
     double load[2];
 } model_result;
 
-static model_result bench_model(const options *o, int blocks, int reps)
+/* what the layer API's layers take (rite_memory_query), and the LoRA parameters */
+static void model_memory(const model *md, model_result *res)
 {
-    model md;
-    model_result res;
-    int *all, i, opt, mode, round;
-    double *t[2][MODE_COUNT], *sp[2][MODE_COUNT];
-    int want[MODE_COUNT];
-    double t_build = now();
-
-    memset(&res, 0, sizeof res);
-    want[MODE_SERIAL] = o->thr[0] || o->thr[1];
-    want[MODE_THREADS] = o->thr[1];
-    want[MODE_BLAS2] = o->thr[1];
-    model_build(&md, blocks, 16, o->peft);
-    all = (int *)xmalloc((size_t)md.nl * sizeof(int), "model");
-    for (i = 0; i < md.nl; i++) {
+    int i, opt;
+    for (i = 0; i < md->nl; i++) {
         rite_memory mem;
-        rite_desc d = rite_get_desc(md.l[i].lay[0]);
-        all[i] = i;
+        rite_desc d = rite_get_desc(md->l[i].lay[0]);
         for (opt = 0; opt < 2; opt++) {
             d.optimizer = opt ? RITE_ADAMW : RITE_LORA_RITE;
             d.config = NULL;
             check(rite_memory_query(&d, &mem), "rite_memory_query");
-            res.state_bytes[opt] += mem.state_bytes;
-            res.total_bytes[opt] += mem.total_bytes;
+            res->state_bytes[opt] += mem.state_bytes;
+            res->total_bytes[opt] += mem.total_bytes;
         }
-        res.params += (size_t)(md.l[i].m + md.l[i].n) * 16;
+        res->params += (size_t)(md->l[i].m + md->l[i].n) * md->r;
     }
-    res.nl = md.nl;
-    res.load[0] = md.load[0];
-    res.load[1] = md.load[1];
+    res->nl = md->nl;
+    res->load[0] = md->load[0];
+    res->load[1] = md->load[1];
+}
+
+/* one model step of optimizer opt in a mode: seconds */
+static double model_step_mode(model *md, api_models *am, const int *all, int opt, int mode)
+{
+    double dt;
+    blas_threads(mode == MODE_BLAS2 ? 2 : 1);
+    if (mode == MODE_THREADS) dt = model_step_threads(md, opt);
+    else if (mode == MODE_MODEL1 || mode == MODE_MODEL2) dt = api_step(am, opt, mode == MODE_MODEL2 ? 2 : 1);
+    else dt = model_step_serial(md, opt, all);
+    if (mode == MODE_BLAS2) blas_settle();
+    return dt;
+}
+
+/* medians and paired speed-ups from the per-round times t[opt][mode][round] */
+static void model_summarize(model_result *res, const int *want, double *t[2][MODE_COUNT], int reps)
+{
+    double *sp = (double *)xmalloc((size_t)reps * sizeof(double), "model");
+    int opt, mode, round;
+    for (opt = 0; opt < 2; opt++)
+        for (mode = 0; mode < MODE_COUNT; mode++) {
+            int base = mode_base[mode];
+            if (!want[mode]) continue;
+            res->done[mode] = 1;
+            res->t[opt][mode] = summarize(t[opt][mode], reps);
+            if (!want[base]) continue;
+            for (round = 0; round < reps; round++) sp[round] = t[opt][base][round] / t[opt][mode][round];
+            res->speedup[opt][mode] = summarize(sp, reps);
+        }
+    free(sp);
+}
+
+static model_result bench_model(const options *o, int blocks, int reps)
+{
+    model md;
+    api_models am;
+    model_result res;
+    int *all, i, opt, mode, round, want[MODE_COUNT];
+    double *t[2][MODE_COUNT];
+    double t_build = now();
+
+    memset(&res, 0, sizeof res);
+    want[MODE_SERIAL] = want[MODE_MODEL1] = 1;
+    want[MODE_THREADS] = want[MODE_BLAS2] = want[MODE_MODEL2] = o->thr[1];
+    model_build(&md, blocks, 16, o->peft);
+    api_build(&am, &md, o->peft, o->thr[1]);
+    memcpy(res.api_mem, am.mem, sizeof am.mem);
+    model_memory(&md, &res);
+    all = (int *)xmalloc((size_t)md.nl * sizeof(int), "model");
+    for (i = 0; i < md.nl; i++) all[i] = i;
     printf("  (model: %d layers, %.1f M LoRA parameters, built in %.1f s; thread loads %.1f%% / %.1f%%)\n",
            md.nl, res.params * 1e-6, now() - t_build, 100 * md.load[0] / (md.load[0] + md.load[1]),
            100 * md.load[1] / (md.load[0] + md.load[1]));
     fflush(stdout);
     for (opt = 0; opt < 2; opt++)
-        for (mode = 0; mode < MODE_COUNT; mode++) {
+        for (mode = 0; mode < MODE_COUNT; mode++)
             t[opt][mode] = (double *)xmalloc((size_t)reps * sizeof(double), "model");
-            sp[opt][mode] = (double *)xmalloc((size_t)reps * sizeof(double), "model");
-        }
     /* rounds: every mode and optimizer once per round, so the paired
        speed-ups compare steps taken moments apart; round -1 warms up */
     for (round = -1; round < reps; round++)
@@ -894,35 +1015,83 @@ static model_result bench_model(const options *o, int blocks, int reps)
             for (mode = 0; mode < MODE_COUNT; mode++) {
                 double dt;
                 if (!want[mode]) continue;
-                if (mode == MODE_THREADS) {
-                    blas_threads(1);
-                    dt = model_step_threads(&md, opt);
-                } else {
-                    blas_threads(mode == MODE_BLAS2 ? 2 : 1);
-                    dt = model_step_serial(&md, opt, all);
-                }
+                dt = model_step_mode(&md, &am, all, opt, mode);
                 if (round >= 0) t[opt][mode][round] = dt;
-                if (mode == MODE_BLAS2) blas_settle();
             }
+    model_summarize(&res, want, t, reps);
     for (opt = 0; opt < 2; opt++)
-        for (mode = 0; mode < MODE_COUNT; mode++) {
-            if (!want[mode]) continue;
-            res.done[mode] = 1;
-            res.t[opt][mode] = summarize(t[opt][mode], reps);
-            if (want[MODE_SERIAL]) {
-                for (round = 0; round < reps; round++)
-                    sp[opt][mode][round] = t[opt][MODE_SERIAL][round] / t[opt][mode][round];
-                res.speedup[opt][mode] = summarize(sp[opt][mode], reps);
-            }
-        }
-    for (opt = 0; opt < 2; opt++)
-        for (mode = 0; mode < MODE_COUNT; mode++) {
-            free(t[opt][mode]);
-            free(sp[opt][mode]);
-        }
+        for (mode = 0; mode < MODE_COUNT; mode++) free(t[opt][mode]);
     free(all);
+    api_free(&am);
     model_free(&md);
     return res;
+}
+
+/* the whole-model table, and the memory of both APIs */
+static void print_model(const model_result *mres)
+{
+    int mode, opt, th;
+    printf("%-26s %-30s %-30s\n", "mode", "LoRA-RITE ms per model step", "AdamW ms per model step");
+    for (mode = 0; mode < MODE_COUNT; mode++) {
+        char a[2][64];
+        if (!mres->done[mode]) continue;
+        for (opt = 0; opt < 2; opt++) {
+            stats s = mres->t[opt][mode];
+            if (mode == MODE_SERIAL)
+                snprintf(a[opt], sizeof a[opt], "%8.1f [%.1f..%.1f]", s.med * 1e3, s.min * 1e3, s.max * 1e3);
+            else
+                snprintf(a[opt], sizeof a[opt], "%8.1f [%.1f..%.1f] %.2fx", s.med * 1e3, s.min * 1e3,
+                         s.max * 1e3, mres->speedup[opt][mode].med);
+        }
+        printf("%-26s %-30s %-30s\n", mode_name[mode], a[0], a[1]);
+    }
+    printf("(Nx = speed-up, the median of per-round ratios: over the layer API's 1 thread; for the model API's\n"
+           "threads = 2, over its threads = 1. The model API runs BLAS on 1 thread: its threads are its own.)\n");
+    printf("layer API: state LoRA-RITE %.1f MiB, AdamW %.1f MiB; allocated with scratch: LoRA-RITE %.1f MiB, "
+           "AdamW %.1f MiB\n",
+           mres->state_bytes[0] / 1048576.0, mres->state_bytes[1] / 1048576.0, mres->total_bytes[0] / 1048576.0,
+           mres->total_bytes[1] / 1048576.0);
+    for (th = 1; th <= 2; th++) {
+        const rite_memory *r = &mres->api_mem[0][th - 1], *a = &mres->api_mem[1][th - 1];
+        if (!mres->done[th == 1 ? MODE_MODEL1 : MODE_MODEL2]) continue;
+        printf("model API, threads = %d (rite_model_memory_query): state LoRA-RITE %.1f MiB, AdamW %.1f MiB; "
+               "total allocated: LoRA-RITE %.1f MiB, AdamW %.1f MiB (LoRA-RITE / AdamW %.3f)\n",
+               th, r->state_bytes / 1048576.0, a->state_bytes / 1048576.0, r->total_bytes / 1048576.0,
+               a->total_bytes / 1048576.0, (double)r->total_bytes / (double)a->total_bytes);
+    }
+}
+
+/* target (d) of the whole model: 2 threads against 1, the layer API's pthreads and the model API's threads */
+static void print_model_speedups(const model_result *mres)
+{
+    int opt;
+    if (mres->done[MODE_THREADS])
+        for (opt = 0; opt < 2; opt++)
+            printf("(d) whole model, 2 pthreads vs 1 thread, %s: %.2fx [%.2f..%.2f] (target >= 1.7): %s\n",
+                   opt ? "AdamW" : "LoRA-RITE", mres->speedup[opt][MODE_THREADS].med,
+                   mres->speedup[opt][MODE_THREADS].min, mres->speedup[opt][MODE_THREADS].max,
+                   mres->speedup[opt][MODE_THREADS].med >= 1.7 ? "met" : "NOT met");
+    if (mres->done[MODE_MODEL2])
+        for (opt = 0; opt < 2; opt++)
+            printf("(d) whole model, model API, threads = 2 vs 1, %s: %.2fx [%.2f..%.2f] (target >= 1.7): %s\n",
+                   opt ? "AdamW" : "LoRA-RITE", mres->speedup[opt][MODE_MODEL2].med,
+                   mres->speedup[opt][MODE_MODEL2].min, mres->speedup[opt][MODE_MODEL2].max,
+                   mres->speedup[opt][MODE_MODEL2].med >= 1.7 ? "met" : "NOT met");
+    if (!mres->done[MODE_THREADS] && !mres->done[MODE_MODEL2]) printf("(d) not measured in this run\n");
+}
+
+/* target (e) of the whole model: the model API's LoRA-RITE allocates at most 0.55x what its AdamW does */
+static void print_model_memory_target(const model_result *mres)
+{
+    int th;
+    for (th = 1; th <= 2; th++) {
+        const rite_memory *r = &mres->api_mem[0][th - 1], *a = &mres->api_mem[1][th - 1];
+        double q = (double)r->total_bytes / (double)a->total_bytes;
+        if (!mres->done[th == 1 ? MODE_MODEL1 : MODE_MODEL2]) continue;
+        printf("(e) whole model, model API, threads = %d: LoRA-RITE total %.1f MiB = %.3fx AdamW's total %.1f MiB "
+               "(target <= 0.55x): %s\n",
+               th, r->total_bytes / 1048576.0, q, a->total_bytes / 1048576.0, q <= 0.55 ? "met" : "NOT met");
+    }
 }
 
 /* ---- state size ------------------------------------------------------------------ */
@@ -1191,7 +1360,9 @@ int main(int argc, char **argv)
     g[0].title = "LLM-like shapes";
     g[1].title = "sweep of m + n (m = n, r = 16)";
     g[2].title = "sweep of r (m = n = 4096)";
-    if (o.shape[0]) {
+    if (o.model_only) {
+        /* no layer shapes: the whole model only */
+    } else if (o.shape[0]) {
         g[0].title = "the given shape";
         g[0].s[g[0].n++] = (shape){o.shape[0], o.shape[1], o.shape[2]};
     } else {
@@ -1226,23 +1397,25 @@ int main(int argc, char **argv)
     printf("times per step in ms: median [min..max] over repeats; ratios are medians of per-repeat ratios\n\n");
 
     /* the machine */
-    printf("== machine (same run) ==\n");
-    for (t = 0; t < nthr; t++) {
-        int th = thr_list[t];
-        peak[th - 1] = bench_sgemm(th, o.reps);
-        copy[th - 1] = bench_memcpy(copy_bytes, th, o.quick ? 3 : 7);
-        peak_best[th - 1] = peak[th - 1].max;
-        if (th == 2) blas_settle();
-        printf("  sgemm %d^3, %d thread%s: %6.1f GFLOP/s median [%.1f..%.1f]\n", GEMM_N, th, th > 1 ? "s" : " ",
-               peak[th - 1].med, peak[th - 1].min, peak[th - 1].max);
-        printf("  memcpy %zu MiB, %d thread%s: %6.1f GB/s median [%.1f..%.1f] (read + write)\n", copy_bytes >> 20,
-               th, th > 1 ? "s" : " ", copy[th - 1].med, copy[th - 1].min, copy[th - 1].max);
-        for (i = 0; i < nrs; i++) {   /* the skinny products, for the lower bounds */
-            stats sg = skinny_rate(&sk, rs[i], th, &o);
-            printf("  sgemm %d x %d by %d x %d, %d thread%s: %6.1f GFLOP/s median [%.1f..%.1f]\n", SKINNY_K, rs[i],
-                   rs[i], rs[i], th, th > 1 ? "s" : " ", sg.med, sg.min, sg.max);
+    if (!o.model_only) {
+        printf("== machine (same run) ==\n");
+        for (t = 0; t < nthr; t++) {
+            int th = thr_list[t];
+            peak[th - 1] = bench_sgemm(th, o.reps);
+            copy[th - 1] = bench_memcpy(copy_bytes, th, o.quick ? 3 : 7);
+            peak_best[th - 1] = peak[th - 1].max;
+            if (th == 2) blas_settle();
+            printf("  sgemm %d^3, %d thread%s: %6.1f GFLOP/s median [%.1f..%.1f]\n", GEMM_N, th, th > 1 ? "s" : " ",
+                   peak[th - 1].med, peak[th - 1].min, peak[th - 1].max);
+            printf("  memcpy %zu MiB, %d thread%s: %6.1f GB/s median [%.1f..%.1f] (read + write)\n", copy_bytes >> 20,
+                   th, th > 1 ? "s" : " ", copy[th - 1].med, copy[th - 1].min, copy[th - 1].max);
+            for (i = 0; i < nrs; i++) {   /* the skinny products, for the lower bounds */
+                stats sg = skinny_rate(&sk, rs[i], th, &o);
+                printf("  sgemm %d x %d by %d x %d, %d thread%s: %6.1f GFLOP/s median [%.1f..%.1f]\n", SKINNY_K, rs[i],
+                       rs[i], rs[i], th, th > 1 ? "s" : " ", sg.med, sg.min, sg.max);
+            }
+            fflush(stdout);
         }
-        fflush(stdout);
     }
 
     /* every shape, every thread count (1 thread first for all shapes) */
@@ -1262,45 +1435,49 @@ int main(int argc, char **argv)
     }
 
     /* the peak again at the end: the best of both is the peak */
-    for (t = 0; t < nthr; t++) {
-        int th = thr_list[t];
-        peak2[th - 1] = bench_sgemm(th, o.reps);
-        if (peak2[th - 1].max > peak_best[th - 1]) peak_best[th - 1] = peak2[th - 1].max;
-        if (th == 2) blas_settle();
-        printf("  sgemm %d^3, %d thread%s, end of run: %6.1f GFLOP/s median [%.1f..%.1f]; peak used: %.1f\n",
-               GEMM_N, th, th > 1 ? "s" : " ", peak2[th - 1].med, peak2[th - 1].min, peak2[th - 1].max,
-               peak_best[th - 1]);
+    if (!o.model_only) {
+        for (t = 0; t < nthr; t++) {
+            int th = thr_list[t];
+            peak2[th - 1] = bench_sgemm(th, o.reps);
+            if (peak2[th - 1].max > peak_best[th - 1]) peak_best[th - 1] = peak2[th - 1].max;
+            if (th == 2) blas_settle();
+            printf("  sgemm %d^3, %d thread%s, end of run: %6.1f GFLOP/s median [%.1f..%.1f]; peak used: %.1f\n",
+                   GEMM_N, th, th > 1 ? "s" : " ", peak2[th - 1].med, peak2[th - 1].min, peak2[th - 1].max,
+                   peak_best[th - 1]);
+        }
     }
 
     /* the layer table */
-    printf("\n== one step per layer (rite_step_f32) ==\n");
-    printf("GFLOP/s counts a nominal 8 (m+n) r^2 flops per LoRA-RITE step; %%peak is of the best sgemm\n"
-           "GFLOP/s of this run at the same thread count. thr = BLAS threads (the library's AdamW makes\n"
-           "no BLAS calls: its thr 2 rows differ from thr 1 only by machine noise).\n"
-           "bound ms: a lower bound of the LoRA-RITE step, the larger of 20 (m+n) r bytes at the memcpy GB/s\n"
-           "and the nominal flops at the sgemm GFLOP/s of %d x r by r x r, both at the same thread count\n"
-           "(what it counts: see bench.c). /bound = LoRA-RITE ms / bound.\n",
-           SKINNY_K);
-    for (gi = 0; gi < 3; gi++) {
-        if (!g[gi].n) continue;
-        printf("\n-- %s --\n", g[gi].title);
-        printf("%-18s %3s  %-26s %-26s %10s %8s %6s %8s %6s\n", "(m, n, r)", "thr", "LoRA-RITE ms", "AdamW ms",
-               "RITE/AdamW", "GFLOP/s", "%peak", "bound ms", "/bound");
-        for (i = 0; i < g[gi].n; i++) {
-            int k = shape_index(u, &nu, g[gi].s[i]);
-            shape s = u[k];
-            for (t = 0; t < nthr; t++) {
-                int th = thr_list[t];
-                layer_result *r = &res[k][th - 1];
-                char sh[40], a[40], b[40];
-                double gf = 8.0 * (s.m + s.n) * (double)s.r * s.r / r->rite.med * 1e-9;
-                snprintf(sh, sizeof sh, "(%d, %d, %d)", s.m, s.n, s.r);
-                snprintf(a, sizeof a, "%8.3f [%.3f..%.3f]", r->rite.med * 1e3, r->rite.min * 1e3,
-                         r->rite.max * 1e3);
-                snprintf(b, sizeof b, "%8.3f [%.3f..%.3f]", r->adamw.med * 1e3, r->adamw.min * 1e3,
-                         r->adamw.max * 1e3);
-                printf("%-18s %3d  %-26s %-26s %10.2f %8.1f %5.1f%% %8.3f %6.2f\n", sh, th, a, b, r->ratio.med, gf,
-                       100 * gf / peak_best[th - 1], bnd[k][th - 1].s * 1e3, r->rite.med / bnd[k][th - 1].s);
+    if (nu > 0) {
+        printf("\n== one step per layer (rite_step_f32) ==\n");
+        printf("GFLOP/s counts a nominal 8 (m+n) r^2 flops per LoRA-RITE step; %%peak is of the best sgemm\n"
+               "GFLOP/s of this run at the same thread count. thr = BLAS threads (the library's AdamW makes\n"
+               "no BLAS calls: its thr 2 rows differ from thr 1 only by machine noise).\n"
+               "bound ms: a lower bound of the LoRA-RITE step, the larger of 20 (m+n) r bytes at the memcpy GB/s\n"
+               "and the nominal flops at the sgemm GFLOP/s of %d x r by r x r, both at the same thread count\n"
+               "(what it counts: see bench.c). /bound = LoRA-RITE ms / bound.\n",
+               SKINNY_K);
+        for (gi = 0; gi < 3; gi++) {
+            if (!g[gi].n) continue;
+            printf("\n-- %s --\n", g[gi].title);
+            printf("%-18s %3s  %-26s %-26s %10s %8s %6s %8s %6s\n", "(m, n, r)", "thr", "LoRA-RITE ms", "AdamW ms",
+                   "RITE/AdamW", "GFLOP/s", "%peak", "bound ms", "/bound");
+            for (i = 0; i < g[gi].n; i++) {
+                int k = shape_index(u, &nu, g[gi].s[i]);
+                shape s = u[k];
+                for (t = 0; t < nthr; t++) {
+                    int th = thr_list[t];
+                    layer_result *r = &res[k][th - 1];
+                    char sh[40], a[40], b[40];
+                    double gf = 8.0 * (s.m + s.n) * (double)s.r * s.r / r->rite.med * 1e-9;
+                    snprintf(sh, sizeof sh, "(%d, %d, %d)", s.m, s.n, s.r);
+                    snprintf(a, sizeof a, "%8.3f [%.3f..%.3f]", r->rite.med * 1e3, r->rite.min * 1e3,
+                             r->rite.max * 1e3);
+                    snprintf(b, sizeof b, "%8.3f [%.3f..%.3f]", r->adamw.med * 1e3, r->adamw.min * 1e3,
+                             r->adamw.max * 1e3);
+                    printf("%-18s %3d  %-26s %-26s %10.2f %8.1f %5.1f%% %8.3f %6.2f\n", sh, th, a, b, r->ratio.med, gf,
+                           100 * gf / peak_best[th - 1], bnd[k][th - 1].s * 1e3, r->rite.med / bnd[k][th - 1].s);
+                }
             }
         }
     }
@@ -1319,27 +1496,30 @@ int main(int argc, char **argv)
     }
 
     /* state */
-    printf("\n== optimizer state per layer (rite_memory_query) ==\n");
-    printf("nums (numbers): the k x r moments are floats, 4 bytes each; the r x r matrices, escaped mass and\n"
-           "step count are 8 bytes each. bound: RITE nums <= AdamW nums / 2 + 4 r^2. bytes: the same bound in\n"
-           "bytes with 4-byte numbers, RITE bytes <= AdamW bytes / 2 + 16 r^2. total: everything rite_init allocates\n");
-    printf("%-18s %11s %11s %10s %10s %10s %5s %5s %11s %11s\n", "(m, n, r)", "RITE bytes", "AdamW bytes",
-           "RITE nums", "AdamW nums", "bound", "holds", "bytes", "RITE total", "AdamW total");
-    {
-        int all_hold = 1;
-        for (i = 0; i < nu; i++) {
-            char sh[40];
-            double rn = state_numbers(mem[i][0].state_bytes, u[i], 0);
-            double an = state_numbers(mem[i][1].state_bytes, u[i], 1);
-            double bound = an / 2 + 4.0 * u[i].r * u[i].r;
-            all_hold &= rn <= bound;
-            snprintf(sh, sizeof sh, "(%d, %d, %d)", u[i].m, u[i].n, u[i].r);
-            printf("%-18s %11zu %11zu %10.0f %10.0f %10.0f %5s %5s %11zu %11zu\n", sh, mem[i][0].state_bytes,
-                   mem[i][1].state_bytes, rn, an, bound, rn <= bound ? "yes" : "NO",
-                   (double)mem[i][0].state_bytes <= mem[i][1].state_bytes / 2.0 + 16.0 * u[i].r * u[i].r ? "yes" : "no",
-                   mem[i][0].total_bytes, mem[i][1].total_bytes);
+    if (nu > 0) {
+        printf("\n== optimizer state per layer (rite_memory_query) ==\n");
+        printf("nums (numbers): the k x r moments are floats, 4 bytes each; the r x r matrices, escaped mass and\n"
+               "step count are 8 bytes each. bound: RITE nums <= AdamW nums / 2 + 4 r^2. bytes: the same bound in\n"
+               "bytes with 4-byte numbers, RITE bytes <= AdamW bytes / 2 + 16 r^2. total: everything rite_init "
+               "allocates\n");
+        printf("%-18s %11s %11s %10s %10s %10s %5s %5s %11s %11s\n", "(m, n, r)", "RITE bytes", "AdamW bytes",
+               "RITE nums", "AdamW nums", "bound", "holds", "bytes", "RITE total", "AdamW total");
+        {
+            int all_hold = 1;
+            for (i = 0; i < nu; i++) {
+                char sh[40];
+                double rn = state_numbers(mem[i][0].state_bytes, u[i], 0);
+                double an = state_numbers(mem[i][1].state_bytes, u[i], 1);
+                double bound = an / 2 + 4.0 * u[i].r * u[i].r;
+                int bytes_hold = (double)mem[i][0].state_bytes <= mem[i][1].state_bytes / 2.0 + 16.0 * u[i].r * u[i].r;
+                all_hold &= rn <= bound;
+                snprintf(sh, sizeof sh, "(%d, %d, %d)", u[i].m, u[i].n, u[i].r);
+                printf("%-18s %11zu %11zu %10.0f %10.0f %10.0f %5s %5s %11zu %11zu\n", sh, mem[i][0].state_bytes,
+                       mem[i][1].state_bytes, rn, an, bound, rn <= bound ? "yes" : "NO", bytes_hold ? "yes" : "no",
+                       mem[i][0].total_bytes, mem[i][1].total_bytes);
+            }
+            printf("bound (in numbers) holds for every shape: %s\n", all_hold ? "yes" : "NO");
         }
-        printf("bound (in numbers) holds for every shape: %s\n", all_hold ? "yes" : "NO");
     }
 
     /* linear fit in m + n */
@@ -1370,28 +1550,12 @@ int main(int argc, char **argv)
 
     /* the whole model */
     if (o.model) {
-        int blocks = o.quick ? 2 : 18, reps = o.reps, mode, opt;
+        int blocks = o.quick ? 2 : 18, reps = o.reps;
         printf("\n== whole model: %d Gemma-2B-like blocks x (q, k, v, o, gate, up, down), r = 16 ==\n", blocks);
-        printf("two-phase step: rite_prepare_f32 on every layer, global sum, rite_apply on every layer\n");
+        printf("layer API: two-phase step, rite_prepare_f32 on every layer, global sum, rite_apply on every layer;\n"
+               "model API: one rite_model_step_f32 over every layer (one rite_model per optimizer and threads)\n");
         mres = bench_model(&o, blocks, reps);
-        printf("%-26s %-30s %-30s\n", "mode", "LoRA-RITE ms per model step", "AdamW ms per model step");
-        for (mode = 0; mode < MODE_COUNT; mode++) {
-            char a[2][64];
-            if (!mres.done[mode]) continue;
-            for (opt = 0; opt < 2; opt++) {
-                stats s = mres.t[opt][mode];
-                if (mode == MODE_SERIAL)
-                    snprintf(a[opt], sizeof a[opt], "%8.1f [%.1f..%.1f]", s.med * 1e3, s.min * 1e3, s.max * 1e3);
-                else
-                    snprintf(a[opt], sizeof a[opt], "%8.1f [%.1f..%.1f] %.2fx", s.med * 1e3, s.min * 1e3,
-                             s.max * 1e3, mres.speedup[opt][mode].med);
-            }
-            printf("%-26s %-30s %-30s\n", mode_name[mode], a[0], a[1]);
-        }
-        printf("(Nx = speed-up over 1 thread: median of per-round ratios)\n");
-        printf("state: LoRA-RITE %.1f MiB, AdamW %.1f MiB; allocated with scratch: LoRA-RITE %.1f MiB, AdamW %.1f MiB\n",
-               mres.state_bytes[0] / 1048576.0, mres.state_bytes[1] / 1048576.0, mres.total_bytes[0] / 1048576.0,
-               mres.total_bytes[1] / 1048576.0);
+        print_model(&mres);
     }
 
     /* targets */
@@ -1433,16 +1597,8 @@ int main(int argc, char **argv)
         } else {
             printf("(c) not measured in this run\n");
         }
-        if (mres.done[MODE_SERIAL] && mres.done[MODE_THREADS]) {
-            int opt;
-            for (opt = 0; opt < 2; opt++)
-                printf("(d) whole model, 2 pthreads vs 1 thread, %s: %.2fx [%.2f..%.2f] (target >= 1.7): %s\n",
-                       opt ? "AdamW" : "LoRA-RITE", mres.speedup[opt][MODE_THREADS].med,
-                       mres.speedup[opt][MODE_THREADS].min, mres.speedup[opt][MODE_THREADS].max,
-                       mres.speedup[opt][MODE_THREADS].med >= 1.7 ? "met" : "NOT met");
-        } else {
-            printf("(d) not measured in this run\n");
-        }
+        if (o.model) print_model_speedups(&mres);
+        else printf("(d) not measured in this run\n");
         {
             int hold = 1;
             double worst = -HUGE_VAL;
@@ -1453,9 +1609,13 @@ int main(int argc, char **argv)
                 hold &= rn <= an / 2 + 4.0 * u[i].r * u[i].r;
                 if (slack / ((double)u[i].r * u[i].r) > worst) worst = slack / ((double)u[i].r * u[i].r);
             }
-            printf("(e) RITE state <= AdamW state / 2 + 4 r^2 numbers, every shape: %s (RITE - AdamW/2 is at most "
-                   "%.2f r^2 numbers)\n",
-                   hold ? "met" : "NOT met", worst);
+            if (nu > 0)
+                printf("(e) RITE state <= AdamW state / 2 + 4 r^2 numbers, every shape: %s (RITE - AdamW/2 is at "
+                       "most %.2f r^2 numbers)\n",
+                       hold ? "met" : "NOT met", worst);
+            else
+                printf("(e) per layer: not measured in this run\n");
+            if (o.model) print_model_memory_target(&mres);
         }
         {
             int n16 = 0, kw = -1;
@@ -1484,7 +1644,7 @@ int main(int argc, char **argv)
     }
     fprintf(csv, "section,name,m,n,r,threads,reps,median,min,p25,p75,max,unit,ratio,gflops,pct_peak,"
                  "state_bytes,state_numbers,note\n");
-    for (t = 0; t < nthr; t++) {
+    for (t = 0; t < (o.model_only ? 0 : nthr); t++) {
         int th = thr_list[t];
         char ts[8];
         shape gs = {GEMM_N, GEMM_N, GEMM_N}, z = {0, 0, 0};
@@ -1554,12 +1714,14 @@ int main(int argc, char **argv)
         for (mode = 0; mode < MODE_COUNT; mode++) {
             if (!mres.done[mode]) continue;
             for (opt = 0; opt < 2; opt++) {
-                char note[96];
-                snprintf(note, sizeof note, "%s; %d layers; ratio = speed-up over 1 thread", mode_name[mode], mres.nl);
+                char note[128];
+                int api = mode == MODE_MODEL1 || mode == MODE_MODEL2;
+                snprintf(note, sizeof note, "%s; %d layers; ratio = speed-up over %s", mode_name[mode], mres.nl,
+                         mode_name[mode_base[mode]]);
                 csv_row(csv, "model", opt ? "adamw" : "rite", (shape){0, 0, 16}, mode_tag[mode],
-                        scale_stats(mres.t[opt][mode], 1e3), "ms",
-                        mres.done[MODE_SERIAL] ? mres.speedup[opt][mode].med : nan_v, nan_v, nan_v,
-                        (double)mres.state_bytes[opt], nan_v, note);
+                        scale_stats(mres.t[opt][mode], 1e3), "ms", mres.speedup[opt][mode].med, nan_v, nan_v,
+                        api ? (double)mres.api_mem[opt][mode - MODE_MODEL1].state_bytes : (double)mres.state_bytes[opt],
+                        nan_v, note);
             }
         }
     }

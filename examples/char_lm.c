@@ -32,8 +32,8 @@
    Each W is out x in, row-major (as torch.nn.Linear). Matrix products go
    through cblas_sgemm, single precision. The loss is the mean cross-entropy
    in nats per character. Pretraining is 3000 steps of a plain Adam on all
-   weights (written out below, learning rate 1e-2 with a cosine decay): it is
-   full-weight training, not LoRA.
+   weights (written out below, learning rate 1e-2 with a cosine decay to 5e-4,
+   from rite_schedule_lr): it is full-weight training, not LoRA.
 
    LORA ADAPTERS (one per linear layer, the only trained weights)
        W_eff = W + lora_B lora_A           lora_A: r x in, lora_B: out x r
@@ -42,10 +42,10 @@
        L = lora_A^T  (in x r)   stored r x in   -> layout RITE_RANK_FIRST
        R = lora_B    (out x r)  stored out x r  -> layout RITE_RANK_LAST
    Standard LoRA initialisation: lora_A ~ N(0, 1/in), lora_B = 0, so the
-   fine-tuned model starts as the pretrained one. Every step prepares every
-   layer (rite_prepare_f32), adds their sums of squares and applies every layer
-   with the total (rite_apply): LoRA-RITE's gradient clipping is global over
-   the whole model. AdamW uses the same calls (its prepare returns 0).
+   fine-tuned model starts as the pretrained one. The three adapters are one
+   rite_model (each described by rite_lora_peft: PEFT's storage), and every
+   step is one rite_model_step_f32 over all of them: LoRA-RITE's gradient
+   clipping is global over the whole model. AdamW uses the same calls.
 
    TRAINING AND REPORT
    Fine-tuning uses a constant learning rate and minibatches of --batch
@@ -58,8 +58,9 @@
    heldout_loss, on fixed sets of 8192 training and 8192 held-out examples);
    DIR/loss.png (gnuplot) or DIR/loss.svg draws it. While training, a progress
    line (redrawn in place on a terminal, every tenth of a run otherwise) shows
-   the step, the smoothed minibatch loss, characters per second and the time
-   left.
+   the step, the smoothed minibatch loss, the last step's gradient norm and
+   clip factor (rite_model_diagnostics; AdamW does not clip: always 1),
+   characters per second and the time left.
 
    RESCALING (--rescale S)
    LoRA-RITE's update of W_eff does not depend on how the product is split
@@ -94,23 +95,24 @@
    Exit status: 0 success, 1 error, 2 bad flags, 77 a word list is missing.
 
    CHECKPOINTS (--save PATH, --resume PATH)
-   PATH holds the trainer's state, native byte order:
-       char[8]  "CHARLM01"
+   PATH holds the trainer's settings, native byte order:
+       char[8]  "CHARLM02"
        int32    optimizer (0 LoRA-RITE, 1 AdamW), rank, batch, language (0 de, 1 fr)
        int64    seed, completed steps
        double   learning rate
        uint64   FNV-1a hash of the frozen base weights (checked on resume)
-       float[]  per layer: lora_A (r x in), then lora_B (out x r)
-   and PATH.0, PATH.1, PATH.2 hold the optimizer state of each layer (moments,
-   bases, step count), written by rite_checkpoint_save_file. The minibatch of
-   step t is drawn from a generator seeded with (seed, t) alone, so the seed
-   and the step count are the whole random state, the learning rate is
-   constant, and N steps in one run or N/2 + save + resume + N/2 give
-   bit-identical factors and optimizer state (same machine and thread count).
+   and PATH.rite the model's checkpoint, written by
+   rite_model_checkpoint_save_file: every adapter's lora_A and lora_B and its
+   optimizer state (moments, bases, step count), versioned and checksummed.
+   The minibatch of step t is drawn from a generator seeded with (seed, t)
+   alone, so the seed and the step count are the whole random state, the
+   learning rate is constant, and N steps in one run or N/2 + save + resume +
+   N/2 give bit-identical factors and optimizer state (same machine and
+   thread count).
 
    BUILD
        cmake --build build --target char_lm       (or, by hand:)
-       cc -std=c99 -O2 -Iinclude examples/char_lm.c -o char_lm -llapacke -lopenblas -lm
+       cc -std=c99 -O2 -Iinclude examples/char_lm.c -o char_lm -llapacke -lopenblas -lm -pthread
 */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -186,16 +188,16 @@ static void io_check(int ok, const char *path, const char *file, int line)
 }
 #define ioCheck(ok, p) io_check((ok), (p), __FILE__, __LINE__)
 
-/* a failed lora_rite call: the status, and the layer's detail of it */
-static void rite_check(rite_status s, const rite_layer *layer, const char *what, const char *file, int line)
+/* a failed lora_rite call: the status, and the model's detail of it (which layer, buffer or field) */
+static void rite_check(rite_status s, const rite_model *model, const char *what, const char *file, int line)
 {
     if (s != RITE_OK) {
-        fprintf(stderr, "char_lm: %s: %s (%s) at %s:%d\n", what, rite_status_string(s), rite_last_error(layer), file,
-                line);
+        fprintf(stderr, "char_lm: %s: %s (%s) at %s:%d\n", what, rite_status_string(s), rite_model_last_error(model),
+                file, line);
         exit(1);
     }
 }
-#define riteCheck(s, layer, what) rite_check((s), (layer), (what), __FILE__, __LINE__)
+#define riteCheck(s, model, what) rite_check((s), (model), (what), __FILE__, __LINE__)
 
 static double now_seconds(void)
 {
@@ -528,13 +530,13 @@ static void model_save(const Model *m, const char *path)
 }
 
 /* ----------------------------------------------------------------------------
-   LoRA adapters: lora_A (r x in), lora_B (out x r) per layer, and their optimizers */
+   LoRA adapters: lora_A (r x in), lora_B (out x r) per layer, and their optimizer */
 
 typedef struct {
     int r;
-    float *A[NLAYER], *B[NLAYER];      /* factors: L = A^T (rank-first), R = B (rank-last) */
-    float *gA[NLAYER], *gB[NLAYER];    /* their gradients, same layouts */
-    rite_layer *opt[NLAYER];           /* one optimizer layer per adapter */
+    float *A[NLAYER], *B[NLAYER];      /* factors, PEFT's storage: lora_A r x in, lora_B out x r */
+    float *gA[NLAYER], *gB[NLAYER];    /* their gradients, same storage */
+    rite_model *opt;                   /* the optimizer of all three adapters */
 } Lora;
 
 static void lora_alloc(Lora *lo, int r)
@@ -547,8 +549,8 @@ static void lora_alloc(Lora *lo, int r)
         lo->B[l] = (float *)callocCheck(nb, sizeof(float));
         lo->gA[l] = (float *)callocCheck(na, sizeof(float));
         lo->gB[l] = (float *)callocCheck(nb, sizeof(float));
-        lo->opt[l] = NULL;
     }
+    lo->opt = NULL;
 }
 
 static void lora_free(Lora *lo)
@@ -556,8 +558,8 @@ static void lora_free(Lora *lo)
     int l;
     for (l = 0; l < NLAYER; l++) {
         free(lo->A[l]); free(lo->B[l]); free(lo->gA[l]); free(lo->gB[l]);
-        rite_free(lo->opt[l]);
     }
+    if (lo->opt) rite_model_free(lo->opt);
 }
 
 /* lora_A ~ N(0, 1/in); lora_B = 0 (standard), or N(0, b_sd^2) when b_sd > 0 */
@@ -573,29 +575,38 @@ static void lora_init(Lora *lo, uint64_t seed, double b_sd)
     }
 }
 
-/* one optimizer layer per adapter: m = in (L = A^T, rank-first), n = out (R = B, rank-last) */
-static void lora_optimizers(Lora *lo, rite_optimizer kind, double lr)
+/* the optimizer: one model of the three adapters, each described as PEFT stores it */
+static void lora_optimizer(Lora *lo, rite_optimizer kind, double lr)
 {
     rite_config cfg = rite_config_default(kind);
+    rite_lora layers[NLAYER];
+    rite_model_desc d;
+    char detail[256];
+    rite_status s;
     int l;
     cfg.lr = lr;
-    for (l = 0; l < NLAYER; l++) {
-        rite_desc d;
-        memset(&d, 0, sizeof d);
-        d.m = layer_in[l];
-        d.n = layer_out[l];
-        d.r = lo->r;
-        d.optimizer = kind;
-        d.layout_L = RITE_RANK_FIRST;  /* lora_A, r x in */
-        d.layout_R = RITE_RANK_LAST;   /* lora_B, out x r */
-        d.config = &cfg;
-        if (rite_init(&lo->opt[l], &d) != RITE_OK) {   /* the desc's problem, in detail */
-            char detail[256];
-            fprintf(stderr, "char_lm: rite_init: %s (%s)\n", rite_status_string(rite_desc_check_detail(&d, detail, sizeof detail)),
-                    detail);
-            exit(1);
-        }
+    for (l = 0; l < NLAYER; l++) layers[l] = rite_lora_peft(layer_in[l], layer_out[l], lo->r);
+    memset(&d, 0, sizeof d);
+    d.layers = layers;
+    d.n_layers = NLAYER;
+    d.optimizer = kind;
+    d.config = &cfg;
+    s = rite_model_init(&lo->opt, &d, detail, sizeof detail);
+    if (s != RITE_OK) {   /* the desc's problem, in detail */
+        fprintf(stderr, "char_lm: rite_model_init: %s (%s)\n", rite_status_string(s), detail);
+        exit(1);
     }
+}
+
+/* one optimizer step of every adapter, clipped by their global norm; returns 0
+   when the step would be non-finite (nothing changed: the run diverged) */
+static int lora_step(Lora *lo)
+{
+    rite_status s = rite_model_step_f32(lo->opt, lo->A, lo->B, lo->gA, lo->gB);
+    if (s == RITE_ERR_NONFINITE_GRADIENT || s == RITE_ERR_NONFINITE_FACTOR || s == RITE_ERR_NONFINITE_UPDATE)
+        return 0;
+    riteCheck(s, lo->opt, "rite_model_step_f32");
+    return 1;
 }
 
 /* ----------------------------------------------------------------------------
@@ -821,25 +832,29 @@ static void sample_batch(const Examples *e, uint64_t seed, int stream, long long
 
 static int stdout_is_tty;
 
-static void progress(const char *label, long long step, long long first, long long steps,
-                     double loss, int batch, double t0, int force, int quiet)
+typedef struct {
+    const char *label;
+    long long first, steps;    /* the run goes from step first to steps */
+    int batch;                 /* characters per step */
+    double t0;                 /* when it started */
+    int quiet;                 /* 1: only the terminal's line */
+} Progress;
+
+/* the line after `step` steps; diag (NULL: none) adds the optimizer's gradient norm and clip factor */
+static void progress(const Progress *p, long long step, double loss, const rite_diagnostics *diag, int force)
 {
     static double last;
-    double t = now_seconds(), el = t - t0;
-    double rate = el > 0 ? (double)(step - first) / el : 0;
-    double eta = rate > 0 ? (double)(steps - step) / rate : 0;
-    long long every = steps / 10 > 0 ? steps / 10 : 1;
-    if (stdout_is_tty) {
-        if (!force && t - last < 0.1) return;
-        last = t;
-        printf("\r  %-14s step %5lld/%-5lld | loss %.4f | %6.0fk tok/s | ETA %4.0fs   ",
-               label, step, steps, loss, rate * batch / 1000.0, eta);
-        fflush(stdout);
-    } else if (!quiet && (force || step % every == 0)) {
-        printf("  %-14s step %5lld/%-5lld | loss %.4f | %6.0fk tok/s | ETA %4.0fs\n",
-               label, step, steps, loss, rate * batch / 1000.0, eta);
-        fflush(stdout);
-    }
+    double t = now_seconds(), el = t - p->t0;
+    double rate = el > 0 ? (double)(step - p->first) / el : 0;
+    double eta = rate > 0 ? (double)(p->steps - step) / rate : 0;
+    long long every = p->steps / 10 > 0 ? p->steps / 10 : 1;
+    char opt[48] = "";
+    if (stdout_is_tty ? !force && t - last < 0.1 : p->quiet || !(force || step % every == 0)) return;
+    last = t;
+    if (diag) snprintf(opt, sizeof opt, " | grad %.3f clip %.2f", diag->grad_norm, diag->clip_factor);
+    printf("%s  %-14s step %5lld/%-5lld | loss %.4f%s | %6.0fk tok/s | ETA %4.0fs%s", stdout_is_tty ? "\r" : "",
+           p->label, step, p->steps, loss, opt, rate * p->batch / 1000.0, eta, stdout_is_tty ? "   " : "\n");
+    fflush(stdout);
 }
 
 static void progress_done(void)
@@ -857,15 +872,18 @@ static void pretrain(Model *m, const Dataset *en, int steps, int batch, uint64_t
     float *mo = (float *)callocCheck(m->count, sizeof(float));   /* Adam first moment */
     float *ve = (float *)callocCheck(m->count, sizeof(float));   /* Adam second moment */
     unsigned char *bx = (unsigned char *)mallocCheck((size_t)batch * CTX), *by = (unsigned char *)mallocCheck((size_t)batch);
-    const double lr0 = 1e-2, b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    double t0 = now_seconds(), avg = 0, loss;
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const rite_schedule schedule = {.lr = 1e-2, .total_steps = steps, .final_lr = 5e-4, .decay = RITE_DECAY_COSINE};
+    Progress pr = {"pretrain (en)", 0, steps, batch, 0, 0};
+    double avg = 0, loss;
     long long t;
     size_t i;
     model_alloc(&grad);
     acts_alloc(&a, batch, 0);
     model_init(m, seed);
+    pr.t0 = now_seconds();
     for (t = 0; t < steps; t++) {
-        double lr = lr0 * (0.05 + 0.95 * 0.5 * (1.0 + cos(3.141592653589793 * (double)t / steps)));
+        double lr = rite_schedule_lr(&schedule, t);
         float c1 = (float)(1.0 - pow(b1, (double)(t + 1))), c2 = (float)(1.0 - pow(b2, (double)(t + 1)));
         sample_batch(&en->split[SPLIT_TRAIN], seed, STREAM_PRETRAIN, t, batch, bx, by);
         loss = forward(m, NULL, &a, bx, by, batch);
@@ -878,7 +896,7 @@ static void pretrain(Model *m, const Dataset *en, int steps, int batch, uint64_t
             ve[i] = (float)b2 * ve[i] + (float)(1 - b2) * g * g;
             m->params[i] -= (float)lr * (mo[i] / c1) / (sqrtf(ve[i] / c2) + (float)eps);
         }
-        progress("pretrain (en)", t + 1, 0, steps, avg, batch, t0, t + 1 == steps, 0);
+        progress(&pr, t + 1, avg, NULL, t + 1 == steps);
     }
     progress_done();
     free(mo); free(ve); free(bx); free(by); free(grad.params);
@@ -949,44 +967,74 @@ typedef struct {
 
 static void save_checkpoint(const char *path, const Setup *su, const Run *run, const Lora *lo,
                             const Model *m, long long step);
-static long long load_checkpoint(const char *path, const Setup *su, Run *run, Lora *lo, const Model *m);
+static long long load_checkpoint(const char *path, const Setup *su, const Run *run, Lora *lo, const Model *m);
 
 static const char *opt_name(rite_optimizer k) { return k == RITE_LORA_RITE ? "LoRA-RITE" : "AdamW"; }
 
-static Result finetune(const Setup *su, Run *run, Curves *curves)
+/* the adapters of a run and their optimizer: from the base model (with --rescale, lora_B != 0
+   and the product moved out of W), then from the checkpoint with --resume; returns the first step */
+static long long finetune_start(const Setup *su, const Run *run, Result *res)
 {
-    Result res;
-    Acts a;
-    int batch = su->batch, l;
-    int rows = batch > EVAL_CHUNK ? batch : EVAL_CHUNK;
-    unsigned char *bx = (unsigned char *)mallocCheck((size_t)batch * CTX), *by = (unsigned char *)mallocCheck((size_t)batch);
-    long long t, first = 0;
-    double t0, avg = 0;
-    char label[64];
-    memset(&res, 0, sizeof res);
-    model_alloc(&res.model);
-    memcpy(res.model.params, su->base->params, su->base->count * sizeof(float));
-    lora_alloc(&res.lora, su->rank);
-    acts_alloc(&a, rows, su->rank);
-    lora_init(&res.lora, su->seed, run->rescale > 0 ? 0.02 : 0.0);
+    int l;
+    model_alloc(&res->model);
+    memcpy(res->model.params, su->base->params, su->base->count * sizeof(float));
+    lora_alloc(&res->lora, su->rank);
+    lora_init(&res->lora, su->seed, run->rescale > 0 ? 0.02 : 0.0);
     if (run->rescale > 0) {
         /* W -= B A, so that W + B A is the pretrained W; then A *= S, B /= S */
         for (l = 0; l < NLAYER; l++) {
             int in = layer_in[l], out = layer_out[l], r = su->rank;
             size_t i;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, -1.0f, res.lora.B[l], r,
-                        res.lora.A[l], in, 1.0f, res.model.W[l], in);
-            for (i = 0; i < (size_t)r * in; i++) res.lora.A[l][i] *= (float)run->rescale;
-            for (i = 0; i < (size_t)out * r; i++) res.lora.B[l][i] /= (float)run->rescale;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, -1.0f, res->lora.B[l], r,
+                        res->lora.A[l], in, 1.0f, res->model.W[l], in);
+            for (i = 0; i < (size_t)r * in; i++) res->lora.A[l][i] *= (float)run->rescale;
+            for (i = 0; i < (size_t)out * r; i++) res->lora.B[l][i] /= (float)run->rescale;
         }
     }
-    lora_optimizers(&res.lora, run->kind, run->lr);
-    if (run->resume) first = load_checkpoint(run->resume, su, run, &res.lora, &res.model);
-    snprintf(label, sizeof label, "%s %g", run->label, run->lr);
+    lora_optimizer(&res->lora, run->kind, run->lr);
+    return run->resume ? load_checkpoint(run->resume, su, run, &res->lora, &res->model) : 0;
+}
 
-    t0 = now_seconds();
-    for (t = first; t < run->steps; t++) {
-        double total = 0, loss;
+/* the losses at the end of a run that did not diverge: the validation loss of a sweep run,
+   else the curves' last point, the final train and held-out losses, and the checkpoint */
+static void finetune_finish(const Setup *su, const Run *run, Result *res, Acts *a, Curves *curves)
+{
+    const Model *m = &res->model;
+    const Lora *lo = &res->lora;
+    if (run->sweep) {
+        res->valid = evaluate(m, lo, a, &su->valid_sweep);
+        return;
+    }
+    if (curves) curve_add(curves, run->label, run->steps, evaluate(m, lo, a, &su->train_curve),
+                          evaluate(m, lo, a, &su->test_curve));
+    res->train = evaluate(m, lo, a, &su->train_final);
+    res->heldout = su->full_test ? evaluate(m, lo, a, &su->data->split[SPLIT_TEST])
+                                 : evaluate(m, lo, a, &su->test_curve);
+    if (run->save) save_checkpoint(run->save, su, run, lo, m, run->steps);
+}
+
+static Result finetune(const Setup *su, const Run *run, Curves *curves)
+{
+    Result res;
+    Acts a;
+    int batch = su->batch, rows = batch > EVAL_CHUNK ? batch : EVAL_CHUNK;
+    unsigned char *bx = (unsigned char *)mallocCheck((size_t)batch * CTX), *by = (unsigned char *)mallocCheck((size_t)batch);
+    char label[64];
+    Progress pr;
+    rite_diagnostics diag;
+    long long t;
+    double avg = 0;
+    memset(&res, 0, sizeof res);
+    acts_alloc(&a, rows, su->rank);
+    snprintf(label, sizeof label, "%s %g", run->label, run->lr);
+    pr.label = label;
+    pr.first = finetune_start(su, run, &res);
+    pr.steps = run->steps;
+    pr.batch = batch;
+    pr.quiet = run->sweep;
+    pr.t0 = now_seconds();
+    for (t = pr.first; t < run->steps; t++) {
+        double loss;
         /* record the curves: train and held-out loss on fixed subsets */
         if (curves && (t % su->eval_every == 0)) {
             curve_add(curves, run->label, t, evaluate(&res.model, &res.lora, &a, &su->train_curve),
@@ -998,41 +1046,19 @@ static Result finetune(const Setup *su, Run *run, Curves *curves)
         /* diverged: worse than twice the loss of a uniform guess (or not finite) */
         if (!(loss < 2.0 * log((double)VOCAB))) { res.diverged = 1; break; }
         backward(&res.model, &res.lora, NULL, &a, bx, by, batch);
-        /* optimizer step, phase 1: every layer's unmagnified gradients, and their global sum of squares */
-        for (l = 0; l < NLAYER; l++) {
-            double sq = 0;
-            rite_status s = rite_prepare_f32(res.lora.opt[l], res.lora.A[l], res.lora.B[l],
-                                             res.lora.gA[l], res.lora.gB[l], &sq);
-            if (s == RITE_ERR_NONFINITE_GRADIENT || s == RITE_ERR_NONFINITE_FACTOR ||
-                s == RITE_ERR_NONFINITE_UPDATE) { res.diverged = 1; break; }
-            riteCheck(s, res.lora.opt[l], "rite_prepare_f32");
-            total += sq;
-        }
-        if (res.diverged) break;
-        /* phase 2: clip by the global norm and update every layer's factors */
-        for (l = 0; l < NLAYER; l++) {
-            rite_status s = rite_apply(res.lora.opt[l], total);
-            if (s == RITE_ERR_NONFINITE_UPDATE) { res.diverged = 1; break; }
-            riteCheck(s, res.lora.opt[l], "rite_apply");
-        }
-        if (res.diverged) break;
-        avg = t == first ? loss : 0.95 * avg + 0.05 * loss;
-        progress(label, t + 1, first, run->steps, avg, batch, t0, t + 1 == run->steps, run->sweep);
+        /* optimizer step of every adapter, clipped by their global norm */
+        if (!lora_step(&res.lora)) { res.diverged = 1; break; }
+        riteCheck(rite_model_diagnostics(res.lora.opt, &diag), res.lora.opt, "rite_model_diagnostics");
+        avg = t == pr.first ? loss : 0.95 * avg + 0.05 * loss;
+        progress(&pr, t + 1, avg, &diag, t + 1 == run->steps);
     }
     progress_done();
-    res.seconds = now_seconds() - t0;
+    res.seconds = now_seconds() - pr.t0;
     if (res.diverged) {
         res.stopped = t;
         res.train = res.valid = res.heldout = INFINITY;
-    } else if (run->sweep) {
-        res.valid = evaluate(&res.model, &res.lora, &a, &su->valid_sweep);
     } else {
-        if (curves) curve_add(curves, run->label, run->steps, evaluate(&res.model, &res.lora, &a, &su->train_curve),
-                              evaluate(&res.model, &res.lora, &a, &su->test_curve));
-        res.train = evaluate(&res.model, &res.lora, &a, &su->train_final);
-        res.heldout = su->full_test ? evaluate(&res.model, &res.lora, &a, &su->data->split[SPLIT_TEST])
-                                    : evaluate(&res.model, &res.lora, &a, &su->test_curve);
-        if (run->save) save_checkpoint(run->save, su, run, &res.lora, &res.model, run->steps);
+        finetune_finish(su, run, &res, &a, curves);
     }
     free(bx); free(by);
     acts_free(&a);
@@ -1046,7 +1072,8 @@ static void result_free(Result *r)
 }
 
 /* ----------------------------------------------------------------------------
-   checkpoints: PATH = header + factors, PATH.<layer> = the library's optimizer state */
+   checkpoints: PATH = the trainer's settings, PATH.rite = the model's checkpoint
+   (the library's: every adapter's factors and optimizer state) */
 
 typedef struct {
     char magic[8];
@@ -1056,15 +1083,16 @@ typedef struct {
     uint64_t base_hash;
 } CkptHeader;
 
+#define CKPT_MAGIC "CHARLM02"
+
 static void save_checkpoint(const char *path, const Setup *su, const Run *run, const Lora *lo,
                             const Model *m, long long step)
 {
     CkptHeader h;
-    char lpath[1100];
+    char mpath[1100];
     FILE *f = fopenCheck(path, "wb");
-    int l;
     memset(&h, 0, sizeof h);
-    memcpy(h.magic, "CHARLM01", 8);
+    memcpy(h.magic, CKPT_MAGIC, 8);
     h.optimizer = (int32_t)run->kind;
     h.rank = su->rank;
     h.batch = su->batch;
@@ -1074,34 +1102,26 @@ static void save_checkpoint(const char *path, const Setup *su, const Run *run, c
     h.lr = run->lr;
     h.base_hash = model_hash(m);
     ioCheck(fwrite(&h, sizeof h, 1, f) == 1, path);
-    for (l = 0; l < NLAYER; l++) {
-        size_t na = (size_t)lo->r * layer_in[l], nb = (size_t)layer_out[l] * lo->r;
-        ioCheck(fwrite(lo->A[l], sizeof(float), na, f) == na, path);
-        ioCheck(fwrite(lo->B[l], sizeof(float), nb, f) == nb, path);
-    }
     ioCheck(fclose(f) == 0, path);
-    for (l = 0; l < NLAYER; l++) {
-        snprintf(lpath, sizeof lpath, "%s.%d", path, l);
-        riteCheck(rite_checkpoint_save_file(lo->opt[l], lpath), lo->opt[l], lpath);
-    }
-    printf("  saved checkpoint %s (+ .0 .1 .2) at step %lld\n", path, step);
+    snprintf(mpath, sizeof mpath, "%s.rite", path);
+    riteCheck(rite_model_checkpoint_save_file(lo->opt, lo->A, lo->B, mpath),
+              lo->opt, mpath);
+    printf("  saved checkpoint %s (+ .rite) at step %lld\n", path, step);
 }
 
-/* reads the header only (to learn the optimizer, rank and lr before anything is built) */
+/* reads the settings only (to learn the optimizer, rank and lr before anything is built) */
 static void peek_checkpoint(const char *path, CkptHeader *h)
 {
     FILE *f = fopenCheck(path, "rb");
-    ioCheck(fread(h, sizeof *h, 1, f) == 1 && memcmp(h->magic, "CHARLM01", 8) == 0, path);
+    ioCheck(fread(h, sizeof *h, 1, f) == 1 && memcmp(h->magic, CKPT_MAGIC, 8) == 0, path);
     fclose(f);
 }
 
-static long long load_checkpoint(const char *path, const Setup *su, Run *run, Lora *lo, const Model *m)
+static long long load_checkpoint(const char *path, const Setup *su, const Run *run, Lora *lo, const Model *m)
 {
     CkptHeader h;
-    char lpath[1100];
-    FILE *f = fopenCheck(path, "rb");
-    int l;
-    ioCheck(fread(&h, sizeof h, 1, f) == 1 && memcmp(h.magic, "CHARLM01", 8) == 0, path);
+    char mpath[1100];
+    peek_checkpoint(path, &h);
     if (h.optimizer != (int32_t)run->kind || h.rank != su->rank || h.batch != su->batch ||
         h.lang != su->lang || (uint64_t)h.seed != su->seed || h.lr != run->lr) {
         fprintf(stderr, "char_lm: %s was saved with other settings\n", path);
@@ -1115,20 +1135,13 @@ static long long load_checkpoint(const char *path, const Setup *su, Run *run, Lo
         fprintf(stderr, "char_lm: %s was trained on another base model (use the same --base)\n", path);
         exit(1);
     }
-    for (l = 0; l < NLAYER; l++) {
-        size_t na = (size_t)lo->r * layer_in[l], nb = (size_t)layer_out[l] * lo->r;
-        ioCheck(fread(lo->A[l], sizeof(float), na, f) == na, path);
-        ioCheck(fread(lo->B[l], sizeof(float), nb, f) == nb, path);
-    }
-    fclose(f);
-    for (l = 0; l < NLAYER; l++) {
-        snprintf(lpath, sizeof lpath, "%s.%d", path, l);
-        riteCheck(rite_checkpoint_load_file(lo->opt[l], lpath), lo->opt[l], lpath);
-        if (rite_step_count(lo->opt[l]) != h.step) {
-            fprintf(stderr, "char_lm: %s is at step %lld, %s at step %lld\n", lpath,
-                    rite_step_count(lo->opt[l]), path, (long long)h.step);
-            exit(1);
-        }
+    snprintf(mpath, sizeof mpath, "%s.rite", path);
+    riteCheck(rite_model_checkpoint_load_file(lo->opt, lo->A, lo->B, mpath), lo->opt,
+              mpath);
+    if (rite_model_step_count(lo->opt) != h.step) {
+        fprintf(stderr, "char_lm: %s is at step %lld, %s at step %lld\n", mpath, rite_model_step_count(lo->opt), path,
+                (long long)h.step);
+        exit(1);
     }
     printf("  resumed %s from %s at step %lld\n", opt_name(run->kind), path, (long long)h.step);
     return (long long)h.step;
@@ -1373,249 +1386,304 @@ static const double sweep_rite[] = {2.5e-3, 5e-3, 1e-2, 2e-2};
 static const double sweep_adamw[] = {2.5e-3, 5e-3, 1e-2, 2e-2};
 #define NSWEEP 4
 
+/* the command line */
+typedef struct {
+    const char *optimizer, *lang, *base_path, *out_dir, *save, *resume, *dict;
+    int rank, batch, threads, quick, force_svg;
+    long long steps;           /* -1 until checked: the default of the mode */
+    double lr, rescale;
+    uint64_t seed;
+    rite_optimizer kinds[2];   /* the optimizers to run */
+    int nopt;
+} Options;
+
+static Options parse_flags(int argc, char **argv)
+{
+    Options o;
+    int i;
+    memset(&o, 0, sizeof o);
+    o.optimizer = "both"; o.lang = "german"; o.out_dir = "char_lm_out"; o.dict = "/usr/share/dict";
+    o.rank = 8; o.batch = 256; o.threads = 1; o.steps = -1; o.seed = 1;
+    for (i = 1; i < argc; i++) {
+        const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { usage(stdout); exit(0); }
+        else if (!strcmp(f, "--quick")) { o.quick = 1; takes = 0; }
+        else if (!strcmp(f, "--svg")) { o.force_svg = 1; takes = 0; }
+        else if (!is_value_flag(f)) bad_flag("unknown flag ", f);
+        else if (!v) bad_flag("missing value after ", f);
+        else if (!strcmp(f, "--optimizer")) o.optimizer = v;
+        else if (!strcmp(f, "--lang")) o.lang = v;
+        else if (!strcmp(f, "--rank")) o.rank = atoi(v);
+        else if (!strcmp(f, "--steps")) o.steps = atoll(v);
+        else if (!strcmp(f, "--batch")) o.batch = atoi(v);
+        else if (!strcmp(f, "--lr")) o.lr = atof(v);
+        else if (!strcmp(f, "--seed")) o.seed = (uint64_t)strtoull(v, NULL, 10);
+        else if (!strcmp(f, "--threads")) o.threads = atoi(v);
+        else if (!strcmp(f, "--base")) o.base_path = v;
+        else if (!strcmp(f, "--rescale")) o.rescale = atof(v);
+        else if (!strcmp(f, "--out")) o.out_dir = v;
+        else if (!strcmp(f, "--save")) o.save = v;
+        else if (!strcmp(f, "--resume")) o.resume = v;
+        else if (!strcmp(f, "--dict")) o.dict = v;
+        else bad_flag("unknown flag ", f);
+        i += takes;
+    }
+    return o;
+}
+
+/* --resume: the checkpoint decides the optimizer, rank, batch, language, seed and lr */
+static void resume_settings(Options *o)
+{
+    CkptHeader h;
+    peek_checkpoint(o->resume, &h);
+    o->optimizer = h.optimizer == RITE_LORA_RITE ? "rite" : "adamw";
+    o->rank = h.rank;
+    o->batch = h.batch;
+    o->lang = h.lang ? "french" : "german";
+    o->seed = (uint64_t)h.seed;
+    o->lr = h.lr;
+}
+
+/* the optimizers to run, the flags' ranges and combinations, the default step count */
+static void check_flags(Options *o)
+{
+    if (!strcmp(o->optimizer, "rite")) o->kinds[o->nopt++] = RITE_LORA_RITE;
+    else if (!strcmp(o->optimizer, "adamw")) o->kinds[o->nopt++] = RITE_ADAMW;
+    else if (!strcmp(o->optimizer, "both")) { o->kinds[o->nopt++] = RITE_LORA_RITE; o->kinds[o->nopt++] = RITE_ADAMW; }
+    else bad_flag("--optimizer must be rite, adamw or both, not ", o->optimizer);
+    if (strcmp(o->lang, "german") && strcmp(o->lang, "french"))
+        bad_flag("--lang must be german or french, not ", o->lang);
+    if (o->rank < 1 || o->rank > VOCAB) bad_flag("--rank must be in 1..32", NULL);
+    if (o->batch < 1) bad_flag("--batch must be positive", NULL);
+    if (o->threads < 1) bad_flag("--threads must be positive", NULL);
+    if (o->steps == 0 || o->steps < -1) bad_flag("--steps must be positive", NULL);
+    if (o->lr < 0 || o->rescale < 0) bad_flag("--lr and --rescale must be positive", NULL);
+    if ((o->save || o->resume) && o->nopt != 1) bad_flag("--save and --resume need --optimizer rite or adamw", NULL);
+    if ((o->save || o->resume) && o->rescale > 0) bad_flag("--save and --resume do not combine with --rescale", NULL);
+    if (o->steps == -1) o->steps = o->quick ? 60 : 6000;
+}
+
+/* the frozen base model: loaded from --base, or pretrained on English (and saved to --base) */
+static void load_base(Model *base, const Options *o, double t_start)
+{
+    WordList en;
+    Dataset den;
+    Acts a;
+    int pre_steps = o->quick ? 150 : 3000;
+    model_alloc(base);
+    if (o->base_path && model_load(base, o->base_path)) {
+        printf("base model: loaded %s\n", o->base_path);
+        return;
+    }
+    en = read_words(o->dict, "american-english", "wamerican");
+    den = make_dataset(&en, o->seed);
+    printf("English: %zu words (%zu train, %zu held-out), %zu training characters\n", en.count,
+           den.split[SPLIT_TRAIN].words, den.split[SPLIT_TEST].words, den.split[SPLIT_TRAIN].n);
+    pretrain(base, &den, pre_steps, o->batch, o->seed);
+    acts_alloc(&a, EVAL_CHUNK, 0);
+    printf("base model: %d Adam steps on English, held-out loss %.4f nats/char (%.1f s)\n", pre_steps,
+           evaluate(base, NULL, &a, &den.split[SPLIT_TEST]), now_seconds() - t_start);
+    acts_free(&a);
+    if (o->base_path) { model_save(base, o->base_path); printf("base model: saved %s\n", o->base_path); }
+    free_dataset(&den);
+    free_words(&en);
+}
+
+/* the target language's data and the fixed evaluation subsets; returns the base model's held-out loss */
+static double setup_finetune(Setup *su, Dataset *d, const Model *base, const Options *o, unsigned char *own[4])
+{
+    int fr = !strcmp(o->lang, "french"), quick = o->quick;
+    WordList wl = read_words(o->dict, fr ? "french" : "ngerman", fr ? "wfrench" : "wngerman");
+    Acts a;
+    double base_loss;
+    *d = make_dataset(&wl, o->seed);
+    free_words(&wl);
+    su->base = base;
+    su->data = d;
+    su->rank = o->rank;
+    su->batch = o->batch;
+    su->lang = fr;
+    su->seed = o->seed;
+    su->eval_every = (int)(o->steps / 30 > 0 ? o->steps / 30 : 1);
+    su->full_test = !quick;
+    su->train_curve = subset(&d->split[SPLIT_TRAIN], quick ? 2048 : 8192, &own[0]);
+    su->test_curve = subset(&d->split[SPLIT_TEST], quick ? 2048 : 8192, &own[1]);
+    su->train_final = subset(&d->split[SPLIT_TRAIN], quick ? 2048 : 65536, &own[2]);
+    su->valid_sweep = subset(&d->split[SPLIT_VALID], quick ? 2048 : 16384, &own[3]);
+    acts_alloc(&a, EVAL_CHUNK, 0);
+    base_loss = evaluate(base, NULL, &a, su->full_test ? &d->split[SPLIT_TEST] : &su->test_curve);
+    acts_free(&a);
+    printf("%s: %zu words (%zu train, %zu valid, %zu held-out), %zu training characters\n",
+           fr ? "French" : "German", d->split[0].words + d->split[1].words + d->split[2].words,
+           d->split[SPLIT_TRAIN].words, d->split[SPLIT_VALID].words, d->split[SPLIT_TEST].words,
+           d->split[SPLIT_TRAIN].n);
+    printf("base model on %s held-out words: %.4f nats/char\n", fr ? "French" : "German", base_loss);
+    printf("LoRA: rank %d on all %d linear layers, %d trainable parameters (frozen: %zu)\n", o->rank, NLAYER,
+           o->rank * (IN0 + HID + HID + HID + HID + VOCAB), base->count);
+    return base_loss;
+}
+
+/* a run of optimizer k of the options, at learning rate lr, up to `steps` */
+static Run make_run(const Options *o, int k, const char *label, double lr, long long steps)
+{
+    Run run;
+    memset(&run, 0, sizeof run);
+    run.label = label ? label : o->kinds[k] == RITE_LORA_RITE ? "rite" : "adamw";
+    run.kind = o->kinds[k];
+    run.lr = lr;
+    run.steps = steps;
+    return run;
+}
+
+/* the learning rates of optimizer k, best first: --lr, the fixed one of --quick, or a short
+   sweep on the validation split (a rate that diverged is dropped); returns how many */
+static int choose_lrs(const Setup *su, const Options *o, int k, double cand[NSWEEP])
+{
+    const double *grid = o->kinds[k] == RITE_LORA_RITE ? sweep_rite : sweep_adamw;
+    int sweep_steps = (int)(o->steps / 4 > 1 ? o->steps / 4 : 1), n = 0, i, j;
+    double valid[NSWEEP];
+    if (o->lr > 0 || o->quick) { cand[0] = o->lr > 0 ? o->lr : grid[2]; return 1; }
+    printf("\nsweep %s: %d steps per learning rate, loss on the validation split\n", opt_name(o->kinds[k]),
+           sweep_steps);
+    for (i = 0; i < NSWEEP; i++) {
+        Run run = make_run(o, k, NULL, grid[i], sweep_steps);
+        Result r;
+        run.sweep = 1;
+        r = finetune(su, &run, NULL);
+        if (r.diverged) printf("  lr %-8g diverged at step %lld\n", grid[i], r.stopped);
+        else printf("  lr %-8g valid %.4f (%.1f s)\n", grid[i], r.valid, r.seconds);
+        if (!r.diverged) {   /* insert into the ranking */
+            for (j = n; j > 0 && valid[j - 1] > r.valid; j--) {
+                valid[j] = valid[j - 1];
+                cand[j] = cand[j - 1];
+            }
+            valid[j] = r.valid;
+            cand[j] = grid[i];
+            n++;
+        }
+        result_free(&r);
+    }
+    return n;
+}
+
+/* the rescaling experiment: (A, B) against (S A, B / S) for each optimizer */
+static void run_rescale(const Setup *su, const Options *o, double cand[2][NSWEEP], Curves *curves)
+{
+    double held[2][2];
+    int k, i;
+    printf("\nrescaling: lora_A *= %g, lora_B /= %g (lora_B initialised non-zero, see top of file)\n", o->rescale,
+           o->rescale);
+    for (k = 0; k < o->nopt; k++)
+        for (i = 0; i < 2; i++) {
+            char label[32];
+            Run run;
+            Result r;
+            snprintf(label, sizeof label, "%s%s", o->kinds[k] == RITE_LORA_RITE ? "rite" : "adamw",
+                     i ? "-rescaled" : "");
+            run = make_run(o, k, label, cand[k][0], o->steps);
+            run.rescale = i ? o->rescale : 1.0;
+            r = finetune(su, &run, curves);
+            held[k][i] = r.heldout;
+            result_free(&r);
+        }
+    printf("\n%-10s %9s %16s %16s %12s\n", "optimizer", "lr", "held-out (S=1)", "held-out (S)", "difference");
+    for (k = 0; k < o->nopt; k++)
+        printf("%-10s %9g %16.6f %16.6f %12.2e\n", opt_name(o->kinds[k]), cand[k][0], held[k][0], held[k][1],
+               fabs(held[k][1] - held[k][0]));
+    printf("(S = %g; loss in nats per character on the held-out words)\n", o->rescale);
+}
+
+/* the full run of optimizer k: its best learning rate, or the next ones while a run diverges */
+static Result run_final(const Setup *su, const Options *o, int k, const double *cand, int ncand, double *used_lr,
+                        Curves *curves)
+{
+    Result res;
+    int c;
+    for (c = 0;; c++) {
+        size_t mark = curves->n;
+        Run run = make_run(o, k, NULL, cand[c], o->steps);
+        run.save = o->save;
+        run.resume = o->resume;
+        *used_lr = cand[c];
+        res = finetune(su, &run, curves);
+        if (!res.diverged) {
+            printf("  %-9s lr %g: %.1f s\n", opt_name(o->kinds[k]), cand[c], res.seconds);
+            return res;
+        }
+        printf("  %-9s lr %g: diverged at step %lld%s\n", opt_name(o->kinds[k]), cand[c], res.stopped,
+               c + 1 < ncand ? "; next learning rate of the sweep" : "");
+        if (c + 1 == ncand) return res;
+        result_free(&res);
+        curves->n = mark;
+    }
+}
+
+/* the comparison: each optimizer at its learning rate, full length, then the table and
+   samples; returns 1 when --quick finds an optimizer that did not lower the held-out loss */
+static int run_comparison(const Setup *su, const Options *o, double cand[2][NSWEEP], const int ncand[2],
+                          double base_loss, Curves *curves)
+{
+    Result res[2];
+    double used_lr[2];
+    int fail = 0, k;
+    printf("\nfine-tuning on %s, %lld steps of %d characters\n", su->lang ? "French" : "German", o->steps, o->batch);
+    for (k = 0; k < o->nopt; k++) res[k] = run_final(su, o, k, cand[k], ncand[k], &used_lr[k], curves);
+    printf("\n%-10s %9s %12s %12s\n", "optimizer", "lr", "train", "held-out");
+    printf("%-10s %9s %12s %12.4f\n", "base", "-", "-", base_loss);
+    for (k = 0; k < o->nopt; k++)
+        printf("%-10s %9g %12.4f %12.4f%s\n", opt_name(o->kinds[k]), used_lr[k], res[k].train, res[k].heldout,
+               res[k].diverged ? "  (diverged)" : "");
+    printf("(loss in nats per character; train: %zu training examples, held-out: %zu examples of unseen words)\n",
+           su->train_final.n, su->full_test ? su->data->split[SPLIT_TEST].n : su->test_curve.n);
+    printf("\nsamples from the base model:\n");
+    print_samples(su->base, NULL, o->seed, 10);
+    for (k = 0; k < o->nopt; k++) {
+        if (!res[k].diverged) {
+            printf("samples after fine-tuning with %s:\n", opt_name(o->kinds[k]));
+            print_samples(&res[k].model, &res[k].lora, o->seed, 10);
+        }
+        if (o->quick && !(res[k].heldout < base_loss)) {
+            fprintf(stderr, "char_lm: %s did not lower the held-out loss\n", opt_name(o->kinds[k]));
+            fail = 1;
+        }
+        result_free(&res[k]);
+    }
+    return fail;
+}
+
 int main(int argc, char **argv)
 {
-    const char *optimizer = "both", *lang = "german", *base_path = NULL, *out_dir = "char_lm_out";
-    const char *save = NULL, *resume = NULL, *dict = "/usr/share/dict";
-    int rank = 8, batch = 256, threads = 1, quick = 0, force_svg = 0, i, k, nopt = 0;
-    long long steps = -1;
-    double lr = 0, rescale = 0;
-    uint64_t seed = 1;
-    rite_optimizer kinds[2];
-    double cand[2][NSWEEP], used_lr[2] = {0, 0};
-    int ncand[2] = {0, 0};
-    int pre_steps, sweep_steps;
+    Options o = parse_flags(argc, argv);
+    double t_start = now_seconds(), base_loss, cand[2][NSWEEP];
+    int ncand[2] = {0, 0}, i, k;
     Model base;
     Dataset d;
     Setup su;
     Curves curves = {NULL, 0, 0};
     unsigned char *own[4];
-    double t_start = now_seconds(), base_loss;
 
-    /* flags */
-    for (i = 1; i < argc; i++) {
-        const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { usage(stdout); return 0; }
-        else if (!strcmp(f, "--quick")) { quick = 1; takes = 0; }
-        else if (!strcmp(f, "--svg")) { force_svg = 1; takes = 0; }
-        else if (!is_value_flag(f)) bad_flag("unknown flag ", f);
-        else if (!v) bad_flag("missing value after ", f);
-        else if (!strcmp(f, "--optimizer")) optimizer = v;
-        else if (!strcmp(f, "--lang")) lang = v;
-        else if (!strcmp(f, "--rank")) rank = atoi(v);
-        else if (!strcmp(f, "--steps")) steps = atoll(v);
-        else if (!strcmp(f, "--batch")) batch = atoi(v);
-        else if (!strcmp(f, "--lr")) lr = atof(v);
-        else if (!strcmp(f, "--seed")) seed = (uint64_t)strtoull(v, NULL, 10);
-        else if (!strcmp(f, "--threads")) threads = atoi(v);
-        else if (!strcmp(f, "--base")) base_path = v;
-        else if (!strcmp(f, "--rescale")) rescale = atof(v);
-        else if (!strcmp(f, "--out")) out_dir = v;
-        else if (!strcmp(f, "--save")) save = v;
-        else if (!strcmp(f, "--resume")) resume = v;
-        else if (!strcmp(f, "--dict")) dict = v;
-        else bad_flag("unknown flag ", f);
-        i += takes;
-    }
-    if (resume) {
-        /* the checkpoint decides the optimizer, rank, batch, language, seed and lr */
-        CkptHeader h;
-        peek_checkpoint(resume, &h);
-        optimizer = h.optimizer == RITE_LORA_RITE ? "rite" : "adamw";
-        rank = h.rank;
-        batch = h.batch;
-        lang = h.lang ? "french" : "german";
-        seed = (uint64_t)h.seed;
-        lr = h.lr;
-    }
-    if (!strcmp(optimizer, "rite")) kinds[nopt++] = RITE_LORA_RITE;
-    else if (!strcmp(optimizer, "adamw")) kinds[nopt++] = RITE_ADAMW;
-    else if (!strcmp(optimizer, "both")) { kinds[nopt++] = RITE_LORA_RITE; kinds[nopt++] = RITE_ADAMW; }
-    else bad_flag("--optimizer must be rite, adamw or both, not ", optimizer);
-    if (strcmp(lang, "german") && strcmp(lang, "french")) bad_flag("--lang must be german or french, not ", lang);
-    if (rank < 1 || rank > VOCAB) bad_flag("--rank must be in 1..32", NULL);
-    if (batch < 1) bad_flag("--batch must be positive", NULL);
-    if (threads < 1) bad_flag("--threads must be positive", NULL);
-    if (steps == 0 || steps < -1) bad_flag("--steps must be positive", NULL);
-    if (lr < 0 || rescale < 0) bad_flag("--lr and --rescale must be positive", NULL);
-    if ((save || resume) && nopt != 1) bad_flag("--save and --resume need --optimizer rite or adamw", NULL);
-    if ((save || resume) && rescale > 0) bad_flag("--save and --resume do not combine with --rescale", NULL);
-    if (steps == -1) steps = quick ? 60 : 6000;
-    pre_steps = quick ? 150 : 3000;
-    sweep_steps = (int)(steps / 4 > 1 ? steps / 4 : 1);
+    if (o.resume) resume_settings(&o);
+    check_flags(&o);
     stdout_is_tty = isatty(fileno(stdout));
     setvbuf(stdout, NULL, _IOLBF, 0);   /* log lines appear in order with the errors */
-    set_threads(threads);
-    if (quick) {
-        double err = gradient_check(seed);
+    set_threads(o.threads);
+    if (o.quick) {
+        double err = gradient_check(o.seed);
         printf("gradient check: largest relative error of backward() against finite differences %.1e\n", err);
         if (!(err < 2e-2)) { fprintf(stderr, "char_lm: the gradient check failed\n"); return 1; }
     }
-
-    /* data: English for pretraining (only when the base model is trained), the target language */
-    model_alloc(&base);
-    {
-        int have_base = base_path && model_load(&base, base_path);
-        if (have_base) {
-            printf("base model: loaded %s\n", base_path);
-        } else {
-            WordList en = read_words(dict, "american-english", "wamerican");
-            Dataset den = make_dataset(&en, seed);
-            Acts a;
-            printf("English: %zu words (%zu train, %zu held-out), %zu training characters\n", en.count,
-                   den.split[SPLIT_TRAIN].words, den.split[SPLIT_TEST].words, den.split[SPLIT_TRAIN].n);
-            pretrain(&base, &den, pre_steps, batch, seed);
-            acts_alloc(&a, EVAL_CHUNK, 0);
-            printf("base model: %d Adam steps on English, held-out loss %.4f nats/char (%.1f s)\n", pre_steps,
-                   evaluate(&base, NULL, &a, &den.split[SPLIT_TEST]), now_seconds() - t_start);
-            acts_free(&a);
-            if (base_path) { model_save(&base, base_path); printf("base model: saved %s\n", base_path); }
-            free_dataset(&den);
-            free_words(&en);
-        }
-    }
-    {
-        int fr = !strcmp(lang, "french");
-        WordList wl = read_words(dict, fr ? "french" : "ngerman", fr ? "wfrench" : "wngerman");
-        Acts a;
-        d = make_dataset(&wl, seed);
-        free_words(&wl);
-        su.base = &base;
-        su.data = &d;
-        su.rank = rank;
-        su.batch = batch;
-        su.lang = fr;
-        su.seed = seed;
-        su.eval_every = (int)(steps / 30 > 0 ? steps / 30 : 1);
-        su.full_test = !quick;
-        su.train_curve = subset(&d.split[SPLIT_TRAIN], quick ? 2048 : 8192, &own[0]);
-        su.test_curve = subset(&d.split[SPLIT_TEST], quick ? 2048 : 8192, &own[1]);
-        su.train_final = subset(&d.split[SPLIT_TRAIN], quick ? 2048 : 65536, &own[2]);
-        su.valid_sweep = subset(&d.split[SPLIT_VALID], quick ? 2048 : 16384, &own[3]);
-        acts_alloc(&a, EVAL_CHUNK, 0);
-        base_loss = evaluate(&base, NULL, &a, su.full_test ? &d.split[SPLIT_TEST] : &su.test_curve);
-        acts_free(&a);
-        printf("%s: %zu words (%zu train, %zu valid, %zu held-out), %zu training characters\n",
-               fr ? "French" : "German", d.split[0].words + d.split[1].words + d.split[2].words,
-               d.split[SPLIT_TRAIN].words, d.split[SPLIT_VALID].words, d.split[SPLIT_TEST].words,
-               d.split[SPLIT_TRAIN].n);
-        printf("base model on %s held-out words: %.4f nats/char\n", fr ? "French" : "German", base_loss);
-        printf("LoRA: rank %d on all %d linear layers, %d trainable parameters (frozen: %zu)\n", rank, NLAYER,
-               rank * (IN0 + HID + HID + HID + HID + VOCAB), base.count);
-    }
-
-    /* learning rates: given, fixed (--quick), or a short sweep on the validation split
-       that ranks the rates (best first; a rate that diverged is dropped) */
-    for (k = 0; k < nopt; k++) {
-        const double *grid = kinds[k] == RITE_LORA_RITE ? sweep_rite : sweep_adamw;
-        double valid[NSWEEP];
-        int j;
-        ncand[k] = 0;
-        if (lr > 0 || quick) { cand[k][ncand[k]++] = lr > 0 ? lr : grid[2]; continue; }
-        printf("\nsweep %s: %d steps per learning rate, loss on the validation split\n", opt_name(kinds[k]), sweep_steps);
-        for (i = 0; i < NSWEEP; i++) {
-            Run run;
-            Result r;
-            memset(&run, 0, sizeof run);
-            run.label = kinds[k] == RITE_LORA_RITE ? "rite" : "adamw";
-            run.kind = kinds[k];
-            run.lr = grid[i];
-            run.steps = sweep_steps;
-            run.sweep = 1;
-            r = finetune(&su, &run, NULL);
-            if (r.diverged) printf("  lr %-8g diverged at step %lld\n", grid[i], r.stopped);
-            else printf("  lr %-8g valid %.4f (%.1f s)\n", grid[i], r.valid, r.seconds);
-            /* insert into the ranking */
-            if (!r.diverged) {
-                for (j = ncand[k]; j > 0 && valid[j - 1] > r.valid; j--) {
-                    valid[j] = valid[j - 1];
-                    cand[k][j] = cand[k][j - 1];
-                }
-                valid[j] = r.valid;
-                cand[k][j] = grid[i];
-                ncand[k]++;
-            }
-            result_free(&r);
-        }
+    /* data and the frozen model: English for pretraining (only when the base model is trained), the target language */
+    load_base(&base, &o, t_start);
+    base_loss = setup_finetune(&su, &d, &base, &o, own);
+    /* learning rates, then the rescaling experiment or the comparison */
+    for (k = 0; k < o.nopt; k++) {
+        ncand[k] = choose_lrs(&su, &o, k, cand[k]);
         if (ncand[k] == 0) { fprintf(stderr, "char_lm: every learning rate diverged\n"); return 1; }
     }
-
-    if (rescale > 0) {
-        /* the rescaling experiment: (A, B) against (S A, B / S) for each optimizer */
-        double held[2][2];
-        printf("\nrescaling: lora_A *= %g, lora_B /= %g (lora_B initialised non-zero, see top of file)\n", rescale, rescale);
-        for (k = 0; k < nopt; k++)
-            for (i = 0; i < 2; i++) {
-                char label[32];
-                Run run;
-                Result r;
-                snprintf(label, sizeof label, "%s%s", kinds[k] == RITE_LORA_RITE ? "rite" : "adamw", i ? "-rescaled" : "");
-                memset(&run, 0, sizeof run);
-                run.label = label;
-                run.kind = kinds[k];
-                run.lr = used_lr[k] = cand[k][0];
-                run.steps = steps;
-                run.rescale = i ? rescale : 1.0;
-                r = finetune(&su, &run, &curves);
-                held[k][i] = r.heldout;
-                result_free(&r);
-            }
-        printf("\n%-10s %9s %16s %16s %12s\n", "optimizer", "lr", "held-out (S=1)", "held-out (S)", "difference");
-        for (k = 0; k < nopt; k++)
-            printf("%-10s %9g %16.6f %16.6f %12.2e\n", opt_name(kinds[k]), used_lr[k], held[k][0], held[k][1],
-                   fabs(held[k][1] - held[k][0]));
-        printf("(S = %g; loss in nats per character on the held-out words)\n", rescale);
-    } else {
-        /* the comparison: each optimizer at its learning rate, full length */
-        Result res[2];
-        int fail = 0;
-        printf("\nfine-tuning on %s, %lld steps of %d characters\n", su.lang ? "French" : "German", steps, batch);
-        for (k = 0; k < nopt; k++) {
-            int c;
-            for (c = 0; c < ncand[k]; c++) {
-                size_t mark = curves.n;
-                Run run;
-                memset(&run, 0, sizeof run);
-                run.label = kinds[k] == RITE_LORA_RITE ? "rite" : "adamw";
-                run.kind = kinds[k];
-                run.lr = used_lr[k] = cand[k][c];
-                run.steps = steps;
-                run.save = save;
-                run.resume = resume;
-                res[k] = finetune(&su, &run, &curves);
-                if (!res[k].diverged) {
-                    printf("  %-9s lr %g: %.1f s\n", opt_name(kinds[k]), used_lr[k], res[k].seconds);
-                    break;
-                }
-                printf("  %-9s lr %g: diverged at step %lld%s\n", opt_name(kinds[k]), used_lr[k], res[k].stopped,
-                       c + 1 < ncand[k] ? "; next learning rate of the sweep" : "");
-                if (c + 1 < ncand[k]) { result_free(&res[k]); curves.n = mark; }
-            }
-        }
-        printf("\n%-10s %9s %12s %12s\n", "optimizer", "lr", "train", "held-out");
-        printf("%-10s %9s %12s %12.4f\n", "base", "-", "-", base_loss);
-        for (k = 0; k < nopt; k++)
-            printf("%-10s %9g %12.4f %12.4f%s\n", opt_name(kinds[k]), used_lr[k], res[k].train, res[k].heldout,
-                   res[k].diverged ? "  (diverged)" : "");
-        printf("(loss in nats per character; train: %zu training examples, held-out: %zu examples of unseen words)\n",
-               su.train_final.n, su.full_test ? su.data->split[SPLIT_TEST].n : su.test_curve.n);
-        printf("\nsamples from the base model:\n");
-        print_samples(&base, NULL, seed, 10);
-        for (k = 0; k < nopt; k++) {
-            if (!res[k].diverged) {
-                printf("samples after fine-tuning with %s:\n", opt_name(kinds[k]));
-                print_samples(&res[k].model, &res[k].lora, seed, 10);
-            }
-            if (quick && !(res[k].heldout < base_loss)) {
-                fprintf(stderr, "char_lm: %s did not lower the held-out loss\n", opt_name(kinds[k]));
-                fail = 1;
-            }
-            result_free(&res[k]);
-        }
-        if (fail) return 1;
-    }
-    write_outputs(&curves, out_dir, force_svg);
+    if (o.rescale > 0) run_rescale(&su, &o, cand, &curves);
+    else if (run_comparison(&su, &o, cand, ncand, base_loss, &curves)) return 1;
+    write_outputs(&curves, o.out_dir, o.force_svg);
     printf("total time %.1f s\n", now_seconds() - t_start);
 
     free(curves.p);

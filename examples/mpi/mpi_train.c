@@ -15,24 +15,28 @@
 
    ONE STEP ON P PROCESSES
    Every process holds all the factors and all the data. Layer i's optimizer
-   (its rite_layer: moments, second moment, scratch) exists on one process
-   only, its owner. The layers are assigned once, from their sizes, the same
-   way on every process (--assign).
+   state (moments, second moment) exists on one process only, its owner:
+   each process has one rite_model of the layers it owns. The layers are
+   assigned once, from their state sizes, the same way on every process
+   (--assign). As a LoRA module (rite_lora), layer i's lora_B is L_i and its
+   lora_A is R_i^T, so R_i is lora_A stored rank-last.
      1. Each process computes the gradients of all the factors over its share
         of the batch (the batch is cut into P contiguous pieces).
      2. MPI_Allreduce (sum) of all the layers' gradients in one buffer, divided
         by the batch size: every process has the gradient of the whole batch.
-     3. Each process calls rite_prepare_* on the layers it owns; each call
-        gives that layer's sum of squares of unmagnified gradients.
+     3. Each process calls rite_model_prepare_* on its model, which gives the
+        sum of squares of the unmagnified gradients of the layers it owns.
      4. MPI_Allreduce (sum) of the per-process sums of squares: the global
         sum of SPEC step 5, so clipping is over every layer, as on one process.
-     5. rite_apply on the owned layers with the global sum writes their new
-        factors.
+        Each process's prepare status rides along: if any failed, no process
+        applies, and every process stops at the same step.
+     5. rite_model_apply with the global sum writes the new factors of the
+        owned layers.
      6. MPI_Bcast of each layer's new factors from its owner to all.
    The processes then hold the same factors, equal to those of one process
    stepping every layer (up to rounding: the sums are added in another order).
-   The statuses of prepare and apply travel with the reductions, so an error
-   on one process stops every process at the same step.
+   The statuses of apply travel in a reduction too, so an error on one
+   process stops every process at the same step.
 
    USAGE
        mpirun -np 2 ./mpi_train [options]
@@ -578,7 +582,8 @@ typedef struct trainer {
     model net;
     rite_config rcfg;
     int owner[MAX_LAYERS];
-    rite_layer *opt[MAX_LAYERS];   /* layer i's optimizer, NULL unless owner[i] == rank */
+    int nown, own[MAX_LAYERS];     /* the layers this process owns, ascending: its model's layers */
+    rite_model *opt;               /* the optimizer of the owned layers (one model) */
     void *fac[MAX_LAYERS];         /* L_i then R_i, optimizer precision, on every process */
     float *g32[MAX_LAYERS];        /* f32, owned layers: the batch gradient in single precision */
     double *grad;                  /* every layer's gradient, then the loss: goff[nl] + 1 */
@@ -586,7 +591,7 @@ typedef struct trainer {
     double *work;
     size_t rite_bytes;             /* bytes lora_rite holds on this process */
     double last_sumsq;             /* global sum of squares of the last step */
-    int failed_layer;              /* the layer whose step failed, or -1 */
+    int failed_rank;               /* the process whose step failed, or -1 */
 } trainer;
 
 static size_t elem_size(const train_config *c)
@@ -594,13 +599,25 @@ static size_t elem_size(const train_config *c)
     return c->precision == RITE_FLOAT64 ? sizeof(double) : sizeof(float);
 }
 
-static rite_desc layer_desc(trainer *t, int i)
+/* Layer i as a LoRA module: W_i - W0_i = L_i R_i^T, so PEFT's lora_B (out x r)
+   is L_i and lora_A is R_i^T: R_i (in x r) is lora_A stored rank-last. */
+static rite_lora layer_lora(const trainer *t, int i)
 {
-    rite_desc d;
+    rite_lora lo = rite_lora_peft(t->net.dim[i], t->net.dim[i + 1], t->cfg.rank);
+    lo.layout_A = RITE_RANK_LAST;  /* R_i, in x r */
+    return lo;                     /* lora_B = L_i, out x r: PEFT's storage */
+}
+
+/* The model of the layers this process owns; lo holds t->nown modules. Its
+   memory is counted through the allocator hooks. */
+static rite_model_desc owned_desc(trainer *t, rite_lora lo[MAX_LAYERS])
+{
+    rite_model_desc d;
+    int j;
+    for (j = 0; j < t->nown; j++) lo[j] = layer_lora(t, t->own[j]);
     memset(&d, 0, sizeof d);
-    d.m = t->net.dim[i + 1];
-    d.n = t->net.dim[i];
-    d.r = t->cfg.rank;
+    d.layers = lo;
+    d.n_layers = t->nown;
     d.optimizer = t->cfg.optimizer;
     d.precision = t->cfg.precision;
     d.config = &t->rcfg;
@@ -610,11 +627,35 @@ static rite_desc layer_desc(trainer *t, int i)
     return d;
 }
 
+/* Bytes of persistent optimizer state layer i has (on its owner): the cost
+   the layers are assigned by. Returns 0, or -1 with a message in err. */
+static int layer_state_bytes(const trainer *t, int i, size_t *bytes, char *err, size_t errsize)
+{
+    rite_lora lo = layer_lora(t, i);
+    rite_model_desc d;
+    rite_memory mem;
+    rite_status st;
+    memset(&d, 0, sizeof d);
+    d.layers = &lo;
+    d.n_layers = 1;
+    d.optimizer = t->cfg.optimizer;
+    d.precision = t->cfg.precision;
+    d.config = &t->rcfg;
+    st = rite_model_memory_query(&d, &mem);
+    if (st != RITE_OK) {
+        snprintf(err, errsize, "layer %d (%d -> %d, rank %d): %s", i, lo.in_features, lo.out_features, lo.r,
+                 rite_status_string(st));
+        return -1;
+    }
+    *bytes = mem.state_bytes;
+    return 0;
+}
+
 static void trainer_free(trainer *t)
 {
     int i;
+    if (t->opt) rite_model_free(t->opt);
     for (i = 0; i < MAX_LAYERS; i++) {
-        rite_free(t->opt[i]);
         free(t->fac[i]);
         free(t->g32[i]);
         free(t->W[i]);
@@ -627,17 +668,62 @@ static void trainer_free(trainer *t)
     memset(t, 0, sizeof *t);
 }
 
+/* Layer i's factors (initial values, in the optimizer's precision), its
+   double copies, and on its owner the f32 gradient. Returns 0, or -1 when
+   out of memory. */
+static int trainer_alloc_layer(trainer *t, int i)
+{
+    size_t m = (size_t)t->net.dim[i + 1], n = (size_t)t->net.dim[i], r = (size_t)t->cfg.rank, k;
+    int need_g32 = t->owner[i] == t->rank && t->cfg.precision == RITE_FLOAT32;
+    t->fac[i] = malloc((m + n) * r * elem_size(&t->cfg));
+    t->W[i] = (double *)malloc(m * n * sizeof(double));
+    t->Ld[i] = (double *)malloc(m * r * sizeof(double));
+    t->Rd[i] = (double *)malloc(n * r * sizeof(double));
+    if (need_g32) t->g32[i] = (float *)malloc((m + n) * r * sizeof(float));
+    if (!t->fac[i] || !t->W[i] || !t->Ld[i] || !t->Rd[i] || (need_g32 && !t->g32[i])) return -1;
+    for (k = 0; k < (m + n) * r; k++) {   /* initial factors, L then R */
+        double x = k < m * r ? t->net.L0[i][k] : t->net.R0[i][k - m * r];
+        if (t->cfg.precision == RITE_FLOAT64) ((double *)t->fac[i])[k] = x;
+        else ((float *)t->fac[i])[k] = (float)x;
+    }
+    return 0;
+}
+
+/* The data, every layer's buffers, and the model of the owned layers.
+   Returns 0, or 1 after printing why this process failed. */
+static int trainer_build(trainer *t)
+{
+    rite_lora lo[MAX_LAYERS];
+    rite_model_desc d;
+    char detail[256];
+    rite_status st;
+    int i;
+    if (model_init(&t->net, &t->cfg) != 0) return 1;
+    t->grad = (double *)malloc((t->net.goff[t->cfg.layers] + 1) * sizeof(double));
+    t->work = (double *)malloc(t->net.work_count * sizeof(double));
+    if (!t->grad || !t->work) return 1;
+    for (i = 0; i < t->cfg.layers; i++)
+        if (trainer_alloc_layer(t, i) != 0) return 1;
+    d = owned_desc(t, lo);
+    st = rite_model_init(&t->opt, &d, detail, sizeof detail);
+    if (st != RITE_OK) {
+        fprintf(stderr, "mpi_train: rank %d: %s (%s)\n", t->rank, rite_status_string(st), detail);
+        return 1;
+    }
+    return 0;
+}
+
 /* Collective over comm. Builds the model, assigns the layers and creates the
-   optimizers of the layers this process owns. Returns 0, or an exit status
+   optimizer of the layers this process owns. Returns 0, or an exit status
    with a message in err; every process returns the same status. */
 static int trainer_init(trainer *t, const train_config *c, MPI_Comm comm, char *err, size_t errsize)
 {
-    size_t cost[MAX_LAYERS], es = elem_size(c);
-    int i, fail = 0, any_fail = 0;
+    size_t cost[MAX_LAYERS];
+    int i, fail, any_fail = 0;
     memset(t, 0, sizeof *t);
     t->cfg = *c;
     t->comm = comm;
-    t->failed_layer = -1;
+    t->failed_rank = -1;
     MPI_Comm_rank(comm, &t->rank);
     MPI_Comm_size(comm, &t->nprocs);
     if (t->nprocs > c->layers) {
@@ -651,62 +737,19 @@ static int trainer_init(trainer *t, const train_config *c, MPI_Comm comm, char *
     if (c->optimizer == RITE_LORA_RITE) t->rcfg.clip = c->clip;
     /* every layer's description is checked on every process: the same verdict everywhere */
     t->net.nl = c->layers;
-    for (i = 0; i < c->layers; i++) {
-        rite_desc d;
-        rite_memory mem;
-        rite_status st;
-        t->net.dim[i] = DIMS[i];
-        t->net.dim[i + 1] = DIMS[i + 1];
-        d = layer_desc(t, i);
-        st = rite_memory_query(&d, &mem);
-        if (st != RITE_OK) {
-            snprintf(err, errsize, "layer %d (L %d x %d, R %d x %d): %s", i, d.m, d.r, d.n, d.r,
-                     rite_status_string(st));
-            return EXIT_USAGE;
-        }
-        cost[i] = mem.state_bytes;
-    }
+    for (i = 0; i <= c->layers; i++) t->net.dim[i] = DIMS[i];
+    for (i = 0; i < c->layers; i++)
+        if (layer_state_bytes(t, i, &cost[i], err, errsize) != 0) return EXIT_USAGE;
     assign_layers(c->layers, cost, t->nprocs, c->assign, t->owner);
+    for (i = 0; i < c->layers; i++)
+        if (t->owner[i] == t->rank) t->own[t->nown++] = i;
 
-    if (model_init(&t->net, c) != 0) {
-        fail = 1;
-    } else {
-        t->grad = (double *)malloc((t->net.goff[c->layers] + 1) * sizeof(double));
-        t->work = (double *)malloc(t->net.work_count * sizeof(double));
-        fail |= !t->grad || !t->work;
-        for (i = 0; i < c->layers && !fail; i++) {
-            size_t m = (size_t)t->net.dim[i + 1], n = (size_t)t->net.dim[i], r = (size_t)c->rank, k;
-            t->fac[i] = malloc((m + n) * r * es);
-            t->W[i] = (double *)malloc(m * n * sizeof(double));
-            t->Ld[i] = (double *)malloc(m * r * sizeof(double));
-            t->Rd[i] = (double *)malloc(n * r * sizeof(double));
-            if (!t->fac[i] || !t->W[i] || !t->Ld[i] || !t->Rd[i]) { fail = 1; break; }
-            for (k = 0; k < (m + n) * r; k++) {   /* initial factors, L then R */
-                double x = k < m * r ? t->net.L0[i][k] : t->net.R0[i][k - m * r];
-                if (c->precision == RITE_FLOAT64) ((double *)t->fac[i])[k] = x;
-                else ((float *)t->fac[i])[k] = (float)x;
-            }
-            if (t->owner[i] == t->rank) {
-                rite_desc d = layer_desc(t, i);
-                rite_status st = rite_init(&t->opt[i], &d);
-                if (st != RITE_OK) {
-                    char detail[256];
-                    rite_desc_check_detail(&d, detail, sizeof detail);
-                    fprintf(stderr, "mpi_train: rank %d: layer %d: %s (%s)\n", t->rank, i, rite_status_string(st),
-                            detail);
-                    fail = 1;
-                }
-                if (c->precision == RITE_FLOAT32) {
-                    t->g32[i] = (float *)malloc((m + n) * r * sizeof(float));
-                    fail |= !t->g32[i];
-                }
-            }
-        }
-    }
+    fail = trainer_build(t);
     /* a process that failed must not leave the others waiting: agree first */
     MPI_Allreduce(&fail, &any_fail, 1, MPI_INT, MPI_MAX, comm);
     if (any_fail) {
-        snprintf(err, errsize, "%s", fail ? "out of memory" : "another process could not set up");
+        snprintf(err, errsize, "%s", fail ? "could not set up (out of memory, or see above)"
+                                          : "another process could not set up");
         trainer_free(t);
         return EXIT_STEP;
     }
@@ -729,16 +772,64 @@ static void trainer_widen(trainer *t)
     model_weights(&t->net, t->Ld, t->Rd, t->W);
 }
 
+/* Step 3, phase one on the owned layers (rite_model_prepare_*): lora_A is
+   R_i, lora_B is L_i, their gradients are in t->grad. *sumsq gets this
+   process's sum of squares. */
+static rite_status trainer_prepare(trainer *t, double *sumsq)
+{
+    const model *net = &t->net;
+    int j;
+    if (t->cfg.precision == RITE_FLOAT64) {
+        double *A[MAX_LAYERS], *B[MAX_LAYERS];
+        double *gA[MAX_LAYERS], *gB[MAX_LAYERS];
+        for (j = 0; j < t->nown; j++) {
+            int i = t->own[j];
+            size_t mr = (size_t)net->dim[i + 1] * net->r;
+            B[j] = (double *)t->fac[i];
+            A[j] = B[j] + mr;
+            gB[j] = t->grad + net->goff[i];
+            gA[j] = gB[j] + mr;
+        }
+        return rite_model_prepare_f64(t->opt, A, B, gA, gB, sumsq);
+    } else {
+        float *A[MAX_LAYERS], *B[MAX_LAYERS];
+        float *gA[MAX_LAYERS], *gB[MAX_LAYERS];
+        for (j = 0; j < t->nown; j++) {
+            int i = t->own[j];
+            size_t mr = (size_t)net->dim[i + 1] * net->r, nr = (size_t)net->dim[i] * net->r, k;
+            for (k = 0; k < mr + nr; k++) t->g32[i][k] = (float)t->grad[net->goff[i] + k];
+            B[j] = (float *)t->fac[i];
+            A[j] = B[j] + mr;
+            gB[j] = t->g32[i];
+            gA[j] = gB[j] + mr;
+        }
+        return rite_model_prepare_f32(t->opt, A, B, gA, gB, sumsq);
+    }
+}
+
+/* The first nonzero status of the processes' statuses (one slot per process,
+   summed over the processes) and which process it is; RITE_OK if none. */
+static rite_status first_failure(trainer *t, const double *status)
+{
+    int p;
+    for (p = 0; p < t->nprocs; p++)
+        if (status[p] != 0) {
+            t->failed_rank = p;
+            return (rite_status)(int)status[p];
+        }
+    return RITE_OK;
+}
+
 /* One data-parallel training step (collective). *loss is the loss of the
-   batch before the step. Returns RITE_OK, or the status of the layer whose
-   step failed (t->failed_layer); every process returns the same. */
+   batch before the step. Returns RITE_OK, or the status of the process whose
+   step failed (t->failed_rank); every process returns the same. */
 static rite_status trainer_step(trainer *t, int step, double *loss)
 {
     const model *net = &t->net;
-    int nl = net->nl, i, j, first, last, bad[MAX_LAYERS];
+    int nl = net->nl, i, j, first, last;
     size_t gn = net->goff[nl], k;
-    double red[1 + MAX_LAYERS];
-    rite_status status = RITE_OK;
+    double red[1 + MAX_LAYERS], sq = 0;
+    rite_status status;
 
     /* 1. gradients over this process's share of the batch */
     trainer_widen(t);
@@ -754,39 +845,22 @@ static rite_status trainer_step(trainer *t, int step, double *loss)
     for (k = 0; k <= gn; k++) t->grad[k] /= t->cfg.batch;
     *loss = t->grad[gn];
 
-    /* 3. phase one on the owned layers: their sums of squares (and statuses) */
+    /* 3. phase one on the owned layers: this process's sum of squares, and its status */
     memset(red, 0, sizeof red);
-    for (i = 0; i < nl; i++) {
-        size_t mr = (size_t)net->dim[i + 1] * net->r, nr = (size_t)net->dim[i] * net->r;
-        const double *g = t->grad + net->goff[i];
-        double sq = 0;
-        rite_status st;
-        if (t->owner[i] != t->rank) continue;
-        if (t->cfg.precision == RITE_FLOAT64) {
-            double *L = (double *)t->fac[i];
-            st = rite_prepare_f64(t->opt[i], L, L + mr, g, g + mr, &sq);
-        } else {
-            float *L = (float *)t->fac[i];
-            for (k = 0; k < mr + nr; k++) t->g32[i][k] = (float)g[k];
-            st = rite_prepare_f32(t->opt[i], L, L + mr, t->g32[i], t->g32[i] + mr, &sq);
-        }
-        red[0] += sq;
-        red[1 + i] = st;            /* only the owner adds a layer's status */
-    }
+    status = trainer_prepare(t, &sq);
+    red[0] = status == RITE_OK ? sq : 0;
+    red[1 + t->rank] = status;      /* only this process fills its slot */
 
-    /* 4. the global sum of squares (SPEC step 5) */
-    MPI_Allreduce(MPI_IN_PLACE, red, 1 + nl, MPI_DOUBLE, MPI_SUM, t->comm);
+    /* 4. the global sum of squares (SPEC step 5); if any prepare failed, every process skips apply */
+    MPI_Allreduce(MPI_IN_PLACE, red, 1 + t->nprocs, MPI_DOUBLE, MPI_SUM, t->comm);
     t->last_sumsq = red[0];
-    for (i = 0; i < nl; i++)
-        if (red[1 + i] != 0) {
-            t->failed_layer = i;
-            return (rite_status)(int)red[1 + i];
-        }
+    status = first_failure(t, red + 1);
+    if (status != RITE_OK) return status;
 
     /* 5. phase two on the owned layers, clipped by the global norm */
-    for (i = 0; i < nl; i++)
-        bad[i] = t->owner[i] == t->rank ? (int)rite_apply(t->opt[i], red[0]) : 0;
-    MPI_Allreduce(MPI_IN_PLACE, bad, nl, MPI_INT, MPI_SUM, t->comm);
+    memset(red, 0, sizeof red);
+    red[t->rank] = rite_model_apply(t->opt, t->last_sumsq);
+    MPI_Allreduce(MPI_IN_PLACE, red, t->nprocs, MPI_DOUBLE, MPI_SUM, t->comm);
 
     /* 6. every layer's new factors from its owner (a failed apply changed nothing) */
     for (i = 0; i < nl; i++) {
@@ -794,12 +868,7 @@ static rite_status trainer_step(trainer *t, int step, double *loss)
         MPI_Bcast(t->fac[i], count, t->cfg.precision == RITE_FLOAT64 ? MPI_DOUBLE : MPI_FLOAT,
                   t->owner[i], t->comm);
     }
-    for (i = 0; i < nl && status == RITE_OK; i++)
-        if (bad[i] != 0) {
-            t->failed_layer = i;
-            status = (rite_status)bad[i];
-        }
-    return status;
+    return first_failure(t, red);
 }
 
 /* Mean loss over the whole data set (collective: the samples are shared out). */
@@ -818,8 +887,8 @@ static double trainer_eval(trainer *t)
 static size_t trainer_state_bytes(const trainer *t)
 {
     size_t n = 0;
-    int i;
-    for (i = 0; i < t->net.nl; i++) n += rite_state_size(t->opt[i]);   /* 0 for NULL */
+    int j;
+    for (j = 0; j < t->nown; j++) n += rite_state_size(rite_model_layer(t->opt, j));
     return n;
 }
 
@@ -897,6 +966,80 @@ static void report_memory(trainer *t)
     free(all);
 }
 
+/* A failed step, on every process; the process whose step failed adds its
+   model's detail (the model's layer j is the network's layer t->own[j]). */
+static void report_failure(const trainer *t, int step, rite_status status)
+{
+    char layers[64] = "";
+    size_t len = 0;
+    int j;
+    if (t->failed_rank != t->rank) {
+        fprintf(stderr, "mpi_train: rank %d: error: step %d failed on rank %d: %s\n", t->rank, step, t->failed_rank,
+                rite_status_string(status));
+        return;
+    }
+    for (j = 0; j < t->nown; j++) len += (size_t)snprintf(layers + len, sizeof layers - len, " %d", t->own[j]);
+    fprintf(stderr, "mpi_train: rank %d: error: step %d: %s (its model: %s; the model's layers 0, 1, ... are the "
+            "network's layers%s)\n", t->rank, step, rite_status_string(status), rite_model_last_error(t->opt), layers);
+}
+
+/* The training run (collective): the loss before, --steps steps (rank 0
+   prints every --print), the loss after. Returns 0, or EXIT_STEP after
+   every process said which step failed. */
+static int train(trainer *t)
+{
+    const train_config *c = &t->cfg;
+    double loss = 0, before, after, t0, seconds;
+    rite_status status = RITE_OK;
+    int step;
+    before = trainer_eval(t);
+    MPI_Barrier(t->comm);
+    t0 = MPI_Wtime();
+    for (step = 0; step < c->steps && status == RITE_OK; step++) {
+        status = trainer_step(t, step, &loss);
+        if (t->rank == 0 && c->print_every > 0 && (step % c->print_every == 0 || step == c->steps - 1))
+            printf("step %5d  batch loss %.6e  global gradient norm %.3e\n", step, loss, sqrt(t->last_sumsq));
+    }
+    seconds = MPI_Wtime() - t0;
+    if (status != RITE_OK) {
+        report_failure(t, step - 1, status);
+        return EXIT_STEP;
+    }
+    after = trainer_eval(t);
+    if (t->rank == 0) {
+        printf("loss over the data set: %.6e before, %.6e after\n", before, after);
+        printf("time: %.3f s, %.3f ms per step\n", seconds, c->steps ? 1e3 * seconds / c->steps : 0.0);
+    }
+    return 0;
+}
+
+/* --check (collective): rank 0 trains again alone (the same trainer on
+   MPI_COMM_SELF, whose model holds every layer) and compares the factors
+   with t's. Returns the exit status, the same on every process. */
+static int check_single(trainer *t)
+{
+    int verdict = 0, step;
+    if (t->rank == 0) {
+        trainer one;
+        char msg[512];
+        double diff = 0, loss;
+        rite_status st = RITE_OK;
+        if (trainer_init(&one, &t->cfg, MPI_COMM_SELF, msg, sizeof msg) != 0) {
+            fprintf(stderr, "mpi_train: rank 0: error: check: %s\n", msg);
+            verdict = EXIT_STEP;
+        } else {
+            for (step = 0; step < t->cfg.steps && st == RITE_OK; step++) st = trainer_step(&one, step, &loss);
+            diff = trainer_max_diff(t, &one);
+            if (st != RITE_OK || !(diff <= config_tol(&t->cfg))) verdict = EXIT_STEP;
+            printf("check: largest |difference| of the factors from a single-process run: %.3e "
+                   "(tolerance %.0e): %s\n", diff, config_tol(&t->cfg), verdict ? "FAILED" : "ok");
+            trainer_free(&one);
+        }
+    }
+    MPI_Bcast(&verdict, 1, MPI_INT, 0, t->comm);
+    return verdict;
+}
+
 static int finish(int code)
 {
     MPI_Finalize();
@@ -908,9 +1051,7 @@ int main(int argc, char **argv)
     train_config cfg;
     trainer t;
     char err[256] = "", msg[512] = "";
-    int rank, nprocs, parsed, code, step;
-    double loss = 0, before, after, t0, seconds;
-    rite_status status = RITE_OK;
+    int rank, nprocs, parsed, code;
 
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -953,52 +1094,8 @@ int main(int argc, char **argv)
                cfg.batch / nprocs, (cfg.batch + nprocs - 1) / nprocs, cfg.steps);
     report_memory(&t);
 
-    before = trainer_eval(&t);
-    MPI_Barrier(MPI_COMM_WORLD);
-    t0 = MPI_Wtime();
-    for (step = 0; step < cfg.steps && status == RITE_OK; step++) {
-        status = trainer_step(&t, step, &loss);
-        if (rank == 0 && cfg.print_every > 0 && (step % cfg.print_every == 0 || step == cfg.steps - 1))
-            printf("step %5d  batch loss %.6e  global gradient norm %.3e\n", step, loss, sqrt(t.last_sumsq));
-    }
-    seconds = MPI_Wtime() - t0;
-    if (status != RITE_OK) {
-        fprintf(stderr, "mpi_train: rank %d: error: step %d, layer %d: %s (%s)\n", rank, step - 1, t.failed_layer,
-                rite_status_string(status),
-                t.failed_layer >= 0 && t.opt[t.failed_layer] ? rite_last_error(t.opt[t.failed_layer]) : "");
-        trainer_free(&t);
-        return finish(EXIT_STEP);
-    }
-    after = trainer_eval(&t);
-    if (rank == 0) {
-        printf("loss over the data set: %.6e before, %.6e after\n", before, after);
-        printf("time: %.3f s, %.3f ms per step\n", seconds, cfg.steps ? 1e3 * seconds / cfg.steps : 0.0);
-    }
-
-    code = 0;
-    if (cfg.check) {
-        /* rank 0 trains again alone: the same trainer on MPI_COMM_SELF owns every layer */
-        int verdict = 0;
-        if (rank == 0) {
-            trainer one;
-            double diff = 0;
-            rite_status st = RITE_OK;
-            if (trainer_init(&one, &cfg, MPI_COMM_SELF, msg, sizeof msg) != 0) {
-                fprintf(stderr, "mpi_train: rank 0: error: check: %s\n", msg);
-                verdict = EXIT_STEP;
-            } else {
-                for (step = 0; step < cfg.steps && st == RITE_OK; step++) st = trainer_step(&one, step, &loss);
-                diff = trainer_max_diff(&t, &one);
-                if (st != RITE_OK) verdict = EXIT_STEP;
-                else if (!(diff <= config_tol(&cfg))) verdict = EXIT_STEP;
-                printf("check: largest |difference| of the factors from a single-process run: %.3e "
-                       "(tolerance %.0e): %s\n", diff, config_tol(&cfg), verdict ? "FAILED" : "ok");
-                trainer_free(&one);
-            }
-        }
-        MPI_Bcast(&verdict, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        code = verdict;
-    }
+    code = train(&t);
+    if (code == 0 && cfg.check) code = check_single(&t);
     trainer_free(&t);
     return finish(code);
 }

@@ -22,9 +22,9 @@
      precision, with the batch split unevenly and global clipping active;
      that clipping each layer by its own norm instead would be detected;
      that every process ends with bit-identical factors;
-   - that each process holds the optimizer of its own layers only, that its
-     bytes (counted through the allocator hooks) are what rite_memory_query
-     says for those layers, and that its share of the state is within the
+   - that each process's model holds its own layers only, that its bytes
+     (counted through the allocator hooks) are what rite_model_memory_query
+     says for that model, and that its share of the state is within the
      largest layer of 1/P of the whole. */
 #define MPI_TRAIN_NO_MAIN
 #include "mpi_train.c"
@@ -612,28 +612,32 @@ static void check_sharding(rite_optimizer optimizer)
     c.optimizer = optimizer;
     code = trainer_init(&t, &c, MPI_COMM_WORLD, msg, sizeof msg);
     if (code == 0) {
+        rite_lora lo[MAX_LAYERS];
+        rite_model_desc d = owned_desc(&t, lo);
+        rite_memory mem = {0, 0, 0};
         mine_state = trainer_state_bytes(&t);
         mine_bytes = t.rite_bytes;
         mine = mine_state;
+        if (rite_model_memory_query(&d, &mem) != RITE_OK) only_own = 0;
+        want_bytes = mem.total_bytes;
         for (i = 0; i < c.layers; i++) {
-            rite_desc d = layer_desc(&t, i);
-            rite_memory mem = {0, 0, 0};
-            if (rite_memory_query(&d, &mem) != RITE_OK) only_own = 0;
-            total_state += mem.state_bytes;
-            if (mem.state_bytes > cmax) cmax = mem.state_bytes;
+            size_t bytes = 0;
+            if (layer_state_bytes(&t, i, &bytes, msg, sizeof msg) != 0) only_own = 0;
+            total_state += bytes;
+            if (bytes > cmax) cmax = bytes;
             if (t.owner[i] == g_rank) {
+                if (owned >= t.nown || t.own[owned] != i) only_own = 0;   /* the model's layers, in order */
                 owned++;
-                want_state += mem.state_bytes;
-                want_bytes += mem.total_bytes;
+                want_state += bytes;
             }
-            if ((t.opt[i] != NULL) != (t.owner[i] == g_rank)) only_own = 0;
         }
+        if (owned != t.nown || rite_model_layer_count(t.opt) != t.nown) only_own = 0;
         trainer_free(&t);
     }
     MPI_Allreduce(&mine, &sum, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
 
     assert_int_equal(code, 0);
-    assert_true(only_own);                 /* an optimizer only for the layers it owns */
+    assert_true(only_own);                 /* a model of the layers it owns, no more */
     assert_true(owned >= 1);
     assert_true(mine_state == want_state);
     assert_true(mine_bytes == want_bytes); /* the allocator hooks saw what the query says */
