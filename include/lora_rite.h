@@ -673,6 +673,19 @@ inline rite_status rite_model_step(rite_model *model, double *const *A, double *
 /* ======================================================================== */
 /*                            IMPLEMENTATION                                */
 /* ======================================================================== */
+/* Sections, each marked with its tag (search for it):
+     @types      the layer struct and what prepare leaves for apply
+     @kernels    element, Gram and row kernels (portable, and AVX2 + FMA), AdamW's SSE2
+     @dispatch   one call for both precisions (BLAS, LAPACK, small helpers)
+     @config     hyper-parameters and descs: defaults, checks, detail messages
+     @memory     the layout of a layer's block and of a workspace
+     @layer      creating, configuring and querying a layer
+     @rite       the LoRA-RITE step, by SPEC step: prepare (1-3), apply's r x r
+                 phase (4-9, the bound) and k x r phase (10-16)
+     @adamw      the AdamW step
+     @step       the public step functions: checks, aliasing, prepare, apply
+     @state      state export and the layer checkpoint
+     @model      the model: threads, phases, settings, checkpoint, lr schedule */
 #if defined(LORA_RITE_IMPLEMENTATION) && !defined(LORA_RITE__IMPLEMENTED)
 #define LORA_RITE__IMPLEMENTED
 
@@ -699,6 +712,8 @@ inline rite_status rite_model_step(rite_model *model, double *const *A, double *
 #define RITE__PAD8(r) (((r) + 7) / 8 * 8)
 #define RITE__CHOL_COND 4096.0   /* float layers take T from Cholesky while its condition estimate is below */
 #define RITE__TILE_DOUBLES 16384   /* doubles per tile of a float layer's double passes (128 KiB) */
+
+/* ---- @types ------------------------------------------------------------------ */
 
 /* What a LoRA-RITE prepare leaves for apply, per factor: r x r data only,
    so that nothing k x r has to survive between the two phases. */
@@ -799,7 +814,7 @@ struct rite_layer {
     void *raw;             /* what the allocator returned */
 };
 
-/* ---- element kernels, instantiated for float and double -------------------- */
+/* ---- @kernels: element kernels, instantiated for float and double ------------ */
 
 /* A k x r factor in caller storage is `outer` contiguous runs of `inner`
    elements, run a at x + a * ld: rank-last has k runs of r (a = i, b = j),
@@ -1300,7 +1315,7 @@ RITE__ADAMW_SSE2(f64, double, __m128d, pd, 2)
 
 #undef RITE__KERNELS
 
-/* ---- precision dispatch ---------------------------------------------------- */
+/* ---- @dispatch: precision dispatch ------------------------------------------ */
 
 #define RITE__F32(l) ((l)->desc.precision == RITE_FLOAT32)
 
@@ -1389,7 +1404,7 @@ static double rite__absmax_f64(const double *x, rite_layout lay, int ld, int k, 
     return m;
 }
 
-/* ---- small r x r helpers (double) -------------------------------------------- */
+/* ---- @dispatch: small r x r helpers (double) --------------------------------- */
 
 /* sym(X) = (X + X^T) / 2, in place */
 static void rite__sym(double *x, int r)
@@ -1417,7 +1432,7 @@ static double rite__bhat(double beta, long long k)
     return beta * (1.0 - pow(beta, (double)k)) / (1.0 - pow(beta, (double)(k + 1)));
 }
 
-/* ---- configuration and sizes -------------------------------------------------- */
+/* ---- @config: hyper-parameters and descs --------------------------------------- */
 
 LORA_RITE_API rite_config rite_config_default(rite_optimizer optimizer)
 {
@@ -1543,6 +1558,8 @@ static rite_status rite__resolve(const rite_desc *in, rite_desc *d, rite_config 
     d->keep_basis = d->optimizer == RITE_LORA_RITE && d->keep_basis != 0;
     return RITE_OK;
 }
+
+/* ---- @memory: a layer's block and a workspace ----------------------------------- */
 
 /* LAPACK workspace sizes for a resolved desc (LoRA-RITE only). */
 static rite_status rite__lapack_sizes(const rite_desc *d, int *lwork, int *ldwork, int *liwork)
@@ -1774,6 +1791,8 @@ static void rite__dealloc(const rite_allocator *a, void *p)
     }
 }
 
+/* ---- @layer: creating, configuring and querying a layer ------------------------- */
+
 /* A layer in one block; shared: a model's (no workspace of its own) */
 static rite_status rite__layer_new(rite_layer **layer, const rite_desc *desc, int shared)
 {
@@ -1911,7 +1930,7 @@ LORA_RITE_API void rite_factors_changed(rite_layer *layer)
     rite__cancel(layer, "the pending prepare was cancelled by rite_factors_changed");
 }
 
-/* ---- the LoRA-RITE step ---------------------------------------------------- */
+/* ---- @rite: the LoRA-RITE step ---------------------------------------------- */
 
 /* The step never forms U or the unmagnified gradient gbar = G T_o^+ of a float
    layer: both enter only through r x r products. Per factor, prepare reads X
@@ -2679,7 +2698,7 @@ static rite_status rite__lorarite_run(rite_layer *l, int commit)
     return RITE_OK;
 }
 
-/* ---- the AdamW step ------------------------------------------------------------ */
+/* ---- @adamw: the AdamW step ------------------------------------------------------ */
 
 /* SPEC "AdamW baseline" for one factor, row by row of its storage: with
    write = 0 only checks (see rite__adamw_span_*), else updates. */
@@ -2718,7 +2737,7 @@ static int rite__adamw_side(rite_layer *l, rite__side *s, int write, double *acc
     return flags;
 }
 
-/* ---- public step functions --------------------------------------------------- */
+/* ---- @step: public step functions --------------------------------------------- */
 
 /* A k x r matrix in caller storage as `rows` runs of `cols` elements, run a
    at p + a * ld elements of es bytes. */
@@ -2970,7 +2989,7 @@ LORA_RITE_API rite_status rite_step_f64(rite_layer *layer, double *L, double *R,
     return rite__step(layer, RITE_FLOAT64, L, R, gL, gR);
 }
 
-/* ---- state export and checkpoints ------------------------------------------ */
+/* ---- @state: state export and checkpoints ----------------------------------- */
 
 /* ||M||_F^2 of each factor, after its first moment was loaded */
 static void rite__moments_loaded(rite_layer *l)
@@ -3334,7 +3353,7 @@ LORA_RITE_API rite_status rite_checkpoint_load_file(rite_layer *layer, const cha
     return st;
 }
 
-/* ==== the model ============================================================== */
+/* ==== @model: the model ======================================================= */
 
 /* Built-in threads: POSIX threads where they exist. */
 #if !defined(LORA_RITE_NO_THREADS) && (defined(__unix__) || defined(__APPLE__))
