@@ -700,12 +700,14 @@ inline rite_status rite_model_step(rite_model *model, double *const *A, double *
 #include <stdlib.h>
 #include <string.h>
 
-/* The k x r matrices the implementation keeps are packed: a float
-   LoRA-RITE layer's first moments (M, Mn) are row-major (element (i, j) at
-   x[i * r + j]) for its row kernels; every other one is column-major (at
-   x[j * k + i]), and so is every k x r matrix in state copies and
-   checkpoints. Every r x r matrix of the algebra is double, column-major.
-   "T" below is the layer's element type. */
+/* The k x r matrices the implementation keeps are packed. AdamW's moments
+   are stored as their factor is (its layout, packed), in state copies and
+   checkpoints too. A float LoRA-RITE layer's first moments (M, Mn) are
+   row-major (element (i, j) at x[i * r + j]) for its row kernels; every
+   other LoRA-RITE k x r matrix is column-major (at x[j * k + i]), and so is
+   every LoRA-RITE k x r matrix in state copies and checkpoints. Every r x r
+   matrix of the algebra is double, column-major. "T" below is the layer's
+   element type. */
 
 #define RITE__ALIGN 64
 #define RITE__TAG(opt) (0x52540000u | ((unsigned int)(opt) + 1u))   /* a config's tag: "RT", optimizer + 1 */

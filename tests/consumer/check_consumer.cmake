@@ -49,7 +49,7 @@ set(configure_args -G "${GENERATOR}" "-DCMAKE_C_COMPILER=${C_COMPILER}" "-DCMAKE
 if(MODE STREQUAL "install")
   set(prefix "${WORK_DIR}/prefix")
   run("install" "${CMAKE_COMMAND}" --install "${BUILD_DIR}" --prefix "${prefix}" --config "${CONFIG}")
-  foreach(f "${INCLUDEDIR}/lora_rite.h" "${PKGCONFIGDIR}/lora_rite.pc")
+  foreach(f "${INCLUDEDIR}/lora_rite.h" "${INCLUDEDIR}/lora_rite_io.h" "${PKGCONFIGDIR}/lora_rite.pc")
     if(NOT EXISTS "${prefix}/${f}")
       message(FATAL_ERROR "cmake --install did not install ${f}")
     endif()
