@@ -1584,10 +1584,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 /* ------------------------------------------------------------ standalone driver */
 
 #ifdef FUZZ_RITE_STANDALONE
-#if !defined(_WIN32)
-#include <dirent.h>
-#include <sys/stat.h>
-#endif
+#include "fuzz_replay.h"
 
 static int fz_run_file(const char *path)
 {
@@ -1624,34 +1621,6 @@ static int fz_run_file(const char *path)
    violation aborts). */
 int main(int argc, char **argv)
 {
-    int i, bad = 0, count = 0;
-    for (i = 1; i < argc; i++) {
-#if !defined(_WIN32)
-        struct stat sb;
-        if (stat(argv[i], &sb) == 0 && S_ISDIR(sb.st_mode)) {
-            DIR *dir = opendir(argv[i]);
-            struct dirent *e;
-            if (!dir) {
-                fprintf(stderr, "fuzz_rite: cannot open directory %s\n", argv[i]);
-                bad = 1;
-                continue;
-            }
-            while ((e = readdir(dir)) != NULL) {
-                char path[4096];
-                if (e->d_name[0] == '.') continue;
-                snprintf(path, sizeof path, "%s/%s", argv[i], e->d_name);
-                if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
-                bad |= fz_run_file(path);
-                count++;
-            }
-            closedir(dir);
-            continue;
-        }
-#endif
-        bad |= fz_run_file(argv[i]);
-        count++;
-    }
-    printf("fuzz_rite: %d inputs replayed%s\n", count, bad ? ", some could not be read" : ", contract held");
-    return bad || count == 0;
+    return fz_replay("fuzz_rite", argc, argv, fz_run_file);
 }
 #endif
