@@ -85,6 +85,13 @@
      --resume PATH continue training from a checkpoint up to --steps (the
                    optimizer, rank, batch, language, seed and lr are the
                    checkpoint's; use the same --base)
+     --export DIR  after fine-tuning, write the adapters for PEFT and llama.cpp
+                   (EXPORTING below): DIR/peft/ and DIR/adapter.gguf, or with
+                   both optimizers DIR/rite/... and DIR/adamw/...
+     --init-adapter PATH  start fine-tuning from these adapters instead of the
+                   standard initialisation: a GGUF file or a PEFT directory
+                   written by --export (its rank must be --rank; use the same
+                   --base); prints their held-out loss first
      --dict DIR    directory of the word lists (/usr/share/dict)
      --svg         draw the SVG even when gnuplot is available
      --quick       a few-second smoke run: a finite-difference check of the
@@ -110,6 +117,25 @@
    N/2 give bit-identical factors and optimizer state (same machine and
    thread count).
 
+   EXPORTING (--export DIR, --init-adapter PATH)
+   lora_rite_io.h writes the fine-tuned adapters as PEFT and llama.cpp load
+   them, F32, lora_alpha = r (forward() adds B A x unscaled, and both tools
+   scale B A by lora_alpha / r):
+       DIR/peft/adapter_model.safetensors, DIR/peft/adapter_config.json
+       DIR/adapter.gguf (general.architecture "char_lm")
+   The caller names the modules. As a PyTorch module the base model would be
+       emb = nn.Embedding(32, 16)      fc1 = nn.Linear(64, 128)
+       fc2 = nn.Linear(128, 128)       head = nn.Linear(128, 32)
+   so the layers W1, W2, W3 are
+       layer  PEFT module  PEFT tensors                        GGUF tensors
+       W1     fc1          base_model.model.fc1.lora_A.weight  fc1.weight.lora_a
+       W2     fc2          base_model.model.fc2.lora_A.weight  fc2.weight.lora_a
+       W3     head         base_model.model.head.lora_A.weight head.weight.lora_a
+   (and lora_B / lora_b): the GGUF names are the base weights' names in that
+   module's state_dict. A run prints the held-out loss of what it exported;
+   --init-adapter reads it back (the reader checks every shape against
+   --rank and the layers) and prints the same loss before training on.
+
    BUILD
        cmake --build build --target char_lm       (or, by hand:)
        cc -std=c99 -O2 -Iinclude examples/char_lm.c -o char_lm -llapacke -lopenblas -lm -pthread
@@ -127,6 +153,8 @@
 
 #define LORA_RITE_IMPLEMENTATION
 #include "lora_rite.h"
+#define LORA_RITE_IO_IMPLEMENTATION
+#include "lora_rite_io.h"
 
 /* ----------------------------------------------------------------------------
    sizes */
@@ -142,6 +170,11 @@
 
 static const int layer_in[NLAYER] = {IN0, HID, HID};
 static const int layer_out[NLAYER] = {HID, HID, VOCAB};
+
+/* the layers' names in exported adapters (EXPORTING above): PEFT module paths, GGUF base tensors */
+static const char *const peft_name[NLAYER] = {"fc1", "fc2", "head"};
+static const char *const gguf_name[NLAYER] = {"fc1.weight", "fc2.weight", "head.weight"};
+#define GGUF_ARCH "char_lm"    /* general.architecture of the exported GGUF */
 
 /* ----------------------------------------------------------------------------
    check-and-die helpers, timer */
@@ -198,6 +231,34 @@ static void rite_check(rite_status s, const rite_model *model, const char *what,
     }
 }
 #define riteCheck(s, model, what) rite_check((s), (model), (what), __FILE__, __LINE__)
+
+/* a failed lora_rite_io call: the status, and its detail (which file, tensor, key or offset) */
+static void rite_io_check(rite_io_status s, const char *what, const char *detail, const char *file, int line)
+{
+    if (s != RITE_IO_OK) {
+        fprintf(stderr, "char_lm: %s: %s (%s) at %s:%d\n", what, rite_io_status_string(s), detail, file, line);
+        exit(1);
+    }
+}
+#define riteIoCheck(s, what, detail) rite_io_check((s), (what), (detail), __FILE__, __LINE__)
+
+/* mkdir -p: the directory and its missing parents */
+static void make_dir(const char *dir)
+{
+    char path[1024];
+    size_t i, n = strlen(dir);
+    if (n >= sizeof path) { fprintf(stderr, "char_lm: path too long: %s\n", dir); exit(1); }
+    memcpy(path, dir, n + 1);
+    for (i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != 0) continue;
+        path[i] = 0;
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+            fprintf(stderr, "char_lm: cannot create %s (%s)\n", path, strerror(errno));
+            exit(1);
+        }
+        path[i] = dir[i];
+    }
+}
 
 static double now_seconds(void)
 {
@@ -945,6 +1006,7 @@ typedef struct {
     int rank, batch, lang, eval_every;
     uint64_t seed;
     int full_test;                       /* 1: the final held-out loss uses every held-out example */
+    const Lora *init;                    /* --init-adapter: the factors every run starts from; NULL: lora_init */
 } Setup;
 
 typedef struct {
@@ -971,6 +1033,12 @@ static long long load_checkpoint(const char *path, const Setup *su, const Run *r
 
 static const char *opt_name(rite_optimizer k) { return k == RITE_LORA_RITE ? "LoRA-RITE" : "AdamW"; }
 
+/* the examples of the final held-out loss: every held-out example, or (--quick) the curves' subset */
+static const Examples *heldout_set(const Setup *su)
+{
+    return su->full_test ? &su->data->split[SPLIT_TEST] : &su->test_curve;
+}
+
 /* the adapters of a run and their optimizer: from the base model (with --rescale, lora_B != 0
    and the product moved out of W), then from the checkpoint with --resume; returns the first step */
 static long long finetune_start(const Setup *su, const Run *run, Result *res)
@@ -980,6 +1048,11 @@ static long long finetune_start(const Setup *su, const Run *run, Result *res)
     memcpy(res->model.params, su->base->params, su->base->count * sizeof(float));
     lora_alloc(&res->lora, su->rank);
     lora_init(&res->lora, su->seed, run->rescale > 0 ? 0.02 : 0.0);
+    if (su->init)   /* --init-adapter (never with --rescale) */
+        for (l = 0; l < NLAYER; l++) {
+            memcpy(res->lora.A[l], su->init->A[l], (size_t)su->rank * layer_in[l] * sizeof(float));
+            memcpy(res->lora.B[l], su->init->B[l], (size_t)layer_out[l] * su->rank * sizeof(float));
+        }
     if (run->rescale > 0) {
         /* W -= B A, so that W + B A is the pretrained W; then A *= S, B /= S */
         for (l = 0; l < NLAYER; l++) {
@@ -1008,8 +1081,7 @@ static void finetune_finish(const Setup *su, const Run *run, Result *res, Acts *
     if (curves) curve_add(curves, run->label, run->steps, evaluate(m, lo, a, &su->train_curve),
                           evaluate(m, lo, a, &su->test_curve));
     res->train = evaluate(m, lo, a, &su->train_final);
-    res->heldout = su->full_test ? evaluate(m, lo, a, &su->data->split[SPLIT_TEST])
-                                 : evaluate(m, lo, a, &su->test_curve);
+    res->heldout = evaluate(m, lo, a, heldout_set(su));
     if (run->save) save_checkpoint(run->save, su, run, lo, m, run->steps);
 }
 
@@ -1145,6 +1217,66 @@ static long long load_checkpoint(const char *path, const Setup *su, const Run *r
     }
     printf("  resumed %s from %s at step %lld\n", opt_name(run->kind), path, (long long)h.step);
     return (long long)h.step;
+}
+
+/* ----------------------------------------------------------------------------
+   exported adapters (lora_rite_io.h): PEFT's safetensors and llama.cpp's GGUF,
+   under the names of EXPORTING at the top */
+
+/* the modules of the adapters lo (the caller's buffers), under their PEFT (gguf = 0) or GGUF names */
+static void adapter_modules(rite_io_module mods[NLAYER], const Lora *lo, int gguf)
+{
+    int l;
+    for (l = 0; l < NLAYER; l++) {
+        mods[l].name = gguf ? gguf_name[l] : peft_name[l];
+        mods[l].in_features = layer_in[l];
+        mods[l].out_features = layer_out[l];
+        mods[l].r = lo->r;
+        mods[l].A = lo->A[l];
+        mods[l].B = lo->B[l];
+    }
+}
+
+/* DIR/peft/ (adapter_model.safetensors, adapter_config.json) and DIR/adapter.gguf, F32;
+   lora_alpha = r, since forward() adds B A x unscaled and both tools scale by alpha / r */
+static void save_adapters(const char *dir, const Lora *lo, char *peft, char *gguf, size_t size)
+{
+    rite_io_module mods[NLAYER];
+    rite_io_peft popt;
+    rite_io_gguf gopt;
+    char detail[256] = "";
+    snprintf(peft, size, "%s/peft", dir);
+    snprintf(gguf, size, "%s/adapter.gguf", dir);
+    make_dir(dir);
+    make_dir(peft);
+    memset(&popt, 0, sizeof popt);
+    popt.base_model = NULL;    /* not a model of the Hugging Face Hub: null */
+    popt.task_type = NULL;     /* a plain torch module: no task type, PeftModel itself */
+    popt.lora_alpha = lo->r;
+    popt.dtype = RITE_IO_F32;
+    adapter_modules(mods, lo, 0);
+    riteIoCheck(rite_io_peft_save(peft, mods, NLAYER, &popt, detail, sizeof detail), peft, detail);
+    memset(&gopt, 0, sizeof gopt);
+    gopt.architecture = GGUF_ARCH;
+    gopt.lora_alpha = lo->r;
+    gopt.dtype = RITE_IO_F32;
+    adapter_modules(mods, lo, 1);
+    riteIoCheck(rite_io_gguf_save(gguf, mods, NLAYER, &gopt, detail, sizeof detail), gguf, detail);
+}
+
+/* the factors of lo from a PEFT directory, or else a GGUF file; the reader checks every
+   tensor's shape against the layers and lo->r, and on failure changes nothing; returns the format */
+static const char *load_adapters(const char *path, Lora *lo)
+{
+    rite_io_module mods[NLAYER];
+    char detail[256] = "";
+    struct stat st;
+    int peft = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    adapter_modules(mods, lo, !peft);
+    riteIoCheck(peft ? rite_io_peft_load(path, mods, NLAYER, detail, sizeof detail)
+                     : rite_io_gguf_load(path, mods, NLAYER, detail, sizeof detail),
+                path, detail);
+    return peft ? "PEFT" : "GGUF";
 }
 
 /* ----------------------------------------------------------------------------
@@ -1297,10 +1429,7 @@ static void write_outputs(const Curves *c, const char *dir, int force_svg)
     size_t i;
     FILE *f;
     if (c->n == 0) return;
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "char_lm: cannot create %s (%s)\n", dir, strerror(errno));
-        exit(1);
-    }
+    make_dir(dir);
     /* CSV: step, optimizer, train_loss, heldout_loss */
     snprintf(path, sizeof path, "%s/loss.csv", dir);
     f = fopenCheck(path, "w");
@@ -1359,7 +1488,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: char_lm [--optimizer rite|adamw|both] [--lang german|french] [--rank R]\n"
            "               [--steps N] [--batch B] [--lr X] [--seed S] [--threads T]\n"
            "               [--base PATH] [--rescale S] [--out DIR] [--save PATH] [--resume PATH]\n"
-           "               [--dict DIR] [--svg] [--quick]\n"
+           "               [--export DIR] [--init-adapter PATH] [--dict DIR] [--svg] [--quick]\n"
            "LoRA fine-tuning of a character-level MLP language model (English -> German or\n"
            "French), LoRA-RITE against AdamW. See the top of examples/char_lm.c.\n");
 }
@@ -1367,7 +1496,8 @@ static void usage(FILE *f)
 static int is_value_flag(const char *f)
 {
     static const char *const names[] = {"--optimizer", "--lang", "--rank", "--steps", "--batch", "--lr", "--seed",
-                                        "--threads", "--base", "--rescale", "--out", "--save", "--resume", "--dict"};
+                                        "--threads", "--base", "--rescale", "--out", "--save", "--resume", "--dict",
+                                        "--export", "--init-adapter"};
     size_t i;
     for (i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(f, names[i])) return 1;
@@ -1389,6 +1519,7 @@ static const double sweep_adamw[] = {2.5e-3, 5e-3, 1e-2, 2e-2};
 /* the command line */
 typedef struct {
     const char *optimizer, *lang, *base_path, *out_dir, *save, *resume, *dict;
+    const char *export_dir, *init_adapter;   /* --export, --init-adapter, or NULL */
     int rank, batch, threads, quick, force_svg;
     long long steps;           /* -1 until checked: the default of the mode */
     double lr, rescale;
@@ -1426,6 +1557,8 @@ static Options parse_flags(int argc, char **argv)
         else if (!strcmp(f, "--save")) o.save = v;
         else if (!strcmp(f, "--resume")) o.resume = v;
         else if (!strcmp(f, "--dict")) o.dict = v;
+        else if (!strcmp(f, "--export")) o.export_dir = v;
+        else if (!strcmp(f, "--init-adapter")) o.init_adapter = v;
         else bad_flag("unknown flag ", f);
         i += takes;
     }
@@ -1461,6 +1594,10 @@ static void check_flags(Options *o)
     if (o->lr < 0 || o->rescale < 0) bad_flag("--lr and --rescale must be positive", NULL);
     if ((o->save || o->resume) && o->nopt != 1) bad_flag("--save and --resume need --optimizer rite or adamw", NULL);
     if ((o->save || o->resume) && o->rescale > 0) bad_flag("--save and --resume do not combine with --rescale", NULL);
+    if ((o->export_dir || o->init_adapter) && o->rescale > 0)   /* it changes the frozen W */
+        bad_flag("--export and --init-adapter do not combine with --rescale", NULL);
+    if (o->init_adapter && o->resume)   /* the checkpoint has the adapters */
+        bad_flag("--init-adapter does not combine with --resume", NULL);
     if (o->steps == -1) o->steps = o->quick ? 60 : 6000;
 }
 
@@ -1507,6 +1644,7 @@ static double setup_finetune(Setup *su, Dataset *d, const Model *base, const Opt
     su->seed = o->seed;
     su->eval_every = (int)(o->steps / 30 > 0 ? o->steps / 30 : 1);
     su->full_test = !quick;
+    su->init = NULL;
     su->train_curve = subset(&d->split[SPLIT_TRAIN], quick ? 2048 : 8192, &own[0]);
     su->test_curve = subset(&d->split[SPLIT_TEST], quick ? 2048 : 8192, &own[1]);
     su->train_final = subset(&d->split[SPLIT_TRAIN], quick ? 2048 : 65536, &own[2]);
@@ -1619,6 +1757,44 @@ static Result run_final(const Setup *su, const Options *o, int k, const double *
     }
 }
 
+/* --export DIR: the adapters of each run that did not diverge, in DIR (one optimizer) or
+   DIR/rite and DIR/adamw (both), with their final held-out loss (what --init-adapter prints) */
+static void export_runs(const Options *o, const Result *res)
+{
+    char dir[1024], peft[1100], gguf[1100];
+    int k;
+    printf("\n");
+    if (o->nopt > 1) make_dir(o->export_dir);
+    for (k = 0; k < o->nopt; k++) {
+        if (res[k].diverged) {
+            printf("  %s diverged: its adapters are not exported\n", opt_name(o->kinds[k]));
+            continue;
+        }
+        if (o->nopt > 1)
+            snprintf(dir, sizeof dir, "%s/%s", o->export_dir, o->kinds[k] == RITE_LORA_RITE ? "rite" : "adamw");
+        else
+            snprintf(dir, sizeof dir, "%s", o->export_dir);
+        save_adapters(dir, &res[k].lora, peft, gguf, sizeof peft);
+        printf("exported %s adapters (held-out loss %.6f nats/char): %s (PEFT), %s (GGUF)\n",
+               opt_name(o->kinds[k]), res[k].heldout, peft, gguf);
+    }
+}
+
+/* --init-adapter PATH: the adapters every run starts from, read once; prints their held-out
+   loss (on the set, and in the chunks, of a run's final held-out loss) */
+static void init_adapters(Lora *init, Setup *su, const Options *o)
+{
+    Acts a;
+    const char *format;
+    lora_alloc(init, o->rank);
+    format = load_adapters(o->init_adapter, init);
+    su->init = init;
+    acts_alloc(&a, o->batch > EVAL_CHUNK ? o->batch : EVAL_CHUNK, o->rank);   /* the rows of finetune() */
+    printf("initial adapters: %s (%s, rank %d), held-out loss %.6f nats/char\n", o->init_adapter, format, o->rank,
+           evaluate(su->base, init, &a, heldout_set(su)));
+    acts_free(&a);
+}
+
 /* the comparison: each optimizer at its learning rate, full length, then the table and
    samples; returns 1 when --quick finds an optimizer that did not lower the held-out loss */
 static int run_comparison(const Setup *su, const Options *o, double cand[2][NSWEEP], const int ncand[2],
@@ -1635,7 +1811,8 @@ static int run_comparison(const Setup *su, const Options *o, double cand[2][NSWE
         printf("%-10s %9g %12.4f %12.4f%s\n", opt_name(o->kinds[k]), used_lr[k], res[k].train, res[k].heldout,
                res[k].diverged ? "  (diverged)" : "");
     printf("(loss in nats per character; train: %zu training examples, held-out: %zu examples of unseen words)\n",
-           su->train_final.n, su->full_test ? su->data->split[SPLIT_TEST].n : su->test_curve.n);
+           su->train_final.n, heldout_set(su)->n);
+    if (o->export_dir) export_runs(o, res);
     printf("\nsamples from the base model:\n");
     print_samples(su->base, NULL, o->seed, 10);
     for (k = 0; k < o->nopt; k++) {
@@ -1661,6 +1838,7 @@ int main(int argc, char **argv)
     Dataset d;
     Setup su;
     Curves curves = {NULL, 0, 0};
+    Lora init;                 /* --init-adapter */
     unsigned char *own[4];
 
     if (o.resume) resume_settings(&o);
@@ -1676,6 +1854,7 @@ int main(int argc, char **argv)
     /* data and the frozen model: English for pretraining (only when the base model is trained), the target language */
     load_base(&base, &o, t_start);
     base_loss = setup_finetune(&su, &d, &base, &o, own);
+    if (o.init_adapter) init_adapters(&init, &su, &o);
     /* learning rates, then the rescaling experiment or the comparison */
     for (k = 0; k < o.nopt; k++) {
         ncand[k] = choose_lrs(&su, &o, k, cand[k]);
@@ -1687,6 +1866,7 @@ int main(int argc, char **argv)
     printf("total time %.1f s\n", now_seconds() - t_start);
 
     free(curves.p);
+    if (o.init_adapter) lora_free(&init);
     for (i = 0; i < 4; i++) free(own[i]);
     free_dataset(&d);
     free(base.params);
