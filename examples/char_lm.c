@@ -1317,11 +1317,62 @@ static int curve_labels(const Curves *c, const char *labels[8])
 static const char *const colors[8] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
                                       "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
 
-static int plot_gnuplot(const Curves *c, const char *dir, char *out, size_t outsz)
+/* What a plot shows besides the curves: the base model's held-out loss (the
+   table's, NAN: none), the subsets the curves are measured on, and the
+   y range, which the later steps set (where the optimizers differ; the
+   first steps' higher losses run off the top). */
+typedef struct {
+    double base_loss;
+    size_t train_n, heldout_n;          /* the curves' subsets */
+    double lo, hi;                      /* y range */
+    double smax;                        /* last step */
+} PlotInfo;
+
+static const char *curve_name(const char *label)
+{
+    return strcmp(label, "rite") == 0 ? "LoRA-RITE" : strcmp(label, "adamw") == 0 ? "AdamW" : label;
+}
+
+static void plot_range(const Curves *c, PlotInfo *pi)
+{
+    double vmin = 1e30, late = -1e30;
+    size_t i;
+    pi->smax = 1;
+    for (i = 0; i < c->n; i++)
+        if ((double)c->p[i].step > pi->smax) pi->smax = (double)c->p[i].step;
+    for (i = 0; i < c->n; i++) {
+        double v[2];
+        int j;
+        v[0] = c->p[i].train;
+        v[1] = c->p[i].heldout;
+        for (j = 0; j < 2; j++) {
+            if (!(v[j] < 1e30)) continue;
+            if (v[j] < vmin) vmin = v[j];
+            if ((double)c->p[i].step >= pi->smax / 5 && v[j] > late) late = v[j];
+        }
+    }
+    if (late < vmin) late = vmin + 0.1;
+    pi->lo = vmin - 0.1 * (late - vmin);
+    pi->hi = late + 0.6 * (late - vmin);
+    if (pi->base_loss == pi->base_loss && pi->base_loss <= pi->hi + 0.25 * (pi->hi - pi->lo))
+        pi->hi = pi->base_loss + 0.05 * (pi->hi - pi->lo);   /* the base line fits with a little more room */
+}
+
+/* the note under the title: what the curves are measured on, where the base model is */
+static void plot_note(const PlotInfo *pi, char *note, size_t size)
+{
+    char base[96] = "";
+    if (pi->base_loss == pi->base_loss && pi->base_loss > pi->hi)
+        snprintf(base, sizeof base, "; base model %.4f held-out (above the plot)", pi->base_loss);
+    snprintf(note, size, "curves: losses on fixed subsets (%zu train, %zu held-out examples); "
+                         "the table: its own sets%s", pi->train_n, pi->heldout_n, base);
+}
+
+static int plot_gnuplot(const Curves *c, const PlotInfo *pi, const char *dir, char *out, size_t outsz)
 {
     const char *labels[8];
-    char script[1100], cmd[1200];
-    int nl = curve_labels(c, labels), k, kind;
+    char script[1100], cmd[1200], note[256];
+    int nl = curve_labels(c, labels), k, kind, base = pi->base_loss <= pi->hi;
     size_t i;
     FILE *f;
     if (strchr(dir, '\'') || strchr(dir, '"')) return 0;
@@ -1330,13 +1381,17 @@ static int plot_gnuplot(const Curves *c, const char *dir, char *out, size_t outs
     f = fopenCheck(script, "w");
     fprintf(f, "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) { set terminal pngcairo size 960,600 }"
                " else { set terminal png size 960,600 }\n");
-    fprintf(f, "set output '%s'\nset title 'LoRA fine-tuning of a character-level MLP language model'\n"
-               "set xlabel 'step'\nset ylabel 'loss (nats per character)'\nset grid\nset key top right\n", out);
+    plot_note(pi, note, sizeof note);
+    fprintf(f, "set output '%s'\nset title \"LoRA fine-tuning of a character-level MLP language model\\n"
+               "{/*0.8 %s}\"\nset xlabel 'step'\nset ylabel 'loss (nats per character)'\nset grid\n"
+               "set key top right\nset yrange [%g:%g]\n", out, note, pi->lo, pi->hi);
     fprintf(f, "plot ");
     for (k = 0; k < nl; k++)
         for (kind = 0; kind < 2; kind++)
             fprintf(f, "%s'-' using 1:2 with lines lw 2 dt %d lc rgb '%s' title '%s %s'", k + kind ? ", " : "",
-                    kind ? 2 : 1, colors[k], labels[k], kind ? "train" : "held-out");
+                    kind ? 2 : 1, colors[k], curve_name(labels[k]), kind ? "train" : "held-out");
+    if (base)
+        fprintf(f, ", %g with lines lw 1 dt 3 lc rgb '#555555' title 'base model, held-out'", pi->base_loss);
     fprintf(f, "\n");
     for (k = 0; k < nl; k++)
         for (kind = 0; kind < 2; kind++) {
@@ -1357,24 +1412,17 @@ static double nice_step(double x)
     return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
 }
 
-static void plot_svg(const Curves *c, const char *dir, char *out, size_t outsz)
+static void plot_svg(const Curves *c, const PlotInfo *pi, const char *dir, char *out, size_t outsz)
 {
-    const double W = 960, H = 600, x0 = 80, x1 = 700, y0 = 40, y1 = 540;
+    const double W = 960, H = 600, x0 = 80, x1 = 700, y0 = 56, y1 = 540;
     const char *labels[8];
+    char note[256];
     int nl = curve_labels(c, labels), k, kind, tck;
-    double smax = 1, lmin = 1e30, lmax = -1e30, xs, ys;
+    double smax = pi->smax, lmin = pi->lo, lmax = pi->hi, xs, ys;
     size_t i;
     FILE *f;
     snprintf(out, outsz, "%s/loss.svg", dir);
-    /* axes ranges */
-    for (i = 0; i < c->n; i++) {
-        if ((double)c->p[i].step > smax) smax = (double)c->p[i].step;
-        if (c->p[i].train < lmin) lmin = c->p[i].train;
-        if (c->p[i].heldout < lmin) lmin = c->p[i].heldout;
-        if (c->p[i].train > lmax) lmax = c->p[i].train;
-        if (c->p[i].heldout > lmax) lmax = c->p[i].heldout;
-    }
-    if (lmax <= lmin) lmax = lmin + 0.1;
+    plot_note(pi, note, sizeof note);
     ys = nice_step((lmax - lmin) / 5);
     xs = nice_step(smax / 5);
     lmin = floor(lmin / ys) * ys;
@@ -1386,8 +1434,11 @@ static void plot_svg(const Curves *c, const char *dir, char *out, size_t outsz)
     fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f'"
                " font-family='sans-serif' font-size='13'>\n", W, H);
     fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n");
-    fprintf(f, "<text x='%.0f' y='24' text-anchor='middle' font-size='15'>"
+    fprintf(f, "<text x='%.0f' y='22' text-anchor='middle' font-size='15'>"
                "LoRA fine-tuning of a character-level MLP language model</text>\n", (x0 + x1) / 2);
+    fprintf(f, "<text x='%.0f' y='40' text-anchor='middle' font-size='11'>%s</text>\n", (x0 + x1) / 2, note);
+    fprintf(f, "<clipPath id='area'><rect x='%.1f' y='%.1f' width='%.1f' height='%.1f'/></clipPath>\n", x0, y0,
+            x1 - x0, y1 - y0);
     /* axes, ticks and grid */
     fprintf(f, "<path d='M%.1f %.1f V%.1f H%.1f' stroke='black' fill='none'/>\n", x0, y0, y1, x1);
     for (tck = 0; tck * xs <= smax + 0.5 * xs; tck++) {
@@ -1407,28 +1458,38 @@ static void plot_svg(const Curves *c, const char *dir, char *out, size_t outsz)
     for (k = 0; k < nl; k++)
         for (kind = 0; kind < 2; kind++) {
             double ly = y0 + 10 + 22 * (2 * k + kind);
-            fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2'%s points='", colors[k],
-                    kind ? " stroke-dasharray='6 4'" : "");
+            fprintf(f, "<polyline clip-path='url(#area)' fill='none' stroke='%s' stroke-width='2'%s points='",
+                    colors[k], kind ? " stroke-dasharray='6 4'" : "");
             for (i = 0; i < c->n; i++)
                 if (strcmp(c->p[i].label, labels[k]) == 0)
                     fprintf(f, "%.1f,%.1f ", SX(c->p[i].step), SY(kind ? c->p[i].train : c->p[i].heldout));
             fprintf(f, "'/>\n");
             fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='%s' stroke-width='2'%s/>\n",
                     x1 + 20, ly, x1 + 50, ly, colors[k], kind ? " stroke-dasharray='6 4'" : "");
-            fprintf(f, "<text x='%.1f' y='%.1f'>%s %s</text>\n", x1 + 58, ly + 4, labels[k], kind ? "train" : "held-out");
+            fprintf(f, "<text x='%.1f' y='%.1f'>%s %s</text>\n", x1 + 58, ly + 4, curve_name(labels[k]),
+                    kind ? "train" : "held-out");
         }
+    if (pi->base_loss <= lmax) {
+        double ly = y0 + 10 + 22 * (2 * nl);
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#555' stroke-dasharray='2 3'/>\n", x0,
+                SY(pi->base_loss), x1, SY(pi->base_loss));
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#555' stroke-dasharray='2 3'/>\n",
+                x1 + 20, ly, x1 + 50, ly);
+        fprintf(f, "<text x='%.1f' y='%.1f'>base model, held-out</text>\n", x1 + 58, ly + 4);
+    }
     fprintf(f, "</svg>\n");
 #undef SX
 #undef SY
     ioCheck(fclose(f) == 0, out);
 }
 
-static void write_outputs(const Curves *c, const char *dir, int force_svg)
+static void write_outputs(const Curves *c, PlotInfo *pi, const char *dir, int force_svg)
 {
     char path[1100], plot[1100];
     size_t i;
     FILE *f;
     if (c->n == 0) return;
+    plot_range(c, pi);
     make_dir(dir);
     /* CSV: step, optimizer, train_loss, heldout_loss */
     snprintf(path, sizeof path, "%s/loss.csv", dir);
@@ -1437,8 +1498,8 @@ static void write_outputs(const Curves *c, const char *dir, int force_svg)
     for (i = 0; i < c->n; i++)
         fprintf(f, "%lld,%s,%.6f,%.6f\n", c->p[i].step, c->p[i].label, c->p[i].train, c->p[i].heldout);
     ioCheck(fclose(f) == 0, path);
-    if (force_svg || !on_path("gnuplot") || !plot_gnuplot(c, dir, plot, sizeof plot))
-        plot_svg(c, dir, plot, sizeof plot);
+    if (force_svg || !on_path("gnuplot") || !plot_gnuplot(c, pi, dir, plot, sizeof plot))
+        plot_svg(c, pi, dir, plot, sizeof plot);
     printf("\nloss curves: %s, plot: %s\n", path, plot);
 }
 
@@ -1838,6 +1899,7 @@ int main(int argc, char **argv)
     Dataset d;
     Setup su;
     Curves curves = {NULL, 0, 0};
+    PlotInfo plot;
     Lora init;                 /* --init-adapter */
     unsigned char *own[4];
 
@@ -1862,7 +1924,10 @@ int main(int argc, char **argv)
     }
     if (o.rescale > 0) run_rescale(&su, &o, cand, &curves);
     else if (run_comparison(&su, &o, cand, ncand, base_loss, &curves)) return 1;
-    write_outputs(&curves, o.out_dir, o.force_svg);
+    plot.base_loss = o.rescale > 0 ? NAN : base_loss;
+    plot.train_n = su.train_curve.n;
+    plot.heldout_n = su.test_curve.n;
+    write_outputs(&curves, &plot, o.out_dir, o.force_svg);
     printf("total time %.1f s\n", now_seconds() - t_start);
 
     free(curves.p);
