@@ -787,6 +787,7 @@ struct rite_layer {
     const char *const *names; /* of L, R, gL, gR in messages */
     double g2, u2;         /* AdamW: sums of squares of the gradients and of the change
                               of the factors, from prepare (for the diagnostics) */
+    rite_config checked;   /* AdamW: the config prepare's check pass used */
     double diag_u2, diag_n;/* the update's sum of squares and element count */
     rite_diagnostics diag; /* of the last step */
     /* workspace: r x r matrices (double unless noted), shared by both sides */
@@ -2847,6 +2848,7 @@ static rite_status rite__prepare(rite_layer *l, rite_precision prec, void *L, vo
         if (st == RITE_OK) {
             l->g2 = acc[0];
             l->u2 = acc[1];
+            l->checked = l->cfg;
         }
     } else {
         st = rite__lorarite_prepare(l, &own);
@@ -2902,6 +2904,29 @@ static void rite__layer_diag(rite_layer *l, double total)
     d->update_rms = sqrt(l->diag_u2 / l->diag_n);
 }
 
+/* AdamW: when the hyper-parameters changed since prepare (rite_set_lr,
+   rite_set_config), the check pass again with the new ones: the update
+   must still be finite */
+static rite_status rite__adamw_recheck(rite_layer *l)
+{
+    const rite_config *a = &l->checked, *b = &l->cfg;
+    double acc[2] = {0, 0};
+    int f0, f1;
+    if (a->lr == b->lr && a->beta1 == b->beta1 && a->beta2 == b->beta2 && a->eps == b->eps &&
+        a->weight_decay == b->weight_decay)
+        return RITE_OK;
+    f0 = rite__adamw_side(l, &l->s[0], 0, acc);
+    f1 = rite__adamw_side(l, &l->s[1], 0, acc);
+    if (f0 | f1)
+        return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_UPDATE,
+                         "with the config set since prepare, the update of %s would overflow; the pending "
+                         "prepare is kept", l->names[f0 ? 0 : 1]);
+    l->g2 = acc[0];
+    l->u2 = acc[1];
+    l->checked = l->cfg;
+    return RITE_OK;
+}
+
 /* apply's first half: the checks, and LoRA-RITE's first phase. Changes no state. */
 static rite_status rite__apply_begin(rite_layer *l, double total)
 {
@@ -2913,7 +2938,7 @@ static rite_status rite__apply_begin(rite_layer *l, double total)
     if (!(total >= l->own_sumsq && total <= DBL_MAX))
         return rite__say(l->msg, sizeof l->msg, RITE_ERR_SUMSQ,
                          "total_sumsq = %g: it must be finite and >= this layer's own %g", total, l->own_sumsq);
-    if (l->desc.optimizer == RITE_ADAMW) return RITE_OK;
+    if (l->desc.optimizer == RITE_ADAMW) return rite__adamw_recheck(l);
     st = rite__lorarite_plan(l, total);
     return st == RITE_OK ? RITE_OK : rite__apply_failed(l, st);
 }
@@ -3975,9 +4000,11 @@ LORA_RITE_API rite_status rite_model_apply(rite_model *model, double total_sumsq
     if (bad >= 0)
         return rite__say(m->msg, sizeof m->msg, m->st[bad], "layer %d: %s; no layer was changed", bad,
                          m->lay[bad]->msg);
-    if ((bad = late) >= 0)
+    if ((bad = late) >= 0) {   /* not reachable: the checks and dry runs passed */
+        m->prepared = 0;
         return rite__say(m->msg, sizeof m->msg, m->st[bad], "layer %d failed after its checks passed: %s", bad,
                          m->lay[bad]->msg);
+    }
     m->steps++;
     m->prepared = 0;
     rite__model_diag(m);

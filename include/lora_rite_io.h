@@ -63,8 +63,9 @@
    none of the caller's buffers (a reader checks everything, every module
    asked for, before it writes). Other tensors in the file are allowed, and
    checked as well. In detail:
-     safetensors  the header at most 100 MiB (RITE_IO_ERR_HEADER_SIZE) and
-       one JSON object, UTF-8, nested at most 32 deep (_JSON_DEPTH), no key
+     safetensors  the header at most 10^8 bytes, Hugging Face's limit
+       (RITE_IO_ERR_HEADER_SIZE), and one JSON object, UTF-8, nested at most
+       32 deep (_JSON_DEPTH), no key
        twice in any object, escapes decoded first (_DUPLICATE_KEY);
        __metadata__ an object of strings; every tensor has dtype, shape and
        data_offsets (_MISSING_KEY; other keys are skipped), its dtype F32,
@@ -282,7 +283,8 @@ LORA_RITE_IO_API rite_io_status rite_io_state_save(const char *path, const rite_
 
 /* ---- @base ---------------------------------------------------------------------- */
 
-#define RITE_IO__MAX_HEADER ((size_t)100 * 1024 * 1024) /* the largest safetensors header read or written */
+#define RITE_IO__MAX_HEADER ((size_t)100000000) /* the largest safetensors header read or written (the
+                                                  limit of Hugging Face's safetensors) */
 #define RITE_IO__MAX_DEPTH 32      /* JSON nesting, and GGUF arrays of arrays */
 #define RITE_IO__GGUF_ALIGN 32u    /* the GGUF writer's alignment (llama.cpp's default) */
 #define RITE_IO__GGUF_NAME 64      /* llama.cpp's GGML_MAX_NAME: a tensor name has fewer bytes */
@@ -2078,11 +2080,17 @@ static rite_io_status rite_io__gguf_module(rite_io__gg *g, rite_io_module *m, in
 static rite_io_status rite_io__gguf_parse(rite_io__gg *g)
 {
     int k;
+    size_t bk = 0, bt = 0, bi = 0;
     rite_io_status st = rite_io__gguf_head(g);
     if (st != RITE_IO_OK) return st;
-    g->keys = (rite_io__key *)malloc(((size_t)g->n_kv + 1) * sizeof *g->keys);
-    g->t = (rite_io__gguf_tensor *)malloc(((size_t)g->n_t + 1) * sizeof *g->t);
-    g->idx = (rite_io__key *)malloc(((size_t)g->n_t + 1) * sizeof *g->idx);
+    /* the counts are bounded by the file's size, their products by size_t */
+    if (!rite_io__mul((size_t)g->n_kv + 1, sizeof *g->keys, &bk) || !rite_io__mul((size_t)g->n_t + 1, sizeof *g->t, &bt) ||
+        !rite_io__mul((size_t)g->n_t + 1, sizeof *g->idx, &bi))
+        return rite_io__say(g->detail, g->ds, RITE_IO_ERR_OUT_OF_MEMORY, "%llu pairs and %llu tensors",
+                            (unsigned long long)g->n_kv, (unsigned long long)g->n_t);
+    g->keys = (rite_io__key *)malloc(bk);
+    g->t = (rite_io__gguf_tensor *)malloc(bt);
+    g->idx = (rite_io__key *)malloc(bi);
     if (!g->keys || !g->t || !g->idx)
         return rite_io__say(g->detail, g->ds, RITE_IO_ERR_OUT_OF_MEMORY, "%llu pairs and %llu tensors",
                             (unsigned long long)g->n_kv, (unsigned long long)g->n_t);

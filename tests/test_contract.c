@@ -403,6 +403,80 @@ static void test_status_texts_cover_what_the_codes_mean(void **state) {
     }
 }
 
+/* AdamW checks its update in prepare; an lr set between prepare and apply
+   that makes it overflow is caught by apply, which changes nothing and
+   keeps the prepare (the layer and the model) */
+static void test_adamw_lr_set_after_prepare_is_checked(void **state) {
+    rite_config c = rite_config_default(RITE_ADAMW);
+    rite_desc d = tu_desc(6, 5, 2, RITE_ADAMW, RITE_FLOAT32);
+    rite_layer *l;
+    float L[12], R[10], gL[12], gR[10], L0[12], R0[10];
+    double ss;
+    int i;
+    (void)state;
+    d.config = &c;
+    assert_int_equal(rite_init(&l, &d), RITE_OK);
+    for (i = 0; i < 12; i++) {
+        L[i] = -3e38f;
+        gL[i] = 1.0f;
+    }
+    for (i = 0; i < 10; i++) {
+        R[i] = 0.5f;
+        gR[i] = 1.0f;
+    }
+    memcpy(L0, L, sizeof L);
+    memcpy(R0, R, sizeof R);
+    assert_int_equal(rite_prepare_f32(l, L, R, gL, gR, &ss), RITE_OK);
+    assert_int_equal(rite_set_lr(l, 3e38), RITE_OK);
+    assert_int_equal(rite_apply(l, ss), RITE_ERR_NONFINITE_UPDATE);
+    assert_non_null(strstr(rite_last_error(l), "L"));
+    assert_memory_equal(L, L0, sizeof L);
+    assert_memory_equal(R, R0, sizeof R);
+    assert_true(rite_step_count(l) == 0 && rite_is_prepared(l));
+    assert_int_equal(rite_set_lr(l, 1e-3), RITE_OK);   /* back to a finite update: the prepare applies */
+    assert_int_equal(rite_apply(l, ss), RITE_OK);
+    assert_true(rite_step_count(l) == 1);
+    assert_true(all_finite_f(L, 12) && all_finite_f(R, 10));
+    rite_free(l);
+}
+
+static void test_model_adamw_lr_set_after_prepare_is_checked(void **state) {
+    rite_lora mods[2];
+    rite_model_desc md;
+    rite_model *m;
+    float a0[8], b0[6], a1[6], b1[8], g[8], copy[2][8];
+    float *A[2], *B[2], *gA[2], *gB[2];
+    char detail[256];
+    double ss;
+    int i;
+    (void)state;
+    mods[0] = rite_lora_peft(4, 3, 2);   /* A 2 x 4, B 3 x 2 */
+    mods[1] = rite_lora_peft(3, 4, 2);   /* A 2 x 3, B 4 x 2 */
+    memset(&md, 0, sizeof md);
+    md.layers = mods;
+    md.n_layers = 2;
+    md.optimizer = RITE_ADAMW;
+    assert_int_equal(rite_model_init(&m, &md, detail, sizeof detail), RITE_OK);
+    for (i = 0; i < 8; i++) {
+        a0[i] = 0.25f;
+        b1[i] = -3e38f;   /* layer 1's lora_B overflows with a huge lr */
+        g[i] = 1.0f;
+    }
+    for (i = 0; i < 6; i++) b0[i] = a1[i] = 0.5f;
+    A[0] = a0; B[0] = b0; A[1] = a1; B[1] = b1;
+    gA[0] = gA[1] = gB[0] = gB[1] = g;
+    memcpy(copy[0], a0, sizeof a0);
+    memcpy(copy[1], b1, sizeof b1);
+    assert_int_equal(rite_model_prepare_f32(m, A, B, gA, gB, &ss), RITE_OK);
+    assert_int_equal(rite_model_set_lr(m, 3e38), RITE_OK);
+    assert_int_equal(rite_model_apply(m, ss), RITE_ERR_NONFINITE_UPDATE);
+    assert_non_null(strstr(rite_model_last_error(m), "layer 1"));
+    assert_memory_equal(a0, copy[0], sizeof a0);   /* layer 0, fine on its own, unchanged too */
+    assert_memory_equal(b1, copy[1], sizeof b1);
+    assert_true(rite_model_step_count(m) == 0);
+    rite_model_free(m);
+}
+
 /* ---- a model whose layer's step would overflow, or might ---- */
 
 /* two float layers in PEFT storage; layer 1's lr scaled by lr_scale1, its
@@ -609,6 +683,8 @@ int main(void) {
         cmocka_unit_test(test_dropped_prepares_are_counted),
         cmocka_unit_test(test_error_detail_names_the_argument),
         cmocka_unit_test(test_status_texts_cover_what_the_codes_mean),
+        cmocka_unit_test(test_adamw_lr_set_after_prepare_is_checked),
+        cmocka_unit_test(test_model_adamw_lr_set_after_prepare_is_checked),
         cmocka_unit_test(test_model_overflowing_layer_changes_no_layer),
         cmocka_unit_test(test_model_layer_beyond_its_bound_still_steps),
         cmocka_unit_test(test_model_bound_holds_where_it_says_so),
