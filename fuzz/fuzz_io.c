@@ -378,50 +378,12 @@ static int fz_write_corpus(const char *dir)
     return rc;
 }
 
-static int fz_run_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char *buf = NULL, *exact;
-    size_t n = 0, cap = 0, got;
-    if (!f) {
-        fprintf(stderr, "fuzz_io: cannot open %s\n", path);
-        return 1;
-    }
-    do {
-        if (n == cap) {
-            unsigned char *nb;
-            cap = cap ? 2 * cap : 4096;
-            nb = (unsigned char *)realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return 1;
-            }
-            buf = nb;
-        }
-        got = fread(buf + n, 1, cap - n, f);
-        n += got;
-    } while (got > 0);
-    fclose(f);
-    /* the input in a block of its exact size, as libFuzzer gives it */
-    exact = (unsigned char *)malloc(n ? n : 1);
-    if (!exact) {
-        free(buf);
-        return 1;
-    }
-    if (n) memcpy(exact, buf, n);
-    free(buf);
-    LLVMFuzzerTestOneInput(exact, n);
-    free(exact);
-    return 0;
-}
-
 /* Replays every file named on the command line; a directory stands for the
    files in it. --write-corpus DIR writes the seed corpus into DIR. Returns
    non-zero when a file cannot be read (a contract violation aborts). */
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--write-corpus") == 0) return fz_write_corpus(argv[2]);
-    return fz_replay("fuzz_io", argc, argv, fz_run_file);
+    return fz_replay("fuzz_io", argc, argv);
 }
 #endif

@@ -1,19 +1,60 @@
-/* fuzz_replay.h - the replay driver's walk over its arguments, shared by the
-   harnesses' standalone builds (FUZZ_RITE_STANDALONE): every file named on
-   the command line is run, a directory standing for the regular files in it
-   (names starting with '.' skipped). run_file returns non-zero for a file
-   it cannot read. Returns non-zero when a file could not be read or none
-   was given. */
+/* fuzz_replay.h - the replay driver of the harnesses' standalone builds
+   (FUZZ_RITE_STANDALONE): fz_replay runs every file named on the command
+   line, a directory standing for the regular files in it (names starting
+   with '.' skipped), each through LLVMFuzzerTestOneInput in a block of its
+   exact size, as libFuzzer gives it. Returns non-zero when a file could not
+   be read or none was given (a contract violation aborts). */
 #ifndef FUZZ_REPLAY_H
 #define FUZZ_REPLAY_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #if !defined(_WIN32)
 #include <dirent.h>
 #include <sys/stat.h>
 #endif
 
-static int fz_replay(const char *name, int argc, char **argv, int (*run_file)(const char *))
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* one file through the harness; non-zero when it cannot be read */
+static int fz_replay_file(const char *name, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf = NULL, *exact;
+    size_t n = 0, cap = 0, got;
+    if (!f) {
+        fprintf(stderr, "%s: cannot open %s\n", name, path);
+        return 1;
+    }
+    do {
+        if (n == cap) {
+            unsigned char *nb;
+            cap = cap ? 2 * cap : 4096;
+            nb = (unsigned char *)realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return 1;
+            }
+            buf = nb;
+        }
+        got = fread(buf + n, 1, cap - n, f);
+        n += got;
+    } while (got > 0);
+    fclose(f);
+    exact = (unsigned char *)malloc(n ? n : 1);   /* no slack past the input */
+    if (exact && n) memcpy(exact, buf, n);
+    free(buf);
+    if (!exact) return 1;
+    LLVMFuzzerTestOneInput(exact, n);
+    free(exact);
+    return 0;
+}
+
+static int fz_replay(const char *name, int argc, char **argv)
 {
     int i, bad = 0, count = 0;
     for (i = 1; i < argc; i++) {
@@ -32,14 +73,14 @@ static int fz_replay(const char *name, int argc, char **argv, int (*run_file)(co
                 if (e->d_name[0] == '.') continue;
                 snprintf(path, sizeof path, "%s/%s", argv[i], e->d_name);
                 if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
-                bad |= run_file(path);
+                bad |= fz_replay_file(name, path);
                 count++;
             }
             closedir(dir);
             continue;
         }
 #endif
-        bad |= run_file(argv[i]);
+        bad |= fz_replay_file(name, argv[i]);
         count++;
     }
     printf("%s: %d inputs replayed%s\n", name, count, bad ? ", some could not be read" : ", contract held");

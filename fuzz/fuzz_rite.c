@@ -1586,41 +1586,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifdef FUZZ_RITE_STANDALONE
 #include "fuzz_replay.h"
 
-static int fz_run_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char *buf = NULL;
-    size_t n = 0, cap = 0, got;
-    if (!f) {
-        fprintf(stderr, "fuzz_rite: cannot open %s\n", path);
-        return 1;
-    }
-    do {
-        if (n == cap) {
-            unsigned char *nb;
-            cap = cap ? 2 * cap : 4096;
-            nb = (unsigned char *)realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return 1;
-            }
-            buf = nb;
-        }
-        got = fread(buf + n, 1, cap - n, f);
-        n += got;
-    } while (got > 0);
-    fclose(f);
-    LLVMFuzzerTestOneInput(buf, n);
-    free(buf);
-    return 0;
-}
-
 /* Replays every file named on the command line; a directory stands for the
    files in it. Returns non-zero when a file cannot be read (a contract
    violation aborts). */
 int main(int argc, char **argv)
 {
-    return fz_replay("fuzz_rite", argc, argv, fz_run_file);
+    return fz_replay("fuzz_rite", argc, argv);
 }
 #endif
