@@ -245,54 +245,35 @@ static rite_model *model_new(const net *n, rite_optimizer opt, const rite_config
     return model_from(&d);
 }
 
+/* the net's arrays as the model takes them: f[BUF_A] the layers' A of a
+   float net, d[BUF_GB] the layers' gB of a double net, ... */
+typedef struct net_arrays {
+    float *f[4][MAXL];
+    double *d[4][MAXL];
+} net_arrays;
+
+static net_arrays net_arrays_of(net *n) {
+    net_arrays p;
+    int i, b;
+    for (i = 0; i < MAXL; i++)
+        for (b = BUF_A; b <= BUF_GB; b++) {
+            p.f[b][i] = n->f[i][b];
+            p.d[b][i] = n->d[i][b];
+        }
+    return p;
+}
+
 static rite_status net_step(rite_model *m, net *n) {
-    int i;
-    if (n->prec == RITE_FLOAT32) {
-        float *A[MAXL], *B[MAXL];
-        float *gA[MAXL], *gB[MAXL];
-        for (i = 0; i < n->nl; i++) {
-            A[i] = n->f[i][BUF_A];
-            B[i] = n->f[i][BUF_B];
-            gA[i] = n->f[i][BUF_GA];
-            gB[i] = n->f[i][BUF_GB];
-        }
-        return rite_model_step_f32(m, A, B, gA, gB);
-    } else {
-        double *A[MAXL], *B[MAXL];
-        double *gA[MAXL], *gB[MAXL];
-        for (i = 0; i < n->nl; i++) {
-            A[i] = n->d[i][BUF_A];
-            B[i] = n->d[i][BUF_B];
-            gA[i] = n->d[i][BUF_GA];
-            gB[i] = n->d[i][BUF_GB];
-        }
-        return rite_model_step_f64(m, A, B, gA, gB);
-    }
+    net_arrays p = net_arrays_of(n);
+    if (n->prec == RITE_FLOAT32) return rite_model_step_f32(m, p.f[BUF_A], p.f[BUF_B], p.f[BUF_GA], p.f[BUF_GB]);
+    return rite_model_step_f64(m, p.d[BUF_A], p.d[BUF_B], p.d[BUF_GA], p.d[BUF_GB]);
 }
 
 static rite_status net_prepare(rite_model *m, net *n, double *sumsq) {
-    int i;
-    if (n->prec == RITE_FLOAT32) {
-        float *A[MAXL], *B[MAXL];
-        float *gA[MAXL], *gB[MAXL];
-        for (i = 0; i < n->nl; i++) {
-            A[i] = n->f[i][BUF_A];
-            B[i] = n->f[i][BUF_B];
-            gA[i] = n->f[i][BUF_GA];
-            gB[i] = n->f[i][BUF_GB];
-        }
-        return rite_model_prepare_f32(m, A, B, gA, gB, sumsq);
-    } else {
-        double *A[MAXL], *B[MAXL];
-        double *gA[MAXL], *gB[MAXL];
-        for (i = 0; i < n->nl; i++) {
-            A[i] = n->d[i][BUF_A];
-            B[i] = n->d[i][BUF_B];
-            gA[i] = n->d[i][BUF_GA];
-            gB[i] = n->d[i][BUF_GB];
-        }
-        return rite_model_prepare_f64(m, A, B, gA, gB, sumsq);
-    }
+    net_arrays p = net_arrays_of(n);
+    if (n->prec == RITE_FLOAT32)
+        return rite_model_prepare_f32(m, p.f[BUF_A], p.f[BUF_B], p.f[BUF_GA], p.f[BUF_GB], sumsq);
+    return rite_model_prepare_f64(m, p.d[BUF_A], p.d[BUF_B], p.d[BUF_GA], p.d[BUF_GB], sumsq);
 }
 
 static void check_status(rite_status got, rite_status want, const char *what) {
@@ -446,6 +427,14 @@ static void assert_same_model_state(const rite_model *a, const rite_model *b, co
     snap_free(&s);
 }
 
+/* frees models m and t (either may be NULL), then nets a and b */
+static void free_twins(rite_model *m, rite_model *t, net *a, net *b) {
+    rite_model_free(m);
+    rite_model_free(t);
+    free(a);
+    free(b);
+}
+
 /* ---------------------------------------------------------------- configs */
 
 static ref_config rc_rite(double lr, double clip) {
@@ -463,6 +452,56 @@ static ref_config rc_adamw(double lr) {
     return c;
 }
 
+/* the library's config of a reference config */
+static rite_config cfg_of(ref_config rc, rite_optimizer opt) {
+    return tu_rite_config(&rc, opt);
+}
+
+/* ------------------------------------------------------- table-driven cases */
+
+/* extra options of a case's LoRA-RITE config */
+enum { CASE_BALANCE = 1, CASE_ESCAPE = 2, CASE_EVERY_OPTION = 4 };
+
+/* One table-driven test: its cmocka name, the check it runs and the
+   check's parameters (each check reads the ones it needs). */
+typedef struct model_case {
+    const char *name;
+    void (*check)(const struct model_case *c);
+    rite_optimizer opt;
+    rite_precision prec;
+    double lr, clip;   /* clip: LoRA-RITE only */
+    unsigned options;  /* CASE_* */
+    int keep_basis, must_clip, must_skip, lora_init;
+    double tol;
+} model_case;
+
+/* the case's config: rc_adamw(lr), or rc_rite(lr, clip) with its options */
+static ref_config case_config(const model_case *c) {
+    ref_config rc;
+    if (c->opt == RITE_ADAMW) return rc_adamw(c->lr);
+    rc = rc_rite(c->lr, c->clip);
+    if (c->options & CASE_EVERY_OPTION) {
+        rc.escape = 1;
+        rc.relative_eps = 1;
+        rc.eps_root = 0.05;
+        rc.cap = 0.5;
+        rc.weight_decay = 0.05;
+        rc.skip = 0.2;
+    }
+    if (c->options & CASE_BALANCE) rc.balance = 1;
+    if (c->options & CASE_ESCAPE) rc.escape = 1;
+    return rc;
+}
+
+/* the runner of every table-driven test: its case is cmocka's state */
+static void run_case(void **state) {
+    const model_case *c = (const model_case *)*state;
+    c->check(c);
+}
+
+/* the cmocka entry of case i of table t, under the case's own name */
+#define CASE_TEST(t, i) {t[i].name, run_case, NULL, NULL, &t[i]}
+
 /* ============================================= 0. module descriptions */
 
 static void lora_peft_is_peft_storage_with_lr_scale_one(void **state) {
@@ -477,8 +516,7 @@ static void lora_peft_is_peft_storage_with_lr_scale_one(void **state) {
 }
 
 static void model_layers_have_the_modules_sizes_layouts_and_lr(void **state) {
-    ref_config rc = rc_rite(0.01, 1.0);
-    rite_config cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    rite_config cfg = cfg_of(rc_rite(0.01, 1.0), RITE_LORA_RITE);
     net *n = net_new(MAXL, SHAPES, RITE_FLOAT64, 11);
     rite_model *m = model_new(n, RITE_LORA_RITE, &cfg, 0);
     int i;
@@ -560,85 +598,29 @@ static void check_equals_layer_path(rite_optimizer opt, rite_precision prec, con
         free(c2);
     }
     path_free(&p);
-    rite_model_free(m);
-    free(a);
-    free(b);
+    free_twins(m, NULL, a, b);
 }
 
-static void model_step_equals_layer_two_phase_path_f32(void **state) {
-    ref_config rc = rc_rite(0.01, 1.0);
-    (void)state;
-    check_equals_layer_path(RITE_LORA_RITE, RITE_FLOAT32, &rc, 0, 0, 0, 1);
+static void run_equals_layer_path(const model_case *c) {
+    ref_config rc = case_config(c);
+    check_equals_layer_path(c->opt, c->prec, &rc, c->keep_basis, c->must_clip, c->must_skip, c->lora_init);
 }
 
-static void model_step_equals_layer_two_phase_path_f64(void **state) {
-    ref_config rc = rc_rite(0.01, 1.0);
-    (void)state;
-    check_equals_layer_path(RITE_LORA_RITE, RITE_FLOAT64, &rc, 0, 0, 0, 1);
-}
-
-static void model_step_clips_globally_as_layer_path_f32(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    (void)state;
-    check_equals_layer_path(RITE_LORA_RITE, RITE_FLOAT32, &rc, 0, 1, 0, 0);
-}
-
-static void model_step_clips_globally_as_layer_path_f64(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    (void)state;
-    check_equals_layer_path(RITE_LORA_RITE, RITE_FLOAT64, &rc, 0, 1, 0, 0);
-}
-
-static void model_step_with_keep_basis_equals_layer_path_f32(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    (void)state;
-    check_equals_layer_path(RITE_LORA_RITE, RITE_FLOAT32, &rc, 1, 1, 0, 1);
-}
-
-static void model_step_with_keep_basis_equals_layer_path_f64(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    (void)state;
-    check_equals_layer_path(RITE_LORA_RITE, RITE_FLOAT64, &rc, 1, 1, 0, 0);
-}
-
-static void model_step_with_balance_equals_layer_path_f32(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    (void)state;
-    rc.balance = 1;
-    check_equals_layer_path(RITE_LORA_RITE, RITE_FLOAT32, &rc, 0, 1, 0, 0);
-}
-
-static void model_step_with_balance_equals_layer_path_f64(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    (void)state;
-    rc.balance = 1;
-    check_equals_layer_path(RITE_LORA_RITE, RITE_FLOAT64, &rc, 0, 1, 0, 0);
-}
-
-/* escape, relative eps_root, cap, weight decay, a skip that some factors exceed */
-static void model_step_with_every_option_equals_layer_path_f32(void **state) {
-    ref_config rc = rc_rite(0.02, 0.05);
-    (void)state;
-    rc.escape = 1;
-    rc.relative_eps = 1;
-    rc.eps_root = 0.05;
-    rc.cap = 0.5;
-    rc.weight_decay = 0.05;
-    rc.skip = 0.2;
-    check_equals_layer_path(RITE_LORA_RITE, RITE_FLOAT32, &rc, 0, 1, 1, 1);
-}
-
-static void adamw_model_step_equals_layer_path_f32(void **state) {
-    ref_config rc = rc_adamw(0.01);
-    (void)state;
-    check_equals_layer_path(RITE_ADAMW, RITE_FLOAT32, &rc, 0, 0, 0, 1);
-}
-
-static void adamw_model_step_equals_layer_path_f64(void **state) {
-    ref_config rc = rc_adamw(0.01);
-    (void)state;
-    check_equals_layer_path(RITE_ADAMW, RITE_FLOAT64, &rc, 0, 0, 0, 0);
-}
+/* every_option: escape, relative eps_root, cap, weight decay, a skip that some factors exceed */
+static model_case layer_path_cases[] = {
+    /* name, check, opt, prec, lr, clip, options, keep_basis, must_clip, must_skip, lora_init, tol */
+    {"model_step_equals_layer_two_phase_path_f32", run_equals_layer_path, RITE_LORA_RITE, RITE_FLOAT32, 0.01, 1.0, 0, 0, 0, 0, 1, 0},
+    {"model_step_equals_layer_two_phase_path_f64", run_equals_layer_path, RITE_LORA_RITE, RITE_FLOAT64, 0.01, 1.0, 0, 0, 0, 0, 1, 0},
+    {"model_step_clips_globally_as_layer_path_f32", run_equals_layer_path, RITE_LORA_RITE, RITE_FLOAT32, 0.01, 0.05, 0, 0, 1, 0, 0, 0},
+    {"model_step_clips_globally_as_layer_path_f64", run_equals_layer_path, RITE_LORA_RITE, RITE_FLOAT64, 0.01, 0.05, 0, 0, 1, 0, 0, 0},
+    {"model_step_with_keep_basis_equals_layer_path_f32", run_equals_layer_path, RITE_LORA_RITE, RITE_FLOAT32, 0.01, 0.05, 0, 1, 1, 0, 1, 0},
+    {"model_step_with_keep_basis_equals_layer_path_f64", run_equals_layer_path, RITE_LORA_RITE, RITE_FLOAT64, 0.01, 0.05, 0, 1, 1, 0, 0, 0},
+    {"model_step_with_balance_equals_layer_path_f32", run_equals_layer_path, RITE_LORA_RITE, RITE_FLOAT32, 0.01, 0.05, CASE_BALANCE, 0, 1, 0, 0, 0},
+    {"model_step_with_balance_equals_layer_path_f64", run_equals_layer_path, RITE_LORA_RITE, RITE_FLOAT64, 0.01, 0.05, CASE_BALANCE, 0, 1, 0, 0, 0},
+    {"model_step_with_every_option_equals_layer_path_f32", run_equals_layer_path, RITE_LORA_RITE, RITE_FLOAT32, 0.02, 0.05, CASE_EVERY_OPTION, 0, 1, 1, 1, 0},
+    {"adamw_model_step_equals_layer_path_f32", run_equals_layer_path, RITE_ADAMW, RITE_FLOAT32, 0.01, 0, 0, 0, 0, 0, 1, 0},
+    {"adamw_model_step_equals_layer_path_f64", run_equals_layer_path, RITE_ADAMW, RITE_FLOAT64, 0.01, 0, 0, 0, 0, 0, 0, 0},
+};
 
 /* ==================================== 2. the thread count changes nothing */
 
@@ -725,24 +707,17 @@ static void check_thread_invariance(rite_optimizer opt, rite_precision prec, con
     snap_free(&s1);
 }
 
-static void model_step_is_the_same_for_any_thread_count_f32(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    (void)state;
-    check_thread_invariance(RITE_LORA_RITE, RITE_FLOAT32, &rc, 0);
+static void run_thread_invariance(const model_case *c) {
+    ref_config rc = case_config(c);
+    check_thread_invariance(c->opt, c->prec, &rc, c->keep_basis);
 }
 
-static void model_step_is_the_same_for_any_thread_count_keep_basis_f64(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    (void)state;
-    rc.escape = 1;
-    check_thread_invariance(RITE_LORA_RITE, RITE_FLOAT64, &rc, 1);
-}
-
-static void adamw_model_step_is_the_same_for_any_thread_count_f32(void **state) {
-    ref_config rc = rc_adamw(0.01);
-    (void)state;
-    check_thread_invariance(RITE_ADAMW, RITE_FLOAT32, &rc, 0);
-}
+static model_case thread_cases[] = {
+    /* name, check, opt, prec, lr, clip, options, keep_basis, must_clip, must_skip, lora_init, tol */
+    {"model_step_is_the_same_for_any_thread_count_f32", run_thread_invariance, RITE_LORA_RITE, RITE_FLOAT32, 0.01, 0.05, 0, 0, 0, 0, 0, 0},
+    {"model_step_is_the_same_for_any_thread_count_keep_basis_f64", run_thread_invariance, RITE_LORA_RITE, RITE_FLOAT64, 0.01, 0.05, CASE_ESCAPE, 1, 0, 0, 0, 0},
+    {"adamw_model_step_is_the_same_for_any_thread_count_f32", run_thread_invariance, RITE_ADAMW, RITE_FLOAT32, 0.01, 0, 0, 0, 0, 0, 0, 0},
+};
 
 /* ========================================================= 3. all or nothing */
 
@@ -759,8 +734,7 @@ static int names_buffer(const char *msg, int b) {
    gives the same result. */
 static void check_all_or_nothing(rite_optimizer opt, rite_precision prec) {
     static const char *const bufname[4] = {"A", "B", "gA", "gB"};
-    ref_config rc = opt == RITE_ADAMW ? rc_adamw(0.01) : rc_rite(0.01, 0.05);
-    rite_config cfg = tu_rite_config(&rc, opt);
+    rite_config cfg = cfg_of(opt == RITE_ADAMW ? rc_adamw(0.01) : rc_rite(0.01, 0.05), opt);
     net *a = net_new(MAXL, SHAPES, prec, 0xbad0003ull), *tn, *before;
     rite_model *m, *t;
     int pass, i, b, s = 0;
@@ -814,25 +788,37 @@ static void check_all_or_nothing(rite_optimizer opt, rite_precision prec) {
                 assert_same_model_state(m, t, "after the good step");
                 assert_string_equal(rite_model_last_error(m), "");
             }
-    rite_model_free(m);
-    rite_model_free(t);
-    free(a);
-    free(tn);
+    free_twins(m, t, a, tn);
 }
 
-static void model_nonfinite_in_any_buffer_changes_no_layer_f32(void **state) {
-    (void)state;
-    check_all_or_nothing(RITE_LORA_RITE, RITE_FLOAT32);
+static void run_all_or_nothing(const model_case *c) {
+    check_all_or_nothing(c->opt, c->prec);
 }
 
-static void model_nonfinite_in_any_buffer_changes_no_layer_f64(void **state) {
-    (void)state;
-    check_all_or_nothing(RITE_LORA_RITE, RITE_FLOAT64);
-}
+static model_case all_or_nothing_cases[] = {
+    {"model_nonfinite_in_any_buffer_changes_no_layer_f32", run_all_or_nothing, RITE_LORA_RITE, RITE_FLOAT32, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"model_nonfinite_in_any_buffer_changes_no_layer_f64", run_all_or_nothing, RITE_LORA_RITE, RITE_FLOAT64, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"adamw_model_nonfinite_in_any_buffer_changes_no_layer_f32", run_all_or_nothing, RITE_ADAMW, RITE_FLOAT32, 0, 0, 0, 0, 0, 0, 0, 0},
+};
 
-static void adamw_model_nonfinite_in_any_buffer_changes_no_layer_f32(void **state) {
-    (void)state;
-    check_all_or_nothing(RITE_ADAMW, RITE_FLOAT32);
+/* The step of m on a, which has taken no step, would leave float's range
+   in layer 2: it is refused and names layer 2, and nothing changes. */
+static void check_overflow_refused(rite_model *m, net *a, const char *what) {
+    net *before = net_clone(a);
+    snap st0;
+    const char *msg;
+    snap_model(&st0, m);
+    check_status(net_step(m, a), RITE_ERR_NONFINITE_UPDATE, what);
+    msg = rite_model_last_error(m);
+    if (!strstr(msg, "layer 2")) {
+        print_error("the message \"%s\" does not name layer 2\n", msg);
+        fail();
+    }
+    assert_true(net_factors_equal(a, before));
+    assert_model_state(m, &st0, "after the overflowing step");
+    assert_int_equal(rite_model_step_count(m), 0);
+    snap_free(&st0);
+    free(before);
 }
 
 /* An AdamW float step whose update of one element of layer 2's lora_A
@@ -842,11 +828,9 @@ static void adamw_model_nonfinite_in_any_buffer_changes_no_layer_f32(void **stat
 static void model_step_that_would_overflow_changes_no_layer(void **state) {
     ref_config rc = rc_adamw(1e37);
     rite_config cfg;
-    net *a = net_new(MAXL, SHAPES, RITE_FLOAT32, 0x0f0f0004ull), *before, *tn;
+    net *a = net_new(MAXL, SHAPES, RITE_FLOAT32, 0x0f0f0004ull), *tn;
     rite_model *m, *t;
-    snap st0;
     size_t e;
-    const char *msg;
     (void)state;
     rc.weight_decay = 0;
     cfg = tu_rite_config(&rc, RITE_ADAMW);
@@ -857,17 +841,7 @@ static void model_step_that_would_overflow_changes_no_layer(void **state) {
     a->f[2][BUF_GA][e] = 1.0f;
     tn = net_clone(a);
     t = model_new(tn, RITE_ADAMW, &cfg, 0);
-    before = net_clone(a);
-    snap_model(&st0, m);
-    check_status(net_step(m, a), RITE_ERR_NONFINITE_UPDATE, "an overflowing AdamW step");
-    msg = rite_model_last_error(m);
-    if (!strstr(msg, "layer 2")) {
-        print_error("the message \"%s\" does not name layer 2\n", msg);
-        fail();
-    }
-    assert_true(net_factors_equal(a, before));
-    assert_model_state(m, &st0, "after the overflowing step");
-    assert_int_equal(rite_model_step_count(m), 0);
+    check_overflow_refused(m, a, "an overflowing AdamW step");
     /* with that element back in range, the same batch equals a twin's */
     a->f[2][BUF_A][e] = -1.0f;
     tn->f[2][BUF_A][e] = -1.0f;
@@ -875,12 +849,7 @@ static void model_step_that_would_overflow_changes_no_layer(void **state) {
     check_status(net_step(t, tn), RITE_OK, "the twin's step");
     assert_true(net_factors_equal(a, tn));
     assert_same_model_state(m, t, "after the good step");
-    snap_free(&st0);
-    rite_model_free(m);
-    rite_model_free(t);
-    free(a);
-    free(tn);
-    free(before);
+    free_twins(m, t, a, tn);
 }
 
 /* LoRA-RITE, float: layer 2's lora_B of size 1e-37 makes T_R^+ about 1e37,
@@ -889,36 +858,21 @@ static void model_step_that_would_overflow_changes_no_layer(void **state) {
 static void rite_model_step_that_would_overflow_changes_no_layer(void **state) {
     ref_config rc = rc_rite(100.0, 0.0);
     rite_config cfg;
-    net *a = net_new(MAXL, SHAPES, RITE_FLOAT32, 0x0f0f0018ull), *before;
+    net *a = net_new(MAXL, SHAPES, RITE_FLOAT32, 0x0f0f0018ull);
     rite_model *m;
     rite_diagnostics d0, d1;
-    snap st0;
     size_t e;
-    const char *msg;
     (void)state;
     rc.skip = 0;
     cfg = tu_rite_config(&rc, RITE_LORA_RITE);
     for (e = 0; e < buf_count(a, 2, BUF_B); e++) a->f[2][BUF_B][e] *= 1e-37f;
     m = model_new(a, RITE_LORA_RITE, &cfg, 0);
     net_grad(a, 1.0);
-    before = net_clone(a);
-    snap_model(&st0, m);
     check_status(rite_model_diagnostics(m, &d0), RITE_OK, "diagnostics");
-    check_status(net_step(m, a), RITE_ERR_NONFINITE_UPDATE, "an overflowing LoRA-RITE step");
-    msg = rite_model_last_error(m);
-    if (!strstr(msg, "layer 2")) {
-        print_error("the message \"%s\" does not name layer 2\n", msg);
-        fail();
-    }
-    assert_true(net_factors_equal(a, before));
-    assert_model_state(m, &st0, "after the overflowing step");
-    assert_int_equal(rite_model_step_count(m), 0);
+    check_overflow_refused(m, a, "an overflowing LoRA-RITE step");
     check_status(rite_model_diagnostics(m, &d1), RITE_OK, "diagnostics");
     assert_memory_equal(&d0, &d1, sizeof d0);
-    snap_free(&st0);
-    rite_model_free(m);
-    free(a);
-    free(before);
+    free_twins(m, NULL, a, NULL);
 }
 
 /* Bad arrays: NULL arrays or entries, a factor shared between layers,
@@ -927,22 +881,14 @@ static void rite_model_step_that_would_overflow_changes_no_layer(void **state) {
 static void model_step_refuses_bad_arrays(void **state) {
     net *n = net_new(MAXL, SHAPES, RITE_FLOAT32, 0xa7a70019ull), *before;
     rite_model *m = model_new(n, RITE_LORA_RITE, NULL, 0);
-    float *A[MAXL], *B[MAXL];
-    float *gA[MAXL], *gB[MAXL];
-    double *dA[MAXL];
+    net_arrays p = net_arrays_of(n);
+    float **A = p.f[BUF_A], **B = p.f[BUF_B], **gA = p.f[BUF_GA], **gB = p.f[BUF_GB];
+    double **dA = p.d[BUF_A];
     double sq;
     snap st0;
-    int i;
     (void)state;
     run_steps(m, n, 0, 1);
     net_grad(n, 1.0);
-    for (i = 0; i < MAXL; i++) {
-        A[i] = n->f[i][BUF_A];
-        B[i] = n->f[i][BUF_B];
-        gA[i] = n->f[i][BUF_GA];
-        gB[i] = n->f[i][BUF_GB];
-        dA[i] = n->d[i][BUF_A];
-    }
     before = net_clone(n);
     snap_model(&st0, m);
     check_status(rite_model_step_f32(m, NULL, B, gA, gB), RITE_ERR_NULL_ARGUMENT, "A NULL");
@@ -966,17 +912,14 @@ static void model_step_refuses_bad_arrays(void **state) {
     /* and with the arrays right, it steps */
     check_status(rite_model_step_f32(m, A, B, gA, gB), RITE_OK, "the good arrays");
     snap_free(&st0);
-    rite_model_free(m);
-    free(n);
-    free(before);
+    free_twins(m, NULL, n, before);
 }
 
 /* A prepare that fails after a successful one leaves nothing half done:
    apply then either refuses (NOT_PREPARED) and nothing changed, or applies
    the first prepare exactly as the layer path does. */
 static void model_failed_prepare_leaves_nothing_half_done(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    rite_config cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    rite_config cfg = cfg_of(rc_rite(0.01, 0.05), RITE_LORA_RITE);
     net *a = net_new(MAXL, SHAPES, RITE_FLOAT64, 0x4a1f001aull), *b, *bad;
     rite_model *m = model_new(a, RITE_LORA_RITE, &cfg, 0);
     layer_path p;
@@ -1009,17 +952,14 @@ static void model_failed_prepare_leaves_nothing_half_done(void **state) {
     }
     snap_free(&st0);
     path_free(&p);
-    rite_model_free(m);
-    free(a);
-    free(b);
+    free_twins(m, NULL, a, b);
     free(bad);
 }
 
 /* An lr schedule between the phases: set_lr after prepare is used by
    apply, as rite_set_lr on each layer of the layer path */
 static void model_set_lr_between_prepare_and_apply_is_used(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    rite_config cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    rite_config cfg = cfg_of(rc_rite(0.01, 0.05), RITE_LORA_RITE);
     net *a = net_new(MAXL, SHAPES, RITE_FLOAT32, 0x5c4e001bull), *b;
     rite_model *m = model_new(a, RITE_LORA_RITE, &cfg, 0);
     layer_path p;
@@ -1050,9 +990,7 @@ static void model_set_lr_between_prepare_and_apply_is_used(void **state) {
         snap_free(&want);
     }
     path_free(&p);
-    rite_model_free(m);
-    free(a);
-    free(b);
+    free_twins(m, NULL, a, b);
 }
 
 /* ===================================================== 4. two-phase model API */
@@ -1108,20 +1046,17 @@ static void check_two_phase(rite_precision prec) {
         free(before);
     }
     path_free(&p);
-    rite_model_free(m);
-    free(a);
-    free(b);
+    free_twins(m, NULL, a, b);
 }
 
-static void model_two_phase_with_another_share_equals_layer_path_f32(void **state) {
-    (void)state;
-    check_two_phase(RITE_FLOAT32);
+static void run_two_phase(const model_case *c) {
+    check_two_phase(c->prec);
 }
 
-static void model_two_phase_with_another_share_equals_layer_path_f64(void **state) {
-    (void)state;
-    check_two_phase(RITE_FLOAT64);
-}
+static model_case two_phase_cases[] = {
+    {"model_two_phase_with_another_share_equals_layer_path_f32", run_two_phase, RITE_LORA_RITE, RITE_FLOAT32, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"model_two_phase_with_another_share_equals_layer_path_f64", run_two_phase, RITE_LORA_RITE, RITE_FLOAT64, 0, 0, 0, 0, 0, 0, 0, 0},
+};
 
 static void model_apply_without_prepare_is_refused(void **state) {
     net *a = net_new(2, SHAPES, RITE_FLOAT32, 77);
@@ -1346,8 +1281,7 @@ static void diagnostics_are_zero_before_the_first_step(void **state) {
    the rms of the actual change of every factor element (to `tol`: a float
    model may form the squares in float) */
 static void check_adamw_diagnostics(rite_precision prec, double tol) {
-    ref_config rc = rc_adamw(0.01);
-    rite_config cfg = tu_rite_config(&rc, RITE_ADAMW);
+    rite_config cfg = cfg_of(rc_adamw(0.01), RITE_ADAMW);
     net *n = net_new(3, SHAPES, prec, 0xada0007ull), *before;
     rite_model *m = model_new(n, RITE_ADAMW, &cfg, 0);
     int s;
@@ -1383,15 +1317,14 @@ static void check_adamw_diagnostics(rite_precision prec, double tol) {
     free(n);
 }
 
-static void adamw_diagnostics_are_gradient_norm_and_change_rms_f64(void **state) {
-    (void)state;
-    check_adamw_diagnostics(RITE_FLOAT64, 1e-9);
+static void run_adamw_diagnostics(const model_case *c) {
+    check_adamw_diagnostics(c->prec, c->tol);
 }
 
-static void adamw_diagnostics_are_gradient_norm_and_change_rms_f32(void **state) {
-    (void)state;
-    check_adamw_diagnostics(RITE_FLOAT32, 1e-4);
-}
+static model_case adamw_diagnostics_cases[] = {
+    {"adamw_diagnostics_are_gradient_norm_and_change_rms_f64", run_adamw_diagnostics, RITE_ADAMW, RITE_FLOAT64, 0, 0, 0, 0, 0, 0, 0, 1e-9},
+    {"adamw_diagnostics_are_gradient_norm_and_change_rms_f32", run_adamw_diagnostics, RITE_ADAMW, RITE_FLOAT32, 0, 0, 0, 0, 0, 0, 0, 1e-4},
+};
 
 /* The model's diagnostics over its layers': grad_norm^2 the sum of the
    layers' squares, the same clip factor everywhere (global clipping),
@@ -1594,10 +1527,7 @@ static void check_resume(rite_optimizer opt, rite_precision prec, int keep_basis
     assert_int_equal(rite_model_step_count(m2), CK_K + CK_N);
     snap_free(&at_k);
     free(buf);
-    rite_model_free(m);
-    rite_model_free(m2);
-    free(a);
-    free(b);
+    free_twins(m, m2, a, b);
     free(mid);
 }
 
@@ -1625,8 +1555,7 @@ static void adamw_model_checkpoint_resumes_exactly(void **state) {
 
 /* every field where the layout puts it, little-endian, and the checksum */
 static void model_checkpoint_layout_is_the_documented_one(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    rite_config cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    rite_config cfg = cfg_of(rc_rite(0.01, 0.05), RITE_LORA_RITE);
     net *a = net_new(MAXL, SHAPES, RITE_FLOAT32, 0x1a70011ull);
     rite_model *m = model_new(a, RITE_LORA_RITE, &cfg, 0);
     unsigned char *buf, *nof;
@@ -1769,8 +1698,7 @@ static void model_checkpoint_for_another_model_is_refused(void **state) {
 /* Damaged checkpoints: each refused with its code; the model that refuses
    them then steps exactly as a twin that never saw them. */
 static void model_checkpoint_damaged_is_refused_and_changes_nothing(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    rite_config cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    rite_config cfg = cfg_of(rc_rite(0.01, 0.05), RITE_LORA_RITE);
     net *src = net_new(MAXL, SHAPES, RITE_FLOAT32, 0xda0013ull), *n, *tn;
     rite_model *ms = model_new(src, RITE_LORA_RITE, &cfg, 0), *m, *t;
     unsigned char *good, *nof, *bad;
@@ -1863,10 +1791,7 @@ static void model_checkpoint_damaged_is_refused_and_changes_nothing(void **state
     free(nof);
     free(bad);
     rite_model_free(ms);
-    rite_model_free(m);
-    rite_model_free(t);
-    free(src);
-    free(n);
+    free_twins(m, t, src, n);
     free(tn);
 }
 
@@ -1902,8 +1827,7 @@ static void model_checkpoint_file_errors_change_nothing(void **state) {
 
 /* lr_scale and the config are the model's own: recorded, not compared */
 static void model_checkpoint_keeps_the_models_hyper_parameters(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    rite_config c1 = tu_rite_config(&rc, RITE_LORA_RITE), c2;
+    rite_config c1 = cfg_of(rc_rite(0.01, 0.05), RITE_LORA_RITE), c2;
     rite_lora other[MAXL];
     net *a = net_new(MAXL, SHAPES, RITE_FLOAT64, 0x4b0015ull), *b;
     rite_model *m = model_new(a, RITE_LORA_RITE, &c1, 0), *m2;
@@ -1930,10 +1854,7 @@ static void model_checkpoint_keeps_the_models_hyper_parameters(void **state) {
     }
     assert_true(rite_model_get_config(m2).lr == 0.002);
     free(buf);
-    rite_model_free(m);
-    rite_model_free(m2);
-    free(a);
-    free(b);
+    free_twins(m, m2, a, b);
 }
 
 /* The model's step count (header) and its layers' (in their states) are
@@ -1957,8 +1878,7 @@ static void model_checkpoint_with_inconsistent_step_counts_is_corrupt(void **sta
 
 /* A successful load cancels a pending prepare; a refused one keeps it */
 static void model_checkpoint_load_and_a_pending_prepare(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    rite_config cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    rite_config cfg = cfg_of(rc_rite(0.01, 0.05), RITE_LORA_RITE);
     net *a = net_new(MAXL, SHAPES, RITE_FLOAT32, 0x10ad001cull), *tn;
     rite_model *m = model_new(a, RITE_LORA_RITE, &cfg, 0), *t;
     unsigned char *buf;
@@ -1993,18 +1913,14 @@ static void model_checkpoint_load_and_a_pending_prepare(void **state) {
     assert_model_state(m, &st0, "after the refused apply");
     snap_free(&st0);
     free(buf);
-    rite_model_free(m);
-    rite_model_free(t);
-    free(a);
-    free(tn);
+    free_twins(m, t, a, tn);
 }
 
 /* ============================================== reset, factors changed */
 
 /* rite_model_reset: every layer as a fresh model's, and the next step too */
 static void model_reset_is_a_fresh_model(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    rite_config cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    rite_config cfg = cfg_of(rc_rite(0.01, 0.05), RITE_LORA_RITE);
     net *a = net_new(MAXL, SHAPES, RITE_FLOAT32, 0x4e5e0016ull), *b;
     rite_model *m = model_new(a, RITE_LORA_RITE, &cfg, 0), *fresh;
     rite_diagnostics dg;
@@ -2021,16 +1937,12 @@ static void model_reset_is_a_fresh_model(void **state) {
     run_steps(fresh, b, 0, 2);
     assert_true(net_factors_equal(a, b));
     assert_same_model_state(m, fresh, "two steps after reset");
-    rite_model_free(m);
-    rite_model_free(fresh);
-    free(a);
-    free(b);
+    free_twins(m, fresh, a, b);
 }
 
 /* rite_model_factors_changed is rite_factors_changed on every layer */
 static void model_factors_changed_equals_layer_path(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    rite_config cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    rite_config cfg = cfg_of(rc_rite(0.01, 0.05), RITE_LORA_RITE);
     net *a = net_new(MAXL, SHAPES, RITE_FLOAT64, 0xfc0017ull), *b;
     rite_model *m = model_new(a, RITE_LORA_RITE, &cfg, 0);
     layer_path p;
@@ -2060,9 +1972,7 @@ static void model_factors_changed_equals_layer_path(void **state) {
         snap_free(&want);
     }
     path_free(&p);
-    rite_model_free(m);
-    free(a);
-    free(b);
+    free_twins(m, NULL, a, b);
 }
 
 /* ============================================================== 7. schedule */
@@ -2182,8 +2092,7 @@ static void schedule_constant_with_bad_total_or_final_is_nan(void **state) {
 /* ============================================================== 8. set_lr */
 
 static void model_set_lr_scales_every_layer(void **state) {
-    ref_config rc = rc_rite(0.01, 1.0);
-    rite_config cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    rite_config cfg = cfg_of(rc_rite(0.01, 1.0), RITE_LORA_RITE);
     net *n = net_new(MAXL, SHAPES, RITE_FLOAT64, 5);
     rite_model *m = model_new(n, RITE_LORA_RITE, &cfg, 0);
     static const double bad[3] = {NAN, -0.001, INFINITY};
@@ -2497,31 +2406,31 @@ int main(void) {
         cmocka_unit_test(lora_peft_is_peft_storage_with_lr_scale_one),
         cmocka_unit_test(model_layers_have_the_modules_sizes_layouts_and_lr),
         /* 1. the layer API's two-phase path */
-        cmocka_unit_test(model_step_equals_layer_two_phase_path_f32),
-        cmocka_unit_test(model_step_equals_layer_two_phase_path_f64),
-        cmocka_unit_test(model_step_clips_globally_as_layer_path_f32),
-        cmocka_unit_test(model_step_clips_globally_as_layer_path_f64),
-        cmocka_unit_test(model_step_with_keep_basis_equals_layer_path_f32),
-        cmocka_unit_test(model_step_with_keep_basis_equals_layer_path_f64),
-        cmocka_unit_test(model_step_with_balance_equals_layer_path_f32),
-        cmocka_unit_test(model_step_with_balance_equals_layer_path_f64),
-        cmocka_unit_test(model_step_with_every_option_equals_layer_path_f32),
-        cmocka_unit_test(adamw_model_step_equals_layer_path_f32),
-        cmocka_unit_test(adamw_model_step_equals_layer_path_f64),
+        CASE_TEST(layer_path_cases, 0),
+        CASE_TEST(layer_path_cases, 1),
+        CASE_TEST(layer_path_cases, 2),
+        CASE_TEST(layer_path_cases, 3),
+        CASE_TEST(layer_path_cases, 4),
+        CASE_TEST(layer_path_cases, 5),
+        CASE_TEST(layer_path_cases, 6),
+        CASE_TEST(layer_path_cases, 7),
+        CASE_TEST(layer_path_cases, 8),
+        CASE_TEST(layer_path_cases, 9),
+        CASE_TEST(layer_path_cases, 10),
         /* 2. threads */
-        cmocka_unit_test(model_step_is_the_same_for_any_thread_count_f32),
-        cmocka_unit_test(model_step_is_the_same_for_any_thread_count_keep_basis_f64),
-        cmocka_unit_test(adamw_model_step_is_the_same_for_any_thread_count_f32),
+        CASE_TEST(thread_cases, 0),
+        CASE_TEST(thread_cases, 1),
+        CASE_TEST(thread_cases, 2),
         /* 3. all or nothing */
-        cmocka_unit_test(model_nonfinite_in_any_buffer_changes_no_layer_f32),
-        cmocka_unit_test(model_nonfinite_in_any_buffer_changes_no_layer_f64),
-        cmocka_unit_test(adamw_model_nonfinite_in_any_buffer_changes_no_layer_f32),
+        CASE_TEST(all_or_nothing_cases, 0),
+        CASE_TEST(all_or_nothing_cases, 1),
+        CASE_TEST(all_or_nothing_cases, 2),
         cmocka_unit_test(model_step_that_would_overflow_changes_no_layer),
         cmocka_unit_test(rite_model_step_that_would_overflow_changes_no_layer),
         cmocka_unit_test(model_step_refuses_bad_arrays),
         /* 4. two phases */
-        cmocka_unit_test(model_two_phase_with_another_share_equals_layer_path_f32),
-        cmocka_unit_test(model_two_phase_with_another_share_equals_layer_path_f64),
+        CASE_TEST(two_phase_cases, 0),
+        CASE_TEST(two_phase_cases, 1),
         cmocka_unit_test(model_apply_without_prepare_is_refused),
         cmocka_unit_test(model_failed_prepare_leaves_nothing_half_done),
         cmocka_unit_test(model_set_lr_between_prepare_and_apply_is_used),
@@ -2533,8 +2442,8 @@ int main(void) {
         cmocka_unit_test(diagnostics_update_rms_is_after_capping),
         cmocka_unit_test(diagnostics_cond_max_is_inf_for_lora_init),
         cmocka_unit_test(diagnostics_are_zero_before_the_first_step),
-        cmocka_unit_test(adamw_diagnostics_are_gradient_norm_and_change_rms_f64),
-        cmocka_unit_test(adamw_diagnostics_are_gradient_norm_and_change_rms_f32),
+        CASE_TEST(adamw_diagnostics_cases, 0),
+        CASE_TEST(adamw_diagnostics_cases, 1),
         cmocka_unit_test(model_diagnostics_aggregate_the_layers),
         /* 6. checkpoints */
         cmocka_unit_test(model_checkpoint_resumes_exactly_f32),
