@@ -422,63 +422,41 @@ static void check_adamw_moments(const fixture *fx, int steps) {
 
 /* ------------------------------------------------------------ tests */
 
-static void test_adamw_f32_moments_after_one_and_two_steps(void **state) {
+/* A model stepped twice: its export after each step (AdamW, with the moments from the
+   gradients) or after the second (LoRA-RITE). */
+typedef struct {
+    rite_optimizer opt;
+    int f64;
+} two_steps_case;
+
+static two_steps_case k_adamw_f32 = {RITE_ADAMW, 0}, k_adamw_f64 = {RITE_ADAMW, 1},
+                            k_lora_rite_f32 = {RITE_LORA_RITE, 0}, k_lora_rite_f64 = {RITE_LORA_RITE, 1};
+
+/* keep: LoRA-RITE keeps its basis and escapes (fixture_init's last two flags) */
+static void two_steps(rite_optimizer opt, int f64, int keep) {
+    int adamw = opt == RITE_ADAMW;
     fixture fx;
-    (void)state;
-    fixture_init(&fx, RITE_ADAMW, 0, 0, 0);
+    fixture_init(&fx, opt, f64, keep, keep);
     fixture_step(&fx, 0);
-    check_export(&fx, 0, 1);
-    check_adamw_moments(&fx, 1);
+    if (adamw) {
+        check_export(&fx, 0, 1);
+        check_adamw_moments(&fx, 1);
+    }
     fixture_step(&fx, 1);
-    check_export(&fx, 0, 2);
-    check_adamw_moments(&fx, 2);
+    check_export(&fx, keep, 2);
+    if (adamw) check_adamw_moments(&fx, 2);
     fixture_free(&fx);
 }
 
-static void test_adamw_f64_moments_after_one_and_two_steps(void **state) {
-    fixture fx;
-    (void)state;
-    fixture_init(&fx, RITE_ADAMW, 1, 0, 0);
-    fixture_step(&fx, 0);
-    check_export(&fx, 0, 1);
-    check_adamw_moments(&fx, 1);
-    fixture_step(&fx, 1);
-    check_export(&fx, 0, 2);
-    check_adamw_moments(&fx, 2);
-    fixture_free(&fx);
-}
-
-static void test_lora_rite_f32_state_after_two_steps(void **state) {
-    fixture fx;
-    (void)state;
-    fixture_init(&fx, RITE_LORA_RITE, 0, 0, 0);
-    fixture_step(&fx, 0);
-    fixture_step(&fx, 1);
-    check_export(&fx, 0, 2);
-    fixture_free(&fx);
-}
-
-static void test_lora_rite_f64_state_after_two_steps(void **state) {
-    fixture fx;
-    (void)state;
-    fixture_init(&fx, RITE_LORA_RITE, 1, 0, 0);
-    fixture_step(&fx, 0);
-    fixture_step(&fx, 1);
-    check_export(&fx, 0, 2);
-    fixture_free(&fx);
+static void run_two_steps(void **state) {
+    const two_steps_case *c = (const two_steps_case *)*state;
+    two_steps(c->opt, c->f64, 0);
 }
 
 static void test_lora_rite_keep_basis_and_escape(void **state) {
-    fixture fx;
     int f64;
     (void)state;
-    for (f64 = 0; f64 < 2; f64++) {
-        fixture_init(&fx, RITE_LORA_RITE, f64, 1, 1);
-        fixture_step(&fx, 0);
-        fixture_step(&fx, 1);
-        check_export(&fx, 1, 2);
-        fixture_free(&fx);
-    }
+    for (f64 = 0; f64 < 2; f64++) two_steps(RITE_LORA_RITE, f64, 1);
 }
 
 static void test_a_model_not_stepped_exports_zeros(void **state) {
@@ -572,10 +550,10 @@ static void test_state_save_writes_the_same_bytes(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_adamw_f32_moments_after_one_and_two_steps),
-        cmocka_unit_test(test_adamw_f64_moments_after_one_and_two_steps),
-        cmocka_unit_test(test_lora_rite_f32_state_after_two_steps),
-        cmocka_unit_test(test_lora_rite_f64_state_after_two_steps),
+        {"test_adamw_f32_moments_after_one_and_two_steps", run_two_steps, NULL, NULL, &k_adamw_f32},
+        {"test_adamw_f64_moments_after_one_and_two_steps", run_two_steps, NULL, NULL, &k_adamw_f64},
+        {"test_lora_rite_f32_state_after_two_steps", run_two_steps, NULL, NULL, &k_lora_rite_f32},
+        {"test_lora_rite_f64_state_after_two_steps", run_two_steps, NULL, NULL, &k_lora_rite_f64},
         cmocka_unit_test(test_lora_rite_keep_basis_and_escape),
         cmocka_unit_test(test_a_model_not_stepped_exports_zeros),
         cmocka_unit_test(test_state_export_errors),
