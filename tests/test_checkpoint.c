@@ -968,59 +968,78 @@ static unsigned char *ck_other_checkpoint(const ck_case *target, const ck_other 
     return b;
 }
 
-static void test_reject_mismatch(void **state) {
-    static const ck_other others[] = {
-        {"m", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {"m smaller", -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {"n", 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {"r", 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {"r smaller", 0, 0, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {"m and n swapped", 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0},
-        {"precision", 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0},
-        {"optimizer", 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0},
-        {"keep_basis", 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0},
-        {"AdamW layout of L", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
-        {"AdamW layout of R", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
-    };
-    enum { NO = (int)(sizeof others / sizeof others[0]) };
-    int t, k;
+/* The rejection tests, for each small case: twins of size m x n stepped
+   `steps` times, the state of tw->a taken, then `body` (whose loads into
+   tw->a are to leave it as it was); afterwards the twins' next step must
+   agree. `path`, the body's file, is `file` in the test directory; it is
+   removed at the end. */
+typedef void (*ck_twin_body)(int t, ck_twin *tw, const ck_before *before, const char *path);
+
+static void ck_each_twin(int m, int n, uint64_t seed, int steps, const char *what, ck_twin_body body,
+                         const char *file) {
     char path[4200];
-    (void)state;
-    ck_path(path, sizeof path, "other.ckpt");
+    int t;
+    ck_path(path, sizeof path, file);
     for (t = 0; t < NSMALL; t++) {
-        const ck_case *c = &small_cases[t];
         ck_twin tw;
         ck_before before;
-        ck_twin_init(&tw, c, SM + 1, SN + 1, SR, 77, 4);
+        ck_twin_init(&tw, &small_cases[t], m, n, SR, seed, steps);
         ck_before_take(&before, tw.a);
-        for (k = 0; k < NO; k++) {
-            const ck_other *o = &others[k];
-            unsigned char *b;
-            size_t n;
-            char what[400];
-            if (c->opt == RITE_ADAMW && (o->flip_escape || o->flip_releps || o->flip_balance || o->flip_keep))
-                continue;   /* LoRA-RITE options */
-            if (c->opt == RITE_LORA_RITE && (o->flip_lay_L || o->flip_lay_R)) continue;
-            b = ck_other_checkpoint(c, o, &n);
-            snprintf(what, sizeof what, "%s: checkpoint of another %s", ck_name(c), o->what);
-            ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, b, n), RITE_ERR_CHECKPOINT_MISMATCH, what, 0);
-            {   /* the detail names the first field that differs */
-                char field[32];
-                if (strncmp(o->what, "AdamW", 5) == 0) snprintf(field, sizeof field, "layouts differ");
-                else snprintf(field, sizeof field, "%.*s differs", (int)strcspn(o->what, " "), o->what);
-                if (!strstr(rite_last_error(tw.a), field))
-                    print_error("%s: detail \"%s\" does not say \"%s\"\n", what, rite_last_error(tw.a), field);
-                assert_non_null(strstr(rite_last_error(tw.a), field));
-            }
-            assert_true(ck_write_file(path, b, n));
-            ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, path), RITE_ERR_CHECKPOINT_MISMATCH, what, 1);
-            free(b);
-        }
+        body(t, &tw, &before, path);
         free(before.state);
-        ck_twin_check(&tw, "mismatch");
+        ck_twin_check(&tw, what);
         ck_twin_free(&tw);
     }
     remove(path);
+}
+
+/* the checkpoints of other layers that test_reject_mismatch loads */
+static const ck_other mismatch_others[] = {
+    {"m", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"m smaller", -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"n", 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"r", 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"r smaller", 0, 0, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"m and n swapped", 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"precision", 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0},
+    {"optimizer", 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+    {"keep_basis", 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0},
+    {"AdamW layout of L", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
+    {"AdamW layout of R", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
+};
+enum { N_MISMATCH_OTHERS = (int)(sizeof mismatch_others / sizeof mismatch_others[0]) };
+
+static void reject_mismatch_case(int t, ck_twin *tw, const ck_before *before, const char *path) {
+    const ck_case *c = &small_cases[t];
+    int k;
+    for (k = 0; k < N_MISMATCH_OTHERS; k++) {
+        const ck_other *o = &mismatch_others[k];
+        unsigned char *b;
+        size_t n;
+        char what[400];
+        if (c->opt == RITE_ADAMW && (o->flip_escape || o->flip_releps || o->flip_balance || o->flip_keep))
+            continue;   /* LoRA-RITE options */
+        if (c->opt == RITE_LORA_RITE && (o->flip_lay_L || o->flip_lay_R)) continue;
+        b = ck_other_checkpoint(c, o, &n);
+        snprintf(what, sizeof what, "%s: checkpoint of another %s", ck_name(c), o->what);
+        ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), RITE_ERR_CHECKPOINT_MISMATCH, what, 0);
+        {   /* the detail names the first field that differs */
+            char field[32];
+            if (strncmp(o->what, "AdamW", 5) == 0) snprintf(field, sizeof field, "layouts differ");
+            else snprintf(field, sizeof field, "%.*s differs", (int)strcspn(o->what, " "), o->what);
+            if (!strstr(rite_last_error(tw->a), field))
+                print_error("%s: detail \"%s\" does not say \"%s\"\n", what, rite_last_error(tw->a), field);
+            assert_non_null(strstr(rite_last_error(tw->a), field));
+        }
+        assert_true(ck_write_file(path, b, n));
+        ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, path), RITE_ERR_CHECKPOINT_MISMATCH, what, 1);
+        free(b);
+    }
+}
+
+static void test_reject_mismatch(void **state) {
+    (void)state;
+    ck_each_twin(SM + 1, SN + 1, 77, 4, "mismatch", reject_mismatch_case, "other.ckpt");
 }
 
 /* Hyper-parameters may differ between the checkpoint and the layer (lr,
@@ -1065,63 +1084,69 @@ static void test_options_are_hyper_parameters(void **state) {
     ck_prob_free(&q);
 }
 
+/* Another layer of case c stepped `steps` times, and its checkpoint, which
+   the rejection tests damage; ck_source_done checks that the intact
+   checkpoint loads (into that layer) and frees both. */
+typedef struct ck_source {
+    ck_prob p;
+    rite_layer *l;
+} ck_source;
+
+static unsigned char *ck_source_init(ck_source *src, const ck_case *c, uint64_t seed, int steps, size_t *n) {
+    int s;
+    ck_prob_init(&src->p, c, SM, SN, SR, seed);
+    src->l = ck_layer(&src->p);
+    for (s = 0; s < steps; s++) assert_int_equal(ck_step(&src->p, src->l), RITE_OK);
+    return ck_save(src->l, n);
+}
+
+static void ck_source_done(ck_source *src, unsigned char *b, size_t n) {
+    assert_int_equal(rite_checkpoint_load(src->l, b, n), RITE_OK);
+    free(b);
+    rite_free(src->l);
+    ck_prob_free(&src->p);
+}
+
 /* Every truncation (memory: every length; file: a sample) and trailing bytes -> FORMAT. */
-static void test_reject_truncated_and_trailing(void **state) {
-    int t;
-    char path[4200];
-    (void)state;
-    ck_path(path, sizeof path, "cut.ckpt");
-    for (t = 0; t < NSMALL; t++) {
-        const ck_case *c = &small_cases[t];
-        ck_twin tw;
-        ck_before before;
-        ck_prob src;
-        rite_layer *sl;
-        unsigned char *b, *longer;
-        size_t n, len, extra;
-        int s;
-        ck_twin_init(&tw, c, SM, SN, SR, 78, 3);
-        ck_prob_init(&src, c, SM, SN, SR, 79);
-        sl = ck_layer(&src);
-        for (s = 0; s < 6; s++) assert_int_equal(ck_step(&src, sl), RITE_OK);
-        b = ck_save(sl, &n);
-        ck_before_take(&before, tw.a);
-        for (len = 0; len < n; len++) {
-            unsigned char *cut = (unsigned char *)ck_calloc(len, 1);   /* exactly len bytes */
-            memcpy(cut, b, len);
-            ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, cut, len), RITE_ERR_CHECKPOINT_FORMAT,
-                      "truncated checkpoint in memory", (long)len);
-            if (len == 0 || len == 1 || len == 8 || len == HEADER - 1 || len == HEADER || len == HEADER + 7 ||
-                len == HEADER + 8 || len == n / 2 || len == n - 8 || len == n - 1) {
-                assert_true(ck_write_file(path, cut, len));
-                ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, path), RITE_ERR_CHECKPOINT_FORMAT,
-                          "truncated checkpoint file", (long)len);
-            }
-            free(cut);
+static void reject_truncated_and_trailing_case(int t, ck_twin *tw, const ck_before *before, const char *path) {
+    const ck_case *c = &small_cases[t];
+    ck_source src;
+    unsigned char *b, *longer;
+    size_t n, len, extra;
+    b = ck_source_init(&src, c, 79, 6, &n);
+    for (len = 0; len < n; len++) {
+        unsigned char *cut = (unsigned char *)ck_calloc(len, 1);   /* exactly len bytes */
+        memcpy(cut, b, len);
+        ck_expect(tw->a, before, rite_checkpoint_load(tw->a, cut, len), RITE_ERR_CHECKPOINT_FORMAT,
+                  "truncated checkpoint in memory", (long)len);
+        if (len == 0 || len == 1 || len == 8 || len == HEADER - 1 || len == HEADER || len == HEADER + 7 ||
+            len == HEADER + 8 || len == n / 2 || len == n - 8 || len == n - 1) {
+            assert_true(ck_write_file(path, cut, len));
+            ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, path), RITE_ERR_CHECKPOINT_FORMAT,
+                      "truncated checkpoint file", (long)len);
         }
-        for (extra = 1; extra <= n + 1; extra = extra < 16 ? extra + 1 : extra * 2) {
-            longer = (unsigned char *)ck_calloc(n + extra, 1);
-            memcpy(longer, b, n);
-            memset(longer + n, 0, extra);
-            ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, longer, n + extra), RITE_ERR_CHECKPOINT_FORMAT,
-                      "checkpoint with trailing bytes in memory", (long)extra);
-            if (extra == 1 || extra == 8 || extra > 64) {
-                assert_true(ck_write_file(path, longer, n + extra));
-                ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, path), RITE_ERR_CHECKPOINT_FORMAT,
-                          "checkpoint file with trailing bytes", (long)extra);
-            }
-            free(longer);
-        }
-        /* the intact checkpoint loads (so the rejections above were about the length) */
-        assert_int_equal(rite_checkpoint_load(sl, b, n), RITE_OK);
-        free(b);
-        free(before.state);
-        rite_free(sl);
-        ck_prob_free(&src);
-        ck_twin_check(&tw, "truncated");
-        ck_twin_free(&tw);
+        free(cut);
     }
-    remove(path);
+    for (extra = 1; extra <= n + 1; extra = extra < 16 ? extra + 1 : extra * 2) {
+        longer = (unsigned char *)ck_calloc(n + extra, 1);
+        memcpy(longer, b, n);
+        memset(longer + n, 0, extra);
+        ck_expect(tw->a, before, rite_checkpoint_load(tw->a, longer, n + extra), RITE_ERR_CHECKPOINT_FORMAT,
+                  "checkpoint with trailing bytes in memory", (long)extra);
+        if (extra == 1 || extra == 8 || extra > 64) {
+            assert_true(ck_write_file(path, longer, n + extra));
+            ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, path), RITE_ERR_CHECKPOINT_FORMAT,
+                      "checkpoint file with trailing bytes", (long)extra);
+        }
+        free(longer);
+    }
+    /* the intact checkpoint loads (so the rejections above were about the length) */
+    ck_source_done(&src, b, n);
+}
+
+static void test_reject_truncated_and_trailing(void **state) {
+    (void)state;
+    ck_each_twin(SM, SN, 78, 3, "truncated", reject_truncated_and_trailing_case, "cut.ckpt");
 }
 
 /* The code a flipped bit at byte `pos` must give: the header fields are
@@ -1142,281 +1167,231 @@ static rite_status ck_flip_expect(const ck_case *c, size_t pos, int bit) {
     return RITE_ERR_CHECKPOINT_CORRUPT;
 }
 
-static void test_reject_flipped_bits(void **state) {
-    int t, bit;
-    char path[4200];
-    (void)state;
-    ck_path(path, sizeof path, "flip.ckpt");
-    for (t = 0; t < NSMALL; t++) {
-        const ck_case *c = &small_cases[t];
-        ck_twin tw;
-        ck_before before;
-        ck_prob src;
-        rite_layer *sl;
-        unsigned char *b;
-        size_t n, pos;
-        int s;
-        char what[400];
-        ck_twin_init(&tw, c, SM, SN, SR, 80, 5);
-        ck_prob_init(&src, c, SM, SN, SR, 81);
-        sl = ck_layer(&src);
-        for (s = 0; s < 7; s++) assert_int_equal(ck_step(&src, sl), RITE_OK);
-        b = ck_save(sl, &n);
-        ck_before_take(&before, tw.a);
-        for (pos = 0; pos < n; pos++)
-            for (bit = 0; bit < 8; bit++) {
-                rite_status want = ck_flip_expect(c, pos, bit);
-                b[pos] ^= (unsigned char)(1u << bit);
-                snprintf(what, sizeof what, "%s: bit %d of byte (index in brackets) flipped", ck_name(c), bit);
-                ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, b, n), want, what, (long)pos);
-                if (bit == (int)(pos % 8) && pos % 5 == 0) {
-                    assert_true(ck_write_file(path, b, n));
-                    ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, path), want, what, (long)pos);
-                }
-                b[pos] ^= (unsigned char)(1u << bit);
+static void reject_flipped_bits_case(int t, ck_twin *tw, const ck_before *before, const char *path) {
+    const ck_case *c = &small_cases[t];
+    ck_source src;
+    unsigned char *b;
+    size_t n, pos;
+    int bit;
+    char what[400];
+    b = ck_source_init(&src, c, 81, 7, &n);
+    for (pos = 0; pos < n; pos++)
+        for (bit = 0; bit < 8; bit++) {
+            rite_status want = ck_flip_expect(c, pos, bit);
+            b[pos] ^= (unsigned char)(1u << bit);
+            snprintf(what, sizeof what, "%s: bit %d of byte (index in brackets) flipped", ck_name(c), bit);
+            ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), want, what, (long)pos);
+            if (bit == (int)(pos % 8) && pos % 5 == 0) {
+                assert_true(ck_write_file(path, b, n));
+                ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, path), want, what, (long)pos);
             }
-        /* unflipped, it loads */
-        assert_int_equal(rite_checkpoint_load(sl, b, n), RITE_OK);
-        free(b);
-        free(before.state);
-        rite_free(sl);
-        ck_prob_free(&src);
-        ck_twin_check(&tw, "flipped bits");
-        ck_twin_free(&tw);
-    }
-    remove(path);
+            b[pos] ^= (unsigned char)(1u << bit);
+        }
+    /* unflipped, it loads */
+    ck_source_done(&src, b, n);
+}
+
+static void test_reject_flipped_bits(void **state) {
+    (void)state;
+    ck_each_twin(SM, SN, 80, 5, "flipped bits", reject_flipped_bits_case, "flip.ckpt");
 }
 
 /* Edits with the checksum recomputed, so that the checksum cannot be what rejects them. */
-static void test_reject_resealed_edits(void **state) {
+static void reject_resealed_edits_case(int t, ck_twin *tw, const ck_before *before, const char *path) {
     static const uint32_t versions[] = {0u, 2u, 3u, 0x01000000u, 0xffffffffu};
-    int t, k;
-    char path[4200];
-    (void)state;
-    ck_path(path, sizeof path, "edit.ckpt");
-    for (t = 0; t < NSMALL; t++) {
-        const ck_case *c = &small_cases[t];
-        ck_twin tw;
-        ck_before before;
-        unsigned char *good, *b;
-        size_t n;
-        ck_twin_init(&tw, c, SM, SN, SR, 82, 4);
-        good = ck_save(tw.b, &n);   /* the twin's own checkpoint: it would load */
-        b = (unsigned char *)ck_calloc(n, 1);
-        ck_before_take(&before, tw.a);
-        /* another version: VERSION, resealed or not */
-        for (k = 0; k < (int)(sizeof versions / sizeof versions[0]); k++) {
-            memcpy(b, good, n);
-            ck_set_u32(b + 8, versions[k]);
-            ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, b, n), RITE_ERR_CHECKPOINT_VERSION,
-                      "version changed", (long)versions[k]);
-            ck_reseal(b, n);
-            ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, b, n), RITE_ERR_CHECKPOINT_VERSION,
-                      "version changed, checksum recomputed", (long)versions[k]);
-            assert_true(ck_write_file(path, b, n));
-            ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, path), RITE_ERR_CHECKPOINT_VERSION,
-                      "version changed, file", (long)versions[k]);
-        }
-        /* written in the other byte order: the byte-order mark reads 0x04030201 -> FORMAT */
+    const ck_case *c = &small_cases[t];
+    unsigned char *good, *b;
+    size_t n;
+    int k;
+    good = ck_save(tw->b, &n);   /* the twin's own checkpoint: it would load */
+    b = (unsigned char *)ck_calloc(n, 1);
+    /* another version: VERSION, resealed or not */
+    for (k = 0; k < (int)(sizeof versions / sizeof versions[0]); k++) {
         memcpy(b, good, n);
-        ck_set_u32(b + 16, 0x04030201u);
+        ck_set_u32(b + 8, versions[k]);
+        ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), RITE_ERR_CHECKPOINT_VERSION,
+                  "version changed", (long)versions[k]);
         ck_reseal(b, n);
-        ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, b, n), RITE_ERR_CHECKPOINT_FORMAT,
-                  "byte-order mark of the other order", 0);
-        /* the step count of the header disagrees with the one in the payload -> CORRUPT */
-        memcpy(b, good, n);
-        b[56] ^= 1;
-        ck_reseal(b, n);
-        ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, b, n), RITE_ERR_CHECKPOINT_CORRUPT,
-                  "header step count edited, checksum recomputed", 0);
-        /* a step count that could not go on counting (negative, or near the
-           top of the range) in both copies, resealed -> CORRUPT */
-        {
-            static const int64_t counts[] = {-1, INT64_MIN, INT64_MAX, (int64_t)1 << 62 | 1};
-            int q;
-            for (q = 0; q < 4; q++) {
-                memcpy(b, good, n);
-                memcpy(b + 56, &counts[q], 8);
-                memcpy(b + HEADER, &counts[q], 8);
-                ck_reseal(b, n);
-                ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, b, n), RITE_ERR_CHECKPOINT_CORRUPT,
-                          "impossible step count, checksum recomputed", (long)q);
-            }
-        }
-        /* another magic -> FORMAT */
-        memcpy(b, good, n);
-        memcpy(b, "LORARITF", 8);
-        ck_reseal(b, n);
-        ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, b, n), RITE_ERR_CHECKPOINT_FORMAT, "magic edited", 0);
-        /* a payload edited and resealed is a valid checkpoint of other numbers:
-           it loads (the checksum detects damage, not edits); then the layer
-           takes its own state back */
-        memcpy(b, good, n);
-        b[HEADER + 8] ^= 0x01;   /* the lowest bits of the first moment's first number */
-        ck_reseal(b, n);
-        assert_int_equal(rite_checkpoint_load(tw.a, b, n), RITE_OK);
-        assert_int_equal(rite_checkpoint_load(tw.a, good, n), RITE_OK);
-        /* ... unless an edited number is not finite: the first number of the
-           payload after the step count (L's first moment) set to NaN -> CORRUPT */
-        memcpy(b, good, n);
-        if (c->prec == RITE_FLOAT32) {
-            float v = NAN;
-            memcpy(b + HEADER + 8, &v, sizeof v);
-        } else {
-            double v = NAN;
-            memcpy(b + HEADER + 8, &v, sizeof v);
-        }
-        ck_reseal(b, n);
-        ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, b, n), RITE_ERR_CHECKPOINT_CORRUPT,
-                  "NaN in the payload, checksum recomputed", 0);
-        free(before.state);
-        free(good);
-        free(b);
-        ck_twin_check(&tw, "resealed edits");
-        ck_twin_free(&tw);
+        ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), RITE_ERR_CHECKPOINT_VERSION,
+                  "version changed, checksum recomputed", (long)versions[k]);
+        assert_true(ck_write_file(path, b, n));
+        ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, path), RITE_ERR_CHECKPOINT_VERSION,
+                  "version changed, file", (long)versions[k]);
     }
-    remove(path);
+    /* written in the other byte order: the byte-order mark reads 0x04030201 -> FORMAT */
+    memcpy(b, good, n);
+    ck_set_u32(b + 16, 0x04030201u);
+    ck_reseal(b, n);
+    ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), RITE_ERR_CHECKPOINT_FORMAT,
+              "byte-order mark of the other order", 0);
+    /* the step count of the header disagrees with the one in the payload -> CORRUPT */
+    memcpy(b, good, n);
+    b[56] ^= 1;
+    ck_reseal(b, n);
+    ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), RITE_ERR_CHECKPOINT_CORRUPT,
+              "header step count edited, checksum recomputed", 0);
+    /* a step count that could not go on counting (negative, or near the
+       top of the range) in both copies, resealed -> CORRUPT */
+    {
+        static const int64_t counts[] = {-1, INT64_MIN, INT64_MAX, (int64_t)1 << 62 | 1};
+        int q;
+        for (q = 0; q < 4; q++) {
+            memcpy(b, good, n);
+            memcpy(b + 56, &counts[q], 8);
+            memcpy(b + HEADER, &counts[q], 8);
+            ck_reseal(b, n);
+            ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), RITE_ERR_CHECKPOINT_CORRUPT,
+                      "impossible step count, checksum recomputed", (long)q);
+        }
+    }
+    /* another magic -> FORMAT */
+    memcpy(b, good, n);
+    memcpy(b, "LORARITF", 8);
+    ck_reseal(b, n);
+    ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), RITE_ERR_CHECKPOINT_FORMAT, "magic edited", 0);
+    /* a payload edited and resealed is a valid checkpoint of other numbers:
+       it loads (the checksum detects damage, not edits); then the layer
+       takes its own state back */
+    memcpy(b, good, n);
+    b[HEADER + 8] ^= 0x01;   /* the lowest bits of the first moment's first number */
+    ck_reseal(b, n);
+    assert_int_equal(rite_checkpoint_load(tw->a, b, n), RITE_OK);
+    assert_int_equal(rite_checkpoint_load(tw->a, good, n), RITE_OK);
+    /* ... unless an edited number is not finite: the first number of the
+       payload after the step count (L's first moment) set to NaN -> CORRUPT */
+    memcpy(b, good, n);
+    if (c->prec == RITE_FLOAT32) {
+        float v = NAN;
+        memcpy(b + HEADER + 8, &v, sizeof v);
+    } else {
+        double v = NAN;
+        memcpy(b + HEADER + 8, &v, sizeof v);
+    }
+    ck_reseal(b, n);
+    ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), RITE_ERR_CHECKPOINT_CORRUPT,
+              "NaN in the payload, checksum recomputed", 0);
+    free(good);
+    free(b);
+}
+
+static void test_reject_resealed_edits(void **state) {
+    (void)state;
+    ck_each_twin(SM, SN, 82, 4, "resealed edits", reject_resealed_edits_case, "edit.ckpt");
 }
 
 /* Files and buffers that are not checkpoints -> FORMAT. */
-static void test_reject_foreign(void **state) {
+static void reject_foreign_case(int t, ck_twin *tw, const ck_before *before, const char *path) {
     static const char text[] = "step,loss\n1,0.25\n2,0.125\nthis is a text file, not a checkpoint\n";
-    int t;
-    char path[4200];
-    (void)state;
-    ck_path(path, sizeof path, "foreign.bin");
-    for (t = 0; t < NSMALL; t++) {
-        const ck_case *c = &small_cases[t];
-        ck_twin tw;
-        ck_before before;
-        tu_rng g;
-        size_t n, i, k;
-        unsigned char *rnd;
-        size_t sizes[5];
-        ck_twin_init(&tw, c, SM, SN, SR, 83, 4);
-        ck_before_take(&before, tw.a);
-        n = rite_checkpoint_size(tw.a);
-        sizes[0] = n;
-        sizes[1] = n + 1;
-        sizes[2] = 100;
-        sizes[3] = 7;
-        sizes[4] = 4096;
-        g.s = 12345u + (uint64_t)t;
-        for (k = 0; k < 5; k++) {
-            rnd = (unsigned char *)ck_calloc(sizes[k], 1);
-            for (i = 0; i < sizes[k]; i++) rnd[i] = (unsigned char)(tu_next(&g) >> 56);
-            ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, rnd, sizes[k]), RITE_ERR_CHECKPOINT_FORMAT,
-                      "random bytes in memory", (long)sizes[k]);
-            assert_true(ck_write_file(path, rnd, sizes[k]));
-            ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, path), RITE_ERR_CHECKPOINT_FORMAT,
-                      "random bytes file", (long)sizes[k]);
-            free(rnd);
-        }
-        /* all zeros, of the exact size */
-        rnd = (unsigned char *)ck_calloc(n, 1);
-        ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, rnd, n), RITE_ERR_CHECKPOINT_FORMAT, "zeros", (long)n);
+    tu_rng g;
+    size_t n, i, k;
+    unsigned char *rnd;
+    size_t sizes[5];
+    n = rite_checkpoint_size(tw->a);
+    sizes[0] = n;
+    sizes[1] = n + 1;
+    sizes[2] = 100;
+    sizes[3] = 7;
+    sizes[4] = 4096;
+    g.s = 12345u + (uint64_t)t;
+    for (k = 0; k < 5; k++) {
+        rnd = (unsigned char *)ck_calloc(sizes[k], 1);
+        for (i = 0; i < sizes[k]; i++) rnd[i] = (unsigned char)(tu_next(&g) >> 56);
+        ck_expect(tw->a, before, rite_checkpoint_load(tw->a, rnd, sizes[k]), RITE_ERR_CHECKPOINT_FORMAT,
+                  "random bytes in memory", (long)sizes[k]);
+        assert_true(ck_write_file(path, rnd, sizes[k]));
+        ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, path), RITE_ERR_CHECKPOINT_FORMAT,
+                  "random bytes file", (long)sizes[k]);
         free(rnd);
-        /* a text file */
-        assert_true(ck_write_file(path, text, sizeof text - 1));
-        ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, path), RITE_ERR_CHECKPOINT_FORMAT, "text file", 0);
-        ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, text, sizeof text - 1), RITE_ERR_CHECKPOINT_FORMAT,
-                  "text in memory", 0);
-        /* an empty file, and an empty buffer */
-        assert_true(ck_write_file(path, "", 0));
-        ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, path), RITE_ERR_CHECKPOINT_FORMAT, "empty file", 0);
-        ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, text, 0), RITE_ERR_CHECKPOINT_FORMAT, "empty buffer", 0);
-        free(before.state);
-        ck_twin_check(&tw, "foreign");
-        ck_twin_free(&tw);
     }
-    remove(path);
+    /* all zeros, of the exact size */
+    rnd = (unsigned char *)ck_calloc(n, 1);
+    ck_expect(tw->a, before, rite_checkpoint_load(tw->a, rnd, n), RITE_ERR_CHECKPOINT_FORMAT, "zeros", (long)n);
+    free(rnd);
+    /* a text file */
+    assert_true(ck_write_file(path, text, sizeof text - 1));
+    ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, path), RITE_ERR_CHECKPOINT_FORMAT, "text file", 0);
+    ck_expect(tw->a, before, rite_checkpoint_load(tw->a, text, sizeof text - 1), RITE_ERR_CHECKPOINT_FORMAT,
+              "text in memory", 0);
+    /* an empty file, and an empty buffer */
+    assert_true(ck_write_file(path, "", 0));
+    ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, path), RITE_ERR_CHECKPOINT_FORMAT, "empty file", 0);
+    ck_expect(tw->a, before, rite_checkpoint_load(tw->a, text, 0), RITE_ERR_CHECKPOINT_FORMAT, "empty buffer", 0);
 }
 
-/* Paths that cannot be opened, read or written -> IO. */
-static void test_io_errors(void **state) {
-    int t;
-    char missing[4200], nodir[4200], good[4200];
+static void test_reject_foreign(void **state) {
     (void)state;
+    ck_each_twin(SM, SN, 83, 4, "foreign", reject_foreign_case, "foreign.bin");
+}
+
+/* Paths that cannot be opened, read or written -> IO (`path`: a good file). */
+static void io_errors_case(int t, ck_twin *tw, const ck_before *before, const char *path) {
+    char missing[4200], nodir[4200];
+    FILE *f;
+    (void)t;
     ck_path(missing, sizeof missing, "does-not-exist.ckpt");
     ck_path(nodir, sizeof nodir, "no-such-directory/x.ckpt");
-    ck_path(good, sizeof good, "good.ckpt");
-    for (t = 0; t < NSMALL; t++) {
-        const ck_case *c = &small_cases[t];
-        ck_twin tw;
-        ck_before before;
-        FILE *f;
-        ck_twin_init(&tw, c, SM, SN, SR, 84, 4);
-        ck_before_take(&before, tw.a);
-        remove(missing);
-        ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, missing), RITE_ERR_IO, "missing file", 0);
-        ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, nodir), RITE_ERR_IO, "missing directory", 0);
-        ck_expect(tw.a, &before, rite_checkpoint_save_file(tw.a, nodir), RITE_ERR_IO, "save into a missing directory",
-                  0);
-        f = fopen(nodir, "rb");
-        assert_null(f);
+    remove(missing);
+    ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, missing), RITE_ERR_IO, "missing file", 0);
+    ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, nodir), RITE_ERR_IO, "missing directory", 0);
+    ck_expect(tw->a, before, rite_checkpoint_save_file(tw->a, nodir), RITE_ERR_IO, "save into a missing directory",
+              0);
+    f = fopen(nodir, "rb");
+    assert_null(f);
 #if CK_POSIX
-        /* a directory is neither a readable nor a writable checkpoint */
-        ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, g_dir), RITE_ERR_IO, "load from a directory", 0);
-        ck_expect(tw.a, &before, rite_checkpoint_save_file(tw.a, g_dir), RITE_ERR_IO, "save to a directory", 0);
-        /* a device that is always full: the write (or its flush at close) fails */
-        if (access("/dev/full", W_OK) == 0)
-            ck_expect(tw.a, &before, rite_checkpoint_save_file(tw.a, "/dev/full"), RITE_ERR_IO, "save to /dev/full", 0);
+    /* a directory is neither a readable nor a writable checkpoint */
+    ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, g_dir), RITE_ERR_IO, "load from a directory", 0);
+    ck_expect(tw->a, before, rite_checkpoint_save_file(tw->a, g_dir), RITE_ERR_IO, "save to a directory", 0);
+    /* a device that is always full: the write (or its flush at close) fails */
+    if (access("/dev/full", W_OK) == 0)
+        ck_expect(tw->a, before, rite_checkpoint_save_file(tw->a, "/dev/full"), RITE_ERR_IO, "save to /dev/full", 0);
 #endif
-        /* and a good file still loads (its own state) */
-        assert_int_equal(rite_checkpoint_save_file(tw.a, good), RITE_OK);
-        ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, good), RITE_OK, "own checkpoint file", 0);
-        free(before.state);
-        ck_twin_check(&tw, "io");
-        ck_twin_free(&tw);
+    /* and a good file still loads (its own state) */
+    assert_int_equal(rite_checkpoint_save_file(tw->a, path), RITE_OK);
+    ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, path), RITE_OK, "own checkpoint file", 0);
+}
+
+static void test_io_errors(void **state) {
+    (void)state;
+    ck_each_twin(SM, SN, 84, 4, "io", io_errors_case, "good.ckpt");
+}
+
+static void null_and_buffer_size_case(int t, ck_twin *tw, const ck_before *before, const char *path) {
+    unsigned char *b, *big;
+    size_t n, len, k;
+    (void)t;
+    b = ck_save(tw->b, &n);
+    assert_int_equal(rite_checkpoint_save(NULL, b, n), RITE_ERR_NULL_ARGUMENT);
+    assert_int_equal(rite_checkpoint_save(tw->a, NULL, n), RITE_ERR_NULL_ARGUMENT);
+    assert_int_equal(rite_checkpoint_save(tw->a, NULL, 0), RITE_ERR_NULL_ARGUMENT);
+    assert_int_equal(rite_checkpoint_load(NULL, b, n), RITE_ERR_NULL_ARGUMENT);
+    ck_expect(tw->a, before, rite_checkpoint_load(tw->a, NULL, n), RITE_ERR_NULL_ARGUMENT, "load NULL", 0);
+    ck_expect(tw->a, before, rite_checkpoint_load(tw->a, NULL, 0), RITE_ERR_NULL_ARGUMENT, "load NULL, 0", 0);
+    assert_int_equal(rite_checkpoint_save_file(NULL, path), RITE_ERR_NULL_ARGUMENT);
+    assert_int_equal(rite_checkpoint_save_file(tw->a, NULL), RITE_ERR_NULL_ARGUMENT);
+    assert_int_equal(rite_checkpoint_load_file(NULL, path), RITE_ERR_NULL_ARGUMENT);
+    ck_expect(tw->a, before, rite_checkpoint_load_file(tw->a, NULL), RITE_ERR_NULL_ARGUMENT, "load_file NULL", 0);
+    /* every too-small buffer */
+    big = (unsigned char *)ck_calloc(n + 32, 1);
+    for (len = 0; len < n; len++) {
+        rite_status st = rite_checkpoint_save(tw->a, big, len);
+        if (st != RITE_ERR_BUFFER_SIZE) {
+            print_error("save into %zu of %zu bytes: status %d\n", len, n, (int)st);
+            fail();
+        }
     }
-    remove(good);
+    /* a larger buffer: exactly rite_checkpoint_size bytes are written */
+    memset(big, 0xA5, n + 32);
+    assert_int_equal(rite_checkpoint_save(tw->a, big, n + 32), RITE_OK);
+    for (k = n; k < n + 32; k++) assert_int_equal(big[k], 0xA5);
+    ck_expect(tw->a, before, rite_checkpoint_load(tw->a, big, n), RITE_OK, "own checkpoint", 0);
+    free(big);
+    free(b);
 }
 
 static void test_null_and_buffer_size(void **state) {
-    int t;
-    char path[4200];
     (void)state;
-    ck_path(path, sizeof path, "null.ckpt");
     assert_int_equal(rite_checkpoint_size(NULL), 0);
-    for (t = 0; t < NSMALL; t++) {
-        const ck_case *c = &small_cases[t];
-        ck_twin tw;
-        ck_before before;
-        unsigned char *b, *big;
-        size_t n, len, k;
-        ck_twin_init(&tw, c, SM, SN, SR, 85, 4);
-        ck_before_take(&before, tw.a);
-        b = ck_save(tw.b, &n);
-        assert_int_equal(rite_checkpoint_save(NULL, b, n), RITE_ERR_NULL_ARGUMENT);
-        assert_int_equal(rite_checkpoint_save(tw.a, NULL, n), RITE_ERR_NULL_ARGUMENT);
-        assert_int_equal(rite_checkpoint_save(tw.a, NULL, 0), RITE_ERR_NULL_ARGUMENT);
-        assert_int_equal(rite_checkpoint_load(NULL, b, n), RITE_ERR_NULL_ARGUMENT);
-        ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, NULL, n), RITE_ERR_NULL_ARGUMENT, "load NULL", 0);
-        ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, NULL, 0), RITE_ERR_NULL_ARGUMENT, "load NULL, 0", 0);
-        assert_int_equal(rite_checkpoint_save_file(NULL, path), RITE_ERR_NULL_ARGUMENT);
-        assert_int_equal(rite_checkpoint_save_file(tw.a, NULL), RITE_ERR_NULL_ARGUMENT);
-        assert_int_equal(rite_checkpoint_load_file(NULL, path), RITE_ERR_NULL_ARGUMENT);
-        ck_expect(tw.a, &before, rite_checkpoint_load_file(tw.a, NULL), RITE_ERR_NULL_ARGUMENT, "load_file NULL", 0);
-        /* every too-small buffer */
-        big = (unsigned char *)ck_calloc(n + 32, 1);
-        for (len = 0; len < n; len++) {
-            rite_status st = rite_checkpoint_save(tw.a, big, len);
-            if (st != RITE_ERR_BUFFER_SIZE) {
-                print_error("save into %zu of %zu bytes: status %d\n", len, n, (int)st);
-                fail();
-            }
-        }
-        /* a larger buffer: exactly rite_checkpoint_size bytes are written */
-        memset(big, 0xA5, n + 32);
-        assert_int_equal(rite_checkpoint_save(tw.a, big, n + 32), RITE_OK);
-        for (k = n; k < n + 32; k++) assert_int_equal(big[k], 0xA5);
-        ck_expect(tw.a, &before, rite_checkpoint_load(tw.a, big, n), RITE_OK, "own checkpoint", 0);
-        free(big);
-        free(b);
-        free(before.state);
-        ck_twin_check(&tw, "null");
-        ck_twin_free(&tw);
-    }
+    ck_each_twin(SM, SN, 85, 4, "null", null_and_buffer_size_case, "null.ckpt");
 }
 
 /* ==================================================== prepare and loading */

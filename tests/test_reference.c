@@ -311,164 +311,16 @@ static void report(const case_spec *c, const case_result *r) {
                   r->ref.max_gamma);
 }
 
-/* ------------------------------------------------------------------ tests */
-
-/* SPEC defaults (only lr raised so that 50 steps travel). Clipping at 1.0 is
-   active in the first steps; skipping at 1.0 never triggers. */
-static void test_defaults(void **state) {
-    case_spec c = base_case("defaults");
-    case_result r;
-    (void)state;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    assert_true(r.ref.n_clip > 0);
-    assert_int_equal(r.ref.n_skip, 0);
-    assert_int_equal(r.ref.n_cap, 0);
-    ref_free(&r.ref);
+/* Run c for STEPS steps against the reference and report it. */
+static void run_and_report(const case_spec *c, case_result *r) {
+    run_case(c, STEPS, r);
+    report(c, r);
 }
 
-static void test_escape(void **state) {
-    case_spec c = base_case("escape");
+/* The same, when only the agreement with the reference is checked. */
+static void run_report_free(const case_spec *c) {
     case_result r;
-    ref_config other = c.cfg;
-    (void)state;
-    c.cfg.escape = 1;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    print_message("    escape: largest escaped mass %.3e\n", r.max_rho);
-    assert_true(r.ref.n_escape > 0);
-    assert_true(r.max_rho > 1e-8);
-    assert_option_matters(&c, &r, &other);
-    ref_free(&r.ref);
-}
-
-static void test_clip_active(void **state) {
-    case_spec c = base_case("clip 0.5");
-    case_result r;
-    ref_config other = c.cfg;
-    (void)state;
-    c.cfg.clip = 0.5;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    assert_true(r.ref.n_clip > 0);
-    other.clip = 0;
-    assert_option_matters(&c, &r, &other);
-    ref_free(&r.ref);
-}
-
-static void test_clip_off(void **state) {
-    case_spec c = base_case("clip 0 (off)");
-    case_result r;
-    ref_config other = c.cfg; /* default clip = 1.0, active in this problem */
-    (void)state;
-    c.cfg.clip = 0;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    assert_int_equal(r.ref.n_clip, 0);
-    assert_true(r.ref.max_gamma > 1.0); /* clipping at 1.0 would have acted */
-    assert_option_matters(&c, &r, &other);
-    ref_free(&r.ref);
-}
-
-/* Outlier batches (gradients x5 every 7th step) exceed skip = 0.5 early on,
-   ordinary batches never do. */
-static void test_skip_active(void **state) {
-    case_spec c = base_case("skip 0.5, outliers");
-    case_result r;
-    ref_config other;
-    (void)state;
-    c.spike = 5.0;
-    c.cfg.skip = 0.5;
-    other = c.cfg;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    assert_true(r.ref.n_skip > 0);
-    assert_true(r.ref.n_skip < STEPS); /* sometimes, not always */
-    other.skip = 0;
-    assert_option_matters(&c, &r, &other);
-    ref_free(&r.ref);
-}
-
-static void test_skip_off(void **state) {
-    case_spec c = base_case("skip 0 (off), outliers");
-    case_result r;
-    ref_config other;
-    (void)state;
-    c.spike = 5.0;
-    c.cfg.skip = 0;
-    other = c.cfg;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    assert_int_equal(r.ref.n_skip, 0);
-    other.skip = 0.5; /* would skip here (see test_skip_active) */
-    assert_option_matters(&c, &r, &other);
-    ref_free(&r.ref);
-}
-
-static void test_cap(void **state) {
-    case_spec c = base_case("cap 0.7");
-    case_result r;
-    ref_config other = c.cfg;
-    (void)state;
-    c.cfg.cap = 0.7;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    assert_true(r.ref.n_cap > 0);
-    assert_true(r.ref.n_cap < 2 * STEPS);
-    assert_option_matters(&c, &r, &other);
-    ref_free(&r.ref);
-}
-
-static void test_weight_decay(void **state) {
-    case_spec c = base_case("weight_decay 0.1");
-    case_result r;
-    ref_config other = c.cfg;
-    (void)state;
-    c.cfg.weight_decay = 0.1;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    assert_option_matters(&c, &r, &other);
-    ref_free(&r.ref);
-}
-
-static void test_balance(void **state) {
-    case_spec c = base_case("balance");
-    case_result r;
-    ref_config other = c.cfg;
-    (void)state;
-    c.cfg.balance = 1;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    assert_option_matters(&c, &r, &other);
-    ref_free(&r.ref);
-}
-
-static void test_relative_eps(void **state) {
-    case_spec c = base_case("relative_eps, eps_root 0.1");
-    case_result r;
-    ref_config other;
-    (void)state;
-    c.cfg.eps_root = 0.1;
-    c.cfg.relative_eps = 1;
-    other = c.cfg;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    other.relative_eps = 0; /* eps_root = 0.1 absolute ends elsewhere */
-    assert_option_matters(&c, &r, &other);
-    other.eps_root = 0;     /* and so does no eps_root at all */
-    assert_option_matters(&c, &r, &other);
-    ref_free(&r.ref);
-}
-
-static void test_eps_root(void **state) {
-    case_spec c = base_case("eps_root 1e-3");
-    case_result r;
-    ref_config other = c.cfg;
-    (void)state;
-    c.cfg.eps_root = 1e-3;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    assert_option_matters(&c, &r, &other);
+    run_and_report(c, &r);
     ref_free(&r.ref);
 }
 
@@ -486,21 +338,154 @@ static ref_config all_options(void) {
     return cfg;
 }
 
-static void test_all_options(void **state) {
-    case_spec c = base_case("all options");
+/* ------------------------------------------------------------ option cases */
+
+/* One configuration run against the reference (base_case with `spike`):
+   `set` (if any) switches the option(s) on in cfg and leaves in `others`
+   (others[0] comes as a copy of base_case's cfg) the configurations whose
+   reference runs must end elsewhere (the same run without the option, or
+   with it off), returning how many; `check` (if any) asserts on the run's
+   counters. */
+typedef struct option_case {
+    const char *name;
+    double spike;
+    int (*set)(ref_config *cfg, ref_config *others);
+    void (*check)(const case_result *r);
+} option_case;
+
+static void run_option_case(void **state) {
+    const option_case *oc = (const option_case *)*state;
+    case_spec c = base_case(oc->name);
+    ref_config others[2];
     case_result r;
-    (void)state;
-    c.cfg = all_options();
-    c.spike = 5.0;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    assert_true(r.ref.n_skip > 0);
-    assert_true(r.ref.n_clip > 0);
-    assert_true(r.ref.n_cap > 0);
-    assert_true(r.ref.n_escape > 0);
+    int n = 0, i;
+    c.spike = oc->spike;
+    others[0] = c.cfg;
+    if (oc->set) n = oc->set(&c.cfg, others);
+    run_and_report(&c, &r);
+    if (oc->check) oc->check(&r);
+    for (i = 0; i < n; i++) assert_option_matters(&c, &r, &others[i]);
     ref_free(&r.ref);
 }
 
+/* SPEC defaults (only lr raised so that 50 steps travel). Clipping at 1.0 is
+   active in the first steps; skipping at 1.0 never triggers. */
+static void check_defaults(const case_result *r) {
+    assert_true(r->ref.n_clip > 0);
+    assert_int_equal(r->ref.n_skip, 0);
+    assert_int_equal(r->ref.n_cap, 0);
+}
+static option_case case_defaults = {"defaults", 0, NULL, check_defaults};
+
+static int set_escape(ref_config *cfg, ref_config *others) {
+    (void)others;
+    cfg->escape = 1;
+    return 1;
+}
+static void check_escape(const case_result *r) {
+    print_message("    escape: largest escaped mass %.3e\n", r->max_rho);
+    assert_true(r->ref.n_escape > 0);
+    assert_true(r->max_rho > 1e-8);
+}
+static option_case case_escape = {"escape", 0, set_escape, check_escape};
+
+static int set_clip_active(ref_config *cfg, ref_config *others) {
+    cfg->clip = 0.5;
+    others[0].clip = 0;
+    return 1;
+}
+static void check_clip_active(const case_result *r) { assert_true(r->ref.n_clip > 0); }
+static option_case case_clip_active = {"clip 0.5", 0, set_clip_active, check_clip_active};
+
+static int set_clip_off(ref_config *cfg, ref_config *others) {
+    (void)others; /* default clip = 1.0, active in this problem */
+    cfg->clip = 0;
+    return 1;
+}
+static void check_clip_off(const case_result *r) {
+    assert_int_equal(r->ref.n_clip, 0);
+    assert_true(r->ref.max_gamma > 1.0); /* clipping at 1.0 would have acted */
+}
+static option_case case_clip_off = {"clip 0 (off)", 0, set_clip_off, check_clip_off};
+
+/* Outlier batches (gradients x5 every 7th step) exceed skip = 0.5 early on,
+   ordinary batches never do. */
+static int set_skip_active(ref_config *cfg, ref_config *others) {
+    cfg->skip = 0.5;
+    others[0].skip = 0;
+    return 1;
+}
+static void check_skip_active(const case_result *r) {
+    assert_true(r->ref.n_skip > 0);
+    assert_true(r->ref.n_skip < STEPS); /* sometimes, not always */
+}
+static option_case case_skip_active = {"skip 0.5, outliers", 5.0, set_skip_active, check_skip_active};
+
+static int set_skip_off(ref_config *cfg, ref_config *others) {
+    cfg->skip = 0;
+    others[0].skip = 0.5; /* would skip here (see test_skip_active) */
+    return 1;
+}
+static void check_skip_off(const case_result *r) { assert_int_equal(r->ref.n_skip, 0); }
+static option_case case_skip_off = {"skip 0 (off), outliers", 5.0, set_skip_off, check_skip_off};
+
+static int set_cap(ref_config *cfg, ref_config *others) {
+    (void)others;
+    cfg->cap = 0.7;
+    return 1;
+}
+static void check_cap(const case_result *r) {
+    assert_true(r->ref.n_cap > 0);
+    assert_true(r->ref.n_cap < 2 * STEPS);
+}
+static option_case case_cap = {"cap 0.7", 0, set_cap, check_cap};
+
+static int set_weight_decay(ref_config *cfg, ref_config *others) {
+    (void)others;
+    cfg->weight_decay = 0.1;
+    return 1;
+}
+static option_case case_weight_decay = {"weight_decay 0.1", 0, set_weight_decay, NULL};
+
+static int set_balance(ref_config *cfg, ref_config *others) {
+    (void)others;
+    cfg->balance = 1;
+    return 1;
+}
+static option_case case_balance = {"balance", 0, set_balance, NULL};
+
+static int set_relative_eps(ref_config *cfg, ref_config *others) {
+    cfg->eps_root = 0.1;
+    cfg->relative_eps = 1;
+    others[0] = *cfg;
+    others[0].relative_eps = 0; /* eps_root = 0.1 absolute ends elsewhere */
+    others[1] = others[0];
+    others[1].eps_root = 0;     /* and so does no eps_root at all */
+    return 2;
+}
+static option_case case_relative_eps = {"relative_eps, eps_root 0.1", 0, set_relative_eps, NULL};
+
+static int set_eps_root(ref_config *cfg, ref_config *others) {
+    (void)others;
+    cfg->eps_root = 1e-3;
+    return 1;
+}
+static option_case case_eps_root = {"eps_root 1e-3", 0, set_eps_root, NULL};
+
+static int set_all_options(ref_config *cfg, ref_config *others) {
+    (void)others;
+    *cfg = all_options();
+    return 0;
+}
+static void check_all_options(const case_result *r) {
+    assert_true(r->ref.n_skip > 0);
+    assert_true(r->ref.n_clip > 0);
+    assert_true(r->ref.n_cap > 0);
+    assert_true(r->ref.n_escape > 0);
+}
+static option_case case_all_options = {"all options", 5.0, set_all_options, check_all_options};
+
+/* ------------------------------------------------------------------ tests */
 static void test_layouts(void **state) {
     static const char *names[4] = {"layout L last, R last", "layout L last, R first",
                                    "layout L first, R last", "layout L first, R first"};
@@ -508,12 +493,9 @@ static void test_layouts(void **state) {
     (void)state;
     for (i = 0; i < 4; i++) {
         case_spec c = base_case(names[i]);
-        case_result r;
         c.layout_L = (i & 2) ? RITE_RANK_FIRST : RITE_RANK_LAST;
         c.layout_R = (i & 1) ? RITE_RANK_FIRST : RITE_RANK_LAST;
-        run_case(&c, STEPS, &r);
-        report(&c, &r);
-        ref_free(&r.ref);
+        run_report_free(&c);
     }
 }
 
@@ -521,7 +503,6 @@ static void test_layouts(void **state) {
    0, the factor's); padding must never be written. All options on. */
 static void test_padded(void **state) {
     case_spec c = base_case("padded A, all options");
-    case_result r;
     (void)state;
     c.cfg = all_options();
     c.spike = 5.0;
@@ -531,9 +512,7 @@ static void test_padded(void **state) {
     c.layout_R = RITE_RANK_FIRST;
     c.ld_R = N + 5;
     c.ld_gR = N + 2;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    ref_free(&r.ref);
+    run_report_free(&c);
 
     c.name = "padded B, all options";
     c.layout_L = RITE_RANK_FIRST;
@@ -542,9 +521,7 @@ static void test_padded(void **state) {
     c.layout_R = RITE_RANK_LAST;
     c.ld_R = RK + 2;
     c.ld_gR = 0; /* as the factor's: RK + 2 */
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    ref_free(&r.ref);
+    run_report_free(&c);
 }
 
 /* Single precision against the double reference (whose pseudo-inverse
@@ -552,30 +529,25 @@ static void test_padded(void **state) {
    over 50 steps. */
 static void test_float32(void **state) {
     case_spec c = base_case("float32 defaults");
-    case_result r;
     (void)state;
     c.precision = RITE_FLOAT32;
     c.cfg.pinv_eps = FLT_EPSILON;
     c.tol = 1e-3;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    ref_free(&r.ref);
+    run_report_free(&c);
 
     c.name = "float32 all options, R first";
     c.cfg = all_options();
     c.cfg.pinv_eps = FLT_EPSILON;
     c.spike = 5.0;
     c.layout_R = RITE_RANK_FIRST;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    ref_free(&r.ref);
+    run_report_free(&c);
 }
 
 /* Standard LoRA init: R = 0. Then T_R^+ = 0, the first step leaves L
    unchanged and moves R only. */
 static void test_zero_init(void **state) {
     case_spec c = base_case("R = 0 at start");
-    case_result r, r1;
+    case_result r1;
     problem p;
     int i;
     (void)state;
@@ -589,9 +561,7 @@ static void test_zero_init(void **state) {
     problem_free(&p);
     ref_free(&r1.ref);
 
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    ref_free(&r.ref);
+    run_report_free(&c);
 }
 
 /* Both factors start with rank r - 1: the pseudo-inverses must drop the
@@ -601,16 +571,13 @@ static void test_zero_init(void **state) {
    moment's 1/eps amplifies, so the runs agree to about 1e-12 here. */
 static void test_rank_deficient(void **state) {
     case_spec c = base_case("rank-deficient start");
-    case_result r;
     problem p;
     ref_layer ly;
     double gL[M * RK], gR[N * RK], sL[RK], sR[RK], L[M * RK], R[N * RK];
     (void)state;
     c.init = INIT_DEFICIENT;
     c.cfg.escape = 1;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    ref_free(&r.ref);
+    run_report_free(&c);
 
     /* the reference itself: rank r - 1 pseudo-inverses at the first step */
     problem_make(&p, M, N, RK, 0x5eed0001ull, INIT_DEFICIENT);
@@ -635,15 +602,12 @@ static void test_rank_deficient(void **state) {
 /* The AdamW baseline against the naive elementwise AdamW. */
 static void test_adamw(void **state) {
     case_spec c = base_case("adamw, wd 0.01");
-    case_result r;
     (void)state;
     c.optimizer = RITE_ADAMW;
     c.cfg.eps = 1e-8;
     c.cfg.weight_decay = 0.01;
     c.layout_L = RITE_RANK_FIRST;
-    run_case(&c, STEPS, &r);
-    report(&c, &r);
-    ref_free(&r.ref);
+    run_report_free(&c);
 }
 
 /* A check of the reference itself, independent of the library: its update
@@ -702,21 +666,24 @@ static void test_reference_invariance(void **state) {
     problem_free(&p);
 }
 
+/* A test named test_<x> that runs option case case_<x>. */
+#define OPTION_TEST(x) { "test_" #x, run_option_case, NULL, NULL, &case_##x }
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reference_invariance),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_escape),
-        cmocka_unit_test(test_clip_active),
-        cmocka_unit_test(test_clip_off),
-        cmocka_unit_test(test_skip_active),
-        cmocka_unit_test(test_skip_off),
-        cmocka_unit_test(test_cap),
-        cmocka_unit_test(test_weight_decay),
-        cmocka_unit_test(test_balance),
-        cmocka_unit_test(test_relative_eps),
-        cmocka_unit_test(test_eps_root),
-        cmocka_unit_test(test_all_options),
+        OPTION_TEST(defaults),
+        OPTION_TEST(escape),
+        OPTION_TEST(clip_active),
+        OPTION_TEST(clip_off),
+        OPTION_TEST(skip_active),
+        OPTION_TEST(skip_off),
+        OPTION_TEST(cap),
+        OPTION_TEST(weight_decay),
+        OPTION_TEST(balance),
+        OPTION_TEST(relative_eps),
+        OPTION_TEST(eps_root),
+        OPTION_TEST(all_options),
         cmocka_unit_test(test_layouts),
         cmocka_unit_test(test_padded),
         cmocka_unit_test(test_float32),
