@@ -42,7 +42,6 @@
    gnuplot script and data it is made from. */
 #define _POSIX_C_SOURCE 200809L
 
-#define LORA_RITE_IMPLEMENTATION
 #include "lora_rite.h"
 #include "test_util.h"
 

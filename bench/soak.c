@@ -43,7 +43,6 @@
 
    usage: soak [--steps N] [--short] [--seed S] [--progress]
           (default 100000 steps; --short: 8000, for the test suite) */
-#define LORA_RITE_IMPLEMENTATION
 #include "lora_rite.h"
 
 #include <math.h>

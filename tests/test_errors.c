@@ -15,7 +15,6 @@
    RITE_ERR_LAPACK is the one code not triggered here: no input that passes
    the other checks is known to make the symmetric eigensolver or the QR
    fail. */
-#define LORA_RITE_IMPLEMENTATION
 #include "lora_rite.h"
 
 #include <float.h>

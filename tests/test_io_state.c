@@ -39,7 +39,6 @@
 #include <cmocka.h>
 #include <unistd.h>
 
-#define LORA_RITE_IMPLEMENTATION
 #include "lora_rite.h"
 #define LORA_RITE_IO_IMPLEMENTATION
 #include "lora_rite_io.h"

@@ -27,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LORA_RITE_IMPLEMENTATION
 #include "lora_rite.h"
 #include "test_util.h"
 

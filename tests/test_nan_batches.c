@@ -32,7 +32,6 @@
 
 #include <cmocka.h>
 
-#define LORA_RITE_IMPLEMENTATION
 #include "lora_rite.h"
 #include "test_util.h"
 

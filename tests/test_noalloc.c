@@ -23,7 +23,6 @@
    On a C library other than glibc only the allocator hook is counted and
    the tests that need the replacements are skipped. */
 #define _GNU_SOURCE /* backtrace, dladdr, valloc, pvalloc, memalign */
-#define LORA_RITE_IMPLEMENTATION
 #include "lora_rite.h"
 
 #include <errno.h>
