@@ -802,6 +802,20 @@ LORA_RITE_IO_API rite_io_status rite_io_peft_safetensors_size(const rite_io_modu
     return st;
 }
 
+/* what both writers check once the file is planned: the destination, its
+   size (total bytes), and every value representable in the dtype (*type) */
+static rite_io_status rite_io__write_checks(const rite_io_module *mods, int n, rite_io_dtype dtype, const void *dst,
+                                            size_t dst_size, size_t total, int *type, char *detail,
+                                            size_t detail_size)
+{
+    if (!dst) return rite_io__say(detail, detail_size, RITE_IO_ERR_NULL_ARGUMENT, "dst is NULL");
+    if (dst_size < total)
+        return rite_io__say(detail, detail_size, RITE_IO_ERR_BUFFER_SIZE, "dst_size %zu, the file takes %zu",
+                            dst_size, total);
+    *type = rite_io__type_of(dtype);
+    return rite_io__check_values(mods, n, *type, detail, detail_size);
+}
+
 LORA_RITE_IO_API rite_io_status rite_io_peft_safetensors_write(const rite_io_module *mods, int n,
                                                                const rite_io_peft *opt, void *dst, size_t dst_size,
                                                                char *detail, size_t detail_size)
@@ -814,12 +828,7 @@ LORA_RITE_IO_API rite_io_status rite_io_peft_safetensors_write(const rite_io_mod
     rite_io__clear(detail, detail_size);
     st = rite_io__peft_plan(mods, n, opt, &hlen, &total, detail, detail_size);
     if (st != RITE_IO_OK) return st;
-    if (!dst) return rite_io__say(detail, detail_size, RITE_IO_ERR_NULL_ARGUMENT, "dst is NULL");
-    if (dst_size < total)
-        return rite_io__say(detail, detail_size, RITE_IO_ERR_BUFFER_SIZE, "dst_size %zu, the file takes %zu",
-                            dst_size, total);
-    type = rite_io__type_of(opt->dtype);
-    st = rite_io__check_values(mods, n, type, detail, detail_size);
+    st = rite_io__write_checks(mods, n, opt->dtype, dst, dst_size, total, &type, detail, detail_size);
     if (st != RITE_IO_OK) return st;
     rite_io__put_le(q, hlen, 8);
     rite_io__out_init(&o, q + 8, hlen);
@@ -1694,12 +1703,7 @@ LORA_RITE_IO_API rite_io_status rite_io_gguf_write(const rite_io_module *mods, i
     rite_io__clear(detail, detail_size);
     st = rite_io__gguf_plan(mods, n, opt, &hlen, &total, detail, detail_size);
     if (st != RITE_IO_OK) return st;
-    if (!dst) return rite_io__say(detail, detail_size, RITE_IO_ERR_NULL_ARGUMENT, "dst is NULL");
-    if (dst_size < total)
-        return rite_io__say(detail, detail_size, RITE_IO_ERR_BUFFER_SIZE, "dst_size %zu, the file takes %zu",
-                            dst_size, total);
-    type = rite_io__type_of(opt->dtype);
-    st = rite_io__check_values(mods, n, type, detail, detail_size);
+    st = rite_io__write_checks(mods, n, opt->dtype, dst, dst_size, total, &type, detail, detail_size);
     if (st != RITE_IO_OK) return st;
     rite_io__out_init(&o, q, hlen);
     rite_io__gguf_header(&o, mods, n, opt);
