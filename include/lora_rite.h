@@ -143,8 +143,12 @@
    as long as the factor buffers keep what the last step wrote (or what a
    checkpoint restores); a trainer that changes them between steps calls
    rite_factors_changed(), or creates the layer with desc.keep_basis = 1 to
-   keep the bases themselves. Between prepare and apply a layer keeps r x r
-   matrices only. Its workspace (the new first moment, k x r per factor, a
+   keep the bases themselves. Where a factor is rank-deficient its QR basis
+   is not unique (LAPACK completes it arbitrarily); the library uses the
+   basis U = X T^+ of the factor's range, which gives the result of any
+   completion whenever the moments carry no mass outside that range, as
+   from LoRA's standard start (B = 0). Between prepare and apply a layer
+   keeps r x r matrices only. Its workspace (the new first moment, k x r per factor, a
    copy of each factor for a double layer, small tiles and r x r matrices)
    is needed only inside a call: a standalone layer owns one, and a model's
    layers share one per thread, sized for the largest layer, so that a
@@ -1507,6 +1511,16 @@ static rite_status rite__check_config(const rite_config *c, rite_optimizer opt, 
     return RITE_OK;
 }
 
+/* rite_set_config's and rite_model_set_config's checks: msg is cleared, then
+   holds the reason of a refusal */
+static rite_status rite__check_new_config(const rite_config *c, rite_optimizer opt, rite_precision prec, char *msg,
+                                          size_t n)
+{
+    msg[0] = 0;
+    if (!c) return rite__say(msg, n, RITE_ERR_NULL_ARGUMENT, "config is NULL");
+    return rite__check_config(c, opt, prec, msg, n);
+}
+
 /* Checks desc and fills in its defaults (leading dimensions, config). */
 static rite_status rite__resolve(const rite_desc *in, rite_desc *d, rite_config *cfg, char *msg, size_t n)
 {
@@ -1848,9 +1862,7 @@ LORA_RITE_API rite_status rite_set_config(rite_layer *layer, const rite_config *
 {
     rite_status st;
     if (!layer) return RITE_ERR_NULL_ARGUMENT;
-    layer->msg[0] = 0;
-    if (!config) return rite__say(layer->msg, sizeof layer->msg, RITE_ERR_NULL_ARGUMENT, "config is NULL");
-    st = rite__check_config(config, layer->desc.optimizer, layer->desc.precision, layer->msg, sizeof layer->msg);
+    st = rite__check_new_config(config, layer->desc.optimizer, layer->desc.precision, layer->msg, sizeof layer->msg);
     if (st != RITE_OK) return st;
     if (config->skip != layer->cfg.skip)   /* prepare used skip */
         rite__cancel(layer, "the pending prepare was cancelled by rite_set_config changing skip");
@@ -4081,27 +4093,21 @@ LORA_RITE_API rite_status rite_model_set_config(rite_model *model, const rite_co
 {
     rite_status st;
     if (!model) return RITE_ERR_NULL_ARGUMENT;
-    model->msg[0] = 0;
-    if (!config) return rite__say(model->msg, sizeof model->msg, RITE_ERR_NULL_ARGUMENT, "config is NULL");
-    st = rite__check_config(config, model->desc.optimizer, model->desc.precision, model->msg, sizeof model->msg);
+    st = rite__check_new_config(config, model->desc.optimizer, model->desc.precision, model->msg, sizeof model->msg);
     return st != RITE_OK ? st : rite__model_configure(model, config);
 }
 
 LORA_RITE_API rite_status rite_model_set_lr(rite_model *model, double lr)
 {
-    rite_config c;
+    rite_config c = rite_model_get_config(model);
     if (!model) return RITE_ERR_NULL_ARGUMENT;
-    c = model->cfg;
-    c.lr = lr;
+    c.lr = lr;   /* every layer gets lr times its lr_scale */
     return rite_model_set_config(model, &c);
 }
 
 LORA_RITE_API rite_config rite_model_get_config(const rite_model *model)
 {
-    rite_config c;
-    if (model) return model->cfg;
-    memset(&c, 0, sizeof c);
-    return c;
+    return model ? model->cfg : rite_get_config(NULL);
 }
 
 LORA_RITE_API long long rite_model_step_count(const rite_model *model)
