@@ -310,9 +310,8 @@ static rite_io_status rite_io__say(char *detail, size_t size, rite_io_status st,
 static rite_io_status rite_io__say(char *detail, size_t size, rite_io_status st, const char *fmt, ...)
 {
     va_list ap;
-    if (!detail || !size) return st;
     va_start(ap, fmt);
-    vsnprintf(detail, size, fmt, ap);
+    if (detail && size) vsnprintf(detail, size, fmt, ap);
     va_end(ap);
     return st;
 }
@@ -763,14 +762,16 @@ static int rite_io__finite(double v)
     return v >= -DBL_MAX && v <= DBL_MAX;
 }
 
-/* Checks a PEFT writer's arguments (not the values) and plans the file: header length *hlen, size *total. */
+/* Clears the detail, checks a PEFT writer's arguments (not the values) and plans the file: header
+   length *hlen (hlen may be NULL), size *total; neither is written unless the plan is RITE_IO_OK. */
 static rite_io_status rite_io__peft_plan(const rite_io_module *mods, int n, const rite_io_peft *opt, size_t *hlen,
                                          size_t *total, char *detail, size_t ds)
 {
     rite_io__out o;
     rite_io_status st;
-    size_t data = 0, b;
+    size_t data = 0, b, h, t = 8;
     int i, side, type;
+    rite_io__clear(detail, ds);
     if (!opt) return rite_io__say(detail, ds, RITE_IO_ERR_NULL_ARGUMENT, "opt is NULL");
     type = rite_io__type_of(opt->dtype);
     if (!type) return rite_io__say(detail, ds, RITE_IO_ERR_ARGUMENT, "dtype %d (F32, F16 or BF16)", (int)opt->dtype);
@@ -783,23 +784,20 @@ static rite_io_status rite_io__peft_plan(const rite_io_module *mods, int n, cons
             if (!rite_io__mul(rite_io__count(&mods[i], side), rite_io__esize(type), &b) || !rite_io__add(&data, b))
                 return rite_io__say(detail, ds, RITE_IO_ERR_ARGUMENT, "the tensors' bytes overflow a size_t");
     rite_io__out_init(&o, NULL, 0);
-    *hlen = rite_io__peft_header(&o, mods, n, type);
-    *total = 8;
-    if (*hlen > RITE_IO__MAX_HEADER || !rite_io__add(total, *hlen) || !rite_io__add(total, data))
-        return rite_io__say(detail, ds, RITE_IO_ERR_ARGUMENT, "a header of %zu bytes (readers take up to %zu)", *hlen,
+    h = rite_io__peft_header(&o, mods, n, type);
+    if (h > RITE_IO__MAX_HEADER || !rite_io__add(&t, h) || !rite_io__add(&t, data))
+        return rite_io__say(detail, ds, RITE_IO_ERR_ARGUMENT, "a header of %zu bytes (readers take up to %zu)", h,
                             RITE_IO__MAX_HEADER);
+    if (hlen) *hlen = h;
+    *total = t;
     return RITE_IO_OK;
 }
 
 LORA_RITE_IO_API rite_io_status rite_io_peft_safetensors_size(const rite_io_module *mods, int n,
                                                               const rite_io_peft *opt, size_t *size)
 {
-    size_t hlen = 0, total = 0;
-    rite_io_status st;
     if (!size) return RITE_IO_ERR_NULL_ARGUMENT;
-    st = rite_io__peft_plan(mods, n, opt, &hlen, &total, NULL, 0);
-    if (st == RITE_IO_OK) *size = total;
-    return st;
+    return rite_io__peft_plan(mods, n, opt, NULL, size, NULL, 0);
 }
 
 /* what both writers check once the file is planned: the destination, its
@@ -824,11 +822,9 @@ LORA_RITE_IO_API rite_io_status rite_io_peft_safetensors_write(const rite_io_mod
     unsigned char *q = (unsigned char *)dst;
     size_t hlen = 0, total = 0;
     int i, type;
-    rite_io_status st;
-    rite_io__clear(detail, detail_size);
-    st = rite_io__peft_plan(mods, n, opt, &hlen, &total, detail, detail_size);
-    if (st != RITE_IO_OK) return st;
-    st = rite_io__write_checks(mods, n, opt->dtype, dst, dst_size, total, &type, detail, detail_size);
+    rite_io_status st = rite_io__peft_plan(mods, n, opt, &hlen, &total, detail, detail_size);
+    if (st == RITE_IO_OK)
+        st = rite_io__write_checks(mods, n, opt->dtype, dst, dst_size, total, &type, detail, detail_size);
     if (st != RITE_IO_OK) return st;
     rite_io__put_le(q, hlen, 8);
     rite_io__out_init(&o, q + 8, hlen);
@@ -1490,6 +1486,20 @@ static char *rite_io__key_room(const rite_io_module *mods, int n)
     return (char *)malloc(most + 40);
 }
 
+/* What both readers do first: clear the detail, check the arguments, and make the room for the
+   names the modules look up (*key, which the caller frees). */
+static rite_io_status rite_io__read_begin(const void *src, const rite_io_module *mods, int n, char **key,
+                                         char *detail, size_t detail_size)
+{
+    rite_io_status st;
+    rite_io__clear(detail, detail_size);
+    if (!src) return rite_io__say(detail, detail_size, RITE_IO_ERR_NULL_ARGUMENT, "src is NULL");
+    st = rite_io__check_modules(mods, n, RITE_IO__NEED_DATA, 0, detail, detail_size);
+    if (st != RITE_IO_OK) return st;
+    *key = rite_io__key_room(mods, n);
+    return *key ? RITE_IO_OK : rite_io__say(detail, detail_size, RITE_IO_ERR_OUT_OF_MEMORY, "a name");
+}
+
 /* Module m's two tensors: checks them (fill 0: present, shaped r x in and out x r, finite), or reads
    them into A and B (fill 1, after every module passed the checks). */
 static rite_io_status rite_io__st_module(rite_io__st *s, rite_io_module *m, int fill)
@@ -1553,17 +1563,12 @@ LORA_RITE_IO_API rite_io_status rite_io_peft_safetensors_read(const void *src, s
     rite_io__st s;
     rite_io_status st;
     int i;
-    rite_io__clear(detail, detail_size);
-    if (!src) return rite_io__say(detail, detail_size, RITE_IO_ERR_NULL_ARGUMENT, "src is NULL");
-    st = rite_io__check_modules(mods, n, RITE_IO__NEED_DATA, 0, detail, detail_size);
-    if (st != RITE_IO_OK) return st;
     memset(&s, 0, sizeof s);
     s.j.detail = detail;
     s.j.ds = detail_size;
-    st = rite_io__st_open(&s, (const unsigned char *)src, src_size);
+    st = rite_io__read_begin(src, mods, n, &s.key, detail, detail_size);
+    if (st == RITE_IO_OK) st = rite_io__st_open(&s, (const unsigned char *)src, src_size);
     if (st == RITE_IO_OK) st = rite_io__st_check(&s);
-    if (st == RITE_IO_OK && !(s.key = rite_io__key_room(mods, n)))
-        st = rite_io__say(detail, detail_size, RITE_IO_ERR_OUT_OF_MEMORY, "a name");
     for (i = 0; i < n && st == RITE_IO_OK; i++) st = rite_io__st_module(&s, &mods[i], 0);
     for (i = 0; i < n && st == RITE_IO_OK; i++) rite_io__st_module(&s, &mods[i], 1);
     free(s.j.arena);
@@ -1646,14 +1651,16 @@ static size_t rite_io__gguf_header(rite_io__out *o, const rite_io_module *mods, 
     return o->n;
 }
 
-/* Checks a GGUF writer's arguments (not the values) and plans the file: header length *hlen, size *total. */
+/* Clears the detail, checks a GGUF writer's arguments (not the values) and plans the file: header
+   length *hlen (hlen may be NULL), size *total; neither is written unless the plan is RITE_IO_OK. */
 static rite_io_status rite_io__gguf_plan(const rite_io_module *mods, int n, const rite_io_gguf *opt, size_t *hlen,
                                          size_t *total, char *detail, size_t ds)
 {
     rite_io__out o;
     rite_io_status st;
-    size_t data = 0, b, es;
+    size_t data = 0, b, es, h, t;
     int i, side;
+    rite_io__clear(detail, ds);
     if (!opt) return rite_io__say(detail, ds, RITE_IO_ERR_NULL_ARGUMENT, "opt is NULL");
     if (opt->dtype != RITE_IO_F32 && opt->dtype != RITE_IO_F16)
         return rite_io__say(detail, ds, RITE_IO_ERR_ARGUMENT, "dtype %d (F32 or F16)", (int)opt->dtype);
@@ -1674,22 +1681,19 @@ static rite_io_status rite_io__gguf_plan(const rite_io_module *mods, int n, cons
                 !rite_io__add(&data, rite_io__gguf_pad(b)))
                 return rite_io__say(detail, ds, RITE_IO_ERR_ARGUMENT, "the tensors' bytes overflow a size_t");
     rite_io__out_init(&o, NULL, 0);
-    *hlen = rite_io__gguf_header(&o, mods, n, opt);
-    *total = *hlen;
-    if (!rite_io__add(total, data))
+    h = t = rite_io__gguf_header(&o, mods, n, opt);
+    if (!rite_io__add(&t, data))
         return rite_io__say(detail, ds, RITE_IO_ERR_ARGUMENT, "the file's bytes overflow a size_t");
+    if (hlen) *hlen = h;
+    *total = t;
     return RITE_IO_OK;
 }
 
 LORA_RITE_IO_API rite_io_status rite_io_gguf_size(const rite_io_module *mods, int n, const rite_io_gguf *opt,
                                                   size_t *size)
 {
-    size_t hlen = 0, total = 0;
-    rite_io_status st;
     if (!size) return RITE_IO_ERR_NULL_ARGUMENT;
-    st = rite_io__gguf_plan(mods, n, opt, &hlen, &total, NULL, 0);
-    if (st == RITE_IO_OK) *size = total;
-    return st;
+    return rite_io__gguf_plan(mods, n, opt, NULL, size, NULL, 0);
 }
 
 LORA_RITE_IO_API rite_io_status rite_io_gguf_write(const rite_io_module *mods, int n, const rite_io_gguf *opt,
@@ -1699,11 +1703,9 @@ LORA_RITE_IO_API rite_io_status rite_io_gguf_write(const rite_io_module *mods, i
     unsigned char *q = (unsigned char *)dst, *e;
     size_t hlen = 0, total = 0;
     int i, side, type;
-    rite_io_status st;
-    rite_io__clear(detail, detail_size);
-    st = rite_io__gguf_plan(mods, n, opt, &hlen, &total, detail, detail_size);
-    if (st != RITE_IO_OK) return st;
-    st = rite_io__write_checks(mods, n, opt->dtype, dst, dst_size, total, &type, detail, detail_size);
+    rite_io_status st = rite_io__gguf_plan(mods, n, opt, &hlen, &total, detail, detail_size);
+    if (st == RITE_IO_OK)
+        st = rite_io__write_checks(mods, n, opt->dtype, dst, dst_size, total, &type, detail, detail_size);
     if (st != RITE_IO_OK) return st;
     rite_io__out_init(&o, q, hlen);
     rite_io__gguf_header(&o, mods, n, opt);
@@ -2111,18 +2113,13 @@ LORA_RITE_IO_API rite_io_status rite_io_gguf_read(const void *src, size_t src_si
     rite_io__gg g;
     rite_io_status st;
     int i;
-    rite_io__clear(detail, detail_size);
-    if (!src) return rite_io__say(detail, detail_size, RITE_IO_ERR_NULL_ARGUMENT, "src is NULL");
-    st = rite_io__check_modules(mods, n, RITE_IO__NEED_DATA, 0, detail, detail_size);
-    if (st != RITE_IO_OK) return st;
     memset(&g, 0, sizeof g);
     g.p = (const unsigned char *)src;
     g.n = src_size;
     g.detail = detail;
     g.ds = detail_size;
-    st = rite_io__gguf_parse(&g);
-    if (st == RITE_IO_OK && !(g.key = rite_io__key_room(mods, n)))
-        st = rite_io__say(detail, detail_size, RITE_IO_ERR_OUT_OF_MEMORY, "a name");
+    st = rite_io__read_begin(src, mods, n, &g.key, detail, detail_size);
+    if (st == RITE_IO_OK) st = rite_io__gguf_parse(&g);
     for (i = 0; i < n && st == RITE_IO_OK; i++) st = rite_io__gguf_module(&g, &mods[i], 0);
     for (i = 0; i < n && st == RITE_IO_OK; i++) rite_io__gguf_module(&g, &mods[i], 1);
     free(g.keys);
@@ -2190,16 +2187,32 @@ static char *rite_io__join(const char *dir, const char *name)
     return p;
 }
 
+/* A reader of a whole file in memory: rite_io_peft_safetensors_read or rite_io_gguf_read. */
+typedef rite_io_status (*rite_io__reader)(const void *src, size_t src_size, rite_io_module *mods, int n,
+                                          char *detail, size_t detail_size);
+
+/* The file at path read whole, then by reader into the n modules. */
+static rite_io_status rite_io__load(const char *path, rite_io__reader reader, rite_io_module *mods, int n,
+                                    char *detail, size_t detail_size)
+{
+    unsigned char *buf = NULL;
+    size_t size = 0;
+    rite_io_status st = rite_io__read_file(path, &buf, &size, detail, detail_size);
+    if (st == RITE_IO_OK) st = reader(buf, size, mods, n, detail, detail_size);
+    free(buf);
+    return st;
+}
+
 LORA_RITE_IO_API rite_io_status rite_io_peft_save(const char *dir, const rite_io_module *mods, int n,
                                                   const rite_io_peft *opt, char *detail, size_t detail_size)
 {
-    size_t hlen = 0, total = 0, clen = 0;
+    size_t total = 0, clen = 0;
     unsigned char *buf = NULL;
     char *cfg = NULL, *path = NULL;
     rite_io_status st;
     rite_io__clear(detail, detail_size);
     if (!dir) return rite_io__say(detail, detail_size, RITE_IO_ERR_NULL_ARGUMENT, "dir is NULL");
-    st = rite_io__peft_plan(mods, n, opt, &hlen, &total, detail, detail_size);
+    st = rite_io__peft_plan(mods, n, opt, NULL, &total, detail, detail_size);
     if (st == RITE_IO_OK) st = rite_io__config_check(mods, n, opt, detail, detail_size);
     if (st == RITE_IO_OK) st = rite_io_peft_config_write(mods, n, opt, NULL, 0, &clen);
     if (st != RITE_IO_OK) return st;
@@ -2225,17 +2238,13 @@ LORA_RITE_IO_API rite_io_status rite_io_peft_save(const char *dir, const rite_io
 LORA_RITE_IO_API rite_io_status rite_io_peft_load(const char *dir, rite_io_module *mods, int n, char *detail,
                                                   size_t detail_size)
 {
-    unsigned char *buf = NULL;
-    size_t size = 0;
     char *path;
     rite_io_status st;
     rite_io__clear(detail, detail_size);
     if (!dir) return rite_io__say(detail, detail_size, RITE_IO_ERR_NULL_ARGUMENT, "dir is NULL");
     path = rite_io__join(dir, "adapter_model.safetensors");
     if (!path) return rite_io__say(detail, detail_size, RITE_IO_ERR_OUT_OF_MEMORY, "a path");
-    st = rite_io__read_file(path, &buf, &size, detail, detail_size);
-    if (st == RITE_IO_OK) st = rite_io_peft_safetensors_read(buf, size, mods, n, detail, detail_size);
-    free(buf);
+    st = rite_io__load(path, rite_io_peft_safetensors_read, mods, n, detail, detail_size);
     free(path);
     return st;
 }
@@ -2243,12 +2252,12 @@ LORA_RITE_IO_API rite_io_status rite_io_peft_load(const char *dir, rite_io_modul
 LORA_RITE_IO_API rite_io_status rite_io_gguf_save(const char *path, const rite_io_module *mods, int n,
                                                   const rite_io_gguf *opt, char *detail, size_t detail_size)
 {
-    size_t hlen = 0, total = 0;
+    size_t total = 0;
     unsigned char *buf;
     rite_io_status st;
     rite_io__clear(detail, detail_size);
     if (!path) return rite_io__say(detail, detail_size, RITE_IO_ERR_NULL_ARGUMENT, "path is NULL");
-    st = rite_io__gguf_plan(mods, n, opt, &hlen, &total, detail, detail_size);
+    st = rite_io__gguf_plan(mods, n, opt, NULL, &total, detail, detail_size);
     if (st != RITE_IO_OK) return st;
     buf = (unsigned char *)malloc(total);
     if (!buf) return rite_io__say(detail, detail_size, RITE_IO_ERR_OUT_OF_MEMORY, "%zu bytes", total);
@@ -2261,15 +2270,9 @@ LORA_RITE_IO_API rite_io_status rite_io_gguf_save(const char *path, const rite_i
 LORA_RITE_IO_API rite_io_status rite_io_gguf_load(const char *path, rite_io_module *mods, int n, char *detail,
                                                   size_t detail_size)
 {
-    unsigned char *buf = NULL;
-    size_t size = 0;
-    rite_io_status st;
     rite_io__clear(detail, detail_size);
     if (!path) return rite_io__say(detail, detail_size, RITE_IO_ERR_NULL_ARGUMENT, "path is NULL");
-    st = rite_io__read_file(path, &buf, &size, detail, detail_size);
-    if (st == RITE_IO_OK) st = rite_io_gguf_read(buf, size, mods, n, detail, detail_size);
-    free(buf);
-    return st;
+    return rite_io__load(path, rite_io_gguf_read, mods, n, detail, detail_size);
 }
 
 LORA_RITE_IO_API const char *rite_io_status_string(rite_io_status status)

@@ -167,6 +167,17 @@ static rite_io_gguf gguf_opt(rite_io_dtype dt) {
 
 enum { FMT_PEFT = 0, FMT_GGUF = 1 };
 
+/* The options of both formats in dtype dt (k_peft_f32, k_gguf_f32 otherwise); returns those of fmt. */
+typedef struct fmt_opts {
+    rite_io_peft peft;
+    rite_io_gguf gguf;
+} fmt_opts;
+static const void *fmt_opt(int fmt, rite_io_dtype dt, fmt_opts *o) {
+    o->peft = peft_opt(dt);
+    o->gguf = gguf_opt(dt);
+    return fmt == FMT_GGUF ? (const void *)&o->gguf : (const void *)&o->peft;
+}
+
 /* The size and the writer of either format; o is a rite_io_peft or a rite_io_gguf. */
 static rite_io_status size_fmt(int fmt, const rite_io_module *m, int n, const void *o, size_t *size) {
     return fmt == FMT_GGUF ? rite_io_gguf_size(m, n, (const rite_io_gguf *)o, size)
@@ -201,12 +212,12 @@ static unsigned char *gguf_file(const rite_io_module *m, int n, const rite_io_gg
 
 /* Two modules of one name would make a file with a duplicate key: the size or
    the writer refuses them. */
-static void expect_one_name_refused(int fmt, const rite_io_module *m, const void *o, unsigned char *buf,
-                                    size_t buf_size) {
+static void expect_one_name_refused(int fmt, const rite_io_module *m, const void *o) {
+    unsigned char buf[4096];
     char detail[256];
     size_t n;
     rite_io_status st = size_fmt(fmt, m, 2, o, &n);
-    if (st == RITE_IO_OK) st = write_fmt(fmt, m, 2, o, buf, buf_size, detail, sizeof detail);
+    if (st == RITE_IO_OK) st = write_fmt(fmt, m, 2, o, buf, sizeof buf, detail, sizeof detail);
     if (st != RITE_IO_ERR_ARGUMENT && st != RITE_IO_ERR_DUPLICATE_KEY) {
         print_error("two modules of one name: %s\n", rite_io_status_string(st));
         fail();
@@ -325,10 +336,16 @@ static void expect_same_values(const rite_io_module *got, const rite_io_module *
 #define ST_MOD "layers.0.q"
 #define ST_A "'base_model.model.layers.0.q.lora_A.weight'"
 #define ST_B "'base_model.model.layers.0.q.lora_B.weight'"
-/* the valid tensor entries: A 2 x 3 F32 at [0, 24), B 2 x 2 F32 at [24, 40) */
-#define ST_TA ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[0,24]}"
-#define ST_TB ST_B ":{'dtype':'F32','shape':[2,2],'data_offsets':[24,40]}"
+/* the valid tensor entries under a key: A 2 x 3 F32 at [0, 24), B 2 x 2 F32 at [24, 40) */
+#define ST_ENTRY_A(key) key ":{'dtype':'F32','shape':[2,3],'data_offsets':[0,24]}"
+#define ST_ENTRY_B(key) key ":{'dtype':'F32','shape':[2,2],'data_offsets':[24,40]}"
+#define ST_TA ST_ENTRY_A(ST_A)
+#define ST_TB ST_ENTRY_B(ST_B)
 #define ST_META "'__metadata__':{'format':'pt'}"
+/* the module's tensors as F16 (A, 12 bytes) and BF16 (B, 8 bytes): 20 bytes of data */
+#define ST_F16_BF16                                                                                                    \
+    "{" ST_A ":{'dtype':'F16','shape':[2,3],'data_offsets':[0,12]}," ST_B                                              \
+    ":{'dtype':'BF16','shape':[2,2],'data_offsets':[12,20]}}"
 
 /* A safetensors file: the header (with ' for ") behind its 8-byte length,
    then `data` bytes, each 0x3C (finite as F32, F16 and BF16: 0.0115, 1.06, 0.0115). */
@@ -344,17 +361,23 @@ static void st_module(mod *x) { mod_init(x, ST_MOD, 3, 2, 2); }
 
 static void gg_module(mod *x);
 
-/* Expect status `want` from the hand-made file b (freed) read into the module of
-   the hand-made files of its format. */
-static void expect_made(int fmt, iu_buf *b, rite_io_status want, const char *what) {
+/* The status of the hand-made file b (freed) read (read_guarded, detail as it
+   takes it) into the module of the hand-made files of its format. */
+static rite_io_status read_made(int fmt, iu_buf *b, char *detail, size_t detail_size) {
     mod x;
-    char detail[512];
     rite_io_status st;
     if (fmt == FMT_GGUF) gg_module(&x);
     else st_module(&x);
-    st = read_guarded(fmt, b->p, b->n, &x.m, 1, detail, sizeof detail);
+    st = read_guarded(fmt, b->p, b->n, &x.m, 1, detail, detail_size);
     iu_free(b);
     mod_free(&x);
+    return st;
+}
+
+/* Expect status `want` from the hand-made file b (freed). */
+static void expect_made(int fmt, iu_buf *b, rite_io_status want, const char *what) {
+    char detail[512];
+    rite_io_status st = read_made(fmt, b, detail, sizeof detail);
     check_status(st, want, what, detail);
 }
 
@@ -363,6 +386,51 @@ static void st_expect(const char *header, size_t data, rite_io_status want, cons
     iu_buf b = {NULL, 0, 0};
     st_make(&b, header, data);
     expect_made(FMT_PEFT, &b, want, what);
+}
+
+/* Values for the keys of a tensor entry of the hand-made header, as JSON (' for "):
+   NULL keeps the valid one, ST_LEFT_OUT leaves the key out. */
+#define ST_LEFT_OUT ""
+typedef struct st_entry {
+    const char *dtype, *shape, *offsets;
+} st_entry;
+
+/* key:{'dtype':..,'shape':..,'data_offsets':..} with e's values, else valid's */
+static void st_put_entry(iu_buf *h, const char *key, const st_entry *e, const st_entry *valid) {
+    static const char *const names[3] = {"dtype", "shape", "data_offsets"};
+    const char *v[3];
+    int k, n = 0;
+    v[0] = e->dtype ? e->dtype : valid->dtype;
+    v[1] = e->shape ? e->shape : valid->shape;
+    v[2] = e->offsets ? e->offsets : valid->offsets;
+    iu_puts(h, key);
+    iu_puts(h, ":{");
+    for (k = 0; k < 3; k++) {
+        if (!*v[k]) continue;
+        if (n++) iu_puts(h, ",");
+        iu_puts(h, "'");
+        iu_puts(h, names[k]);
+        iu_puts(h, "':");
+        iu_puts(h, v[k]);
+    }
+    iu_puts(h, "}");
+}
+
+/* The hand-made header "{" ST_TA "," ST_TB "}" with the values of a and b in
+   its entries, and the entries `extra` (NULL: none) after them, 0-terminated in h. */
+static void st_header(iu_buf *h, const st_entry *a, const st_entry *b, const char *extra) {
+    static const st_entry valid_a = {"'F32'", "[2,3]", "[0,24]"}, valid_b = {"'F32'", "[2,2]", "[24,40]"};
+    h->n = 0;
+    iu_puts(h, "{");
+    st_put_entry(h, ST_A, a, &valid_a);
+    iu_puts(h, ",");
+    st_put_entry(h, ST_B, b, &valid_b);
+    if (extra) {
+        iu_puts(h, ",");
+        iu_puts(h, extra);
+    }
+    iu_puts(h, "}");
+    iu_put8(h, 0);
 }
 
 /* ================================================================ hand-made GGUF */
@@ -571,43 +639,66 @@ static void gg_expect(gg_defect defect, uint64_t param, rite_io_status want, con
     expect_made(FMT_GGUF, &b, want, what);
 }
 
+/* the status of the hand-made adapter with this defect */
+static rite_io_status gg_status(gg_defect defect, uint64_t param) {
+    iu_buf b = {NULL, 0, 0};
+    gg_make(&b, defect, param);
+    return read_made(FMT_GGUF, &b, NULL, 0);
+}
+
 /* ================================================================ tables of hand-made files */
 
-/* A test of a few hand-made files, each with the status it must give: a table
-   named as its test, run by run_st_cases / run_gg_cases from the cmocka entry
-   ST_CASES(name) / GG_CASES(name). */
+/* A test of a few hand-made files that must all give one status: a table
+   named as its test, a named row per file, run by run_st_cases / run_gg_cases
+   from the cmocka entry ST_CASES(name, status) / GG_CASES(name, status). */
+
+/* A safetensors file: the whole header (' for ") and the data bytes after it,
+   or (header NULL) the hand-made header with the values of a and b in its
+   entries and the entries `extra` after them, and 40 bytes of data. */
 typedef struct st_case {
+    const char *what;
     const char *header;
     size_t data;
-    rite_io_status want;
-    const char *what;
+    st_entry a, b;
+    const char *extra;
 } st_case;
 typedef struct gg_case {
     gg_defect defect;
     uint64_t param;
-    rite_io_status want;
     const char *what;
 } gg_case;
 typedef struct cases {
     const void *c;
     size_t count;
+    rite_io_status want;
 } cases;
+
+/* Expect status `want` from the file of row c. */
+static void st_expect_case(const st_case *c, rite_io_status want) {
+    iu_buf h = {NULL, 0, 0};
+    if (c->header) {
+        st_expect(c->header, c->data, want, c->what);
+    } else {
+        st_header(&h, &c->a, &c->b, c->extra);
+        st_expect((const char *)h.p, 40, want, c->what);
+    }
+    iu_free(&h);
+}
 
 static void run_st_cases(void **state) {
     const cases *t = (const cases *)*state;
-    const st_case *c = (const st_case *)t->c;
     size_t i;
-    for (i = 0; i < t->count; i++) st_expect(c[i].header, c[i].data, c[i].want, c[i].what);
+    for (i = 0; i < t->count; i++) st_expect_case((const st_case *)t->c + i, t->want);
 }
 static void run_gg_cases(void **state) {
     const cases *t = (const cases *)*state;
     const gg_case *c = (const gg_case *)t->c;
     size_t i;
-    for (i = 0; i < t->count; i++) gg_expect(c[i].defect, c[i].param, c[i].want, c[i].what);
+    for (i = 0; i < t->count; i++) gg_expect(c[i].defect, c[i].param, t->want, c[i].what);
 }
-#define CASES_TEST(t, run) {#t, run, NULL, NULL, &(cases){t, sizeof t / sizeof t[0]}}
-#define ST_CASES(t) CASES_TEST(t, run_st_cases)
-#define GG_CASES(t) CASES_TEST(t, run_gg_cases)
+#define CASES_TEST(t, run, want) {#t, run, NULL, NULL, &(cases){t, sizeof t / sizeof t[0], want}}
+#define ST_CASES(t, want) CASES_TEST(t, run_st_cases, want)
+#define GG_CASES(t, want) CASES_TEST(t, run_gg_cases, want)
 
 /* the module of test_each_reader_refuses_the_other_format and test_zero_modules */
 static const mod_spec k_q_4x4 = {"blk.0.attn_q.weight", 4, 4, 2};
@@ -872,6 +963,7 @@ static void test_peft_bf16_is_round_to_nearest_even(void **state) {
 static void every_finite_16bit(int fmt, rite_io_dtype dt) {
     mod x[2], y[2];
     rite_io_module m[2], back[2];
+    fmt_opts opts;
     unsigned h;
     size_t count = 0, n, i;
     unsigned char *f;
@@ -897,14 +989,8 @@ static void every_finite_16bit(int fmt, rite_io_dtype dt) {
     }
     assert_int_equal((int)count, finite_count);
     mods_array(x, 2, m);
-    if (fmt == FMT_GGUF) {
-        rite_io_gguf o = gguf_opt(dt);
-        f = gguf_file(m, 2, &o, &n);
-    } else {
-        rite_io_peft o = peft_opt(dt);
-        f = peft_file(m, 2, &o, &n);
-        check_safetensors_bytes(f, n, m, 2, dt);
-    }
+    f = fmt_file(fmt, m, 2, fmt_opt(fmt, dt, &opts), &n);
+    if (fmt == FMT_PEFT) check_safetensors_bytes(f, n, m, 2, dt);
     mods_like(x, 2, y, back);
     expect_read(fmt, f, n, back, 2, RITE_IO_OK, "every finite 16-bit value");
     for (k = 0; k < 2; k++) {
@@ -933,6 +1019,8 @@ static void run_every_finite_16bit(void **state) {
 static void writer_refuses(int fmt, rite_io_dtype dt, float v, const char *what) {
     mod x;
     rite_io_module m;
+    fmt_opts opts;
+    const void *o = fmt_opt(fmt, dt, &opts);
     char detail[256] = "";
     size_t n = 0;
     unsigned char *dst;
@@ -944,17 +1032,9 @@ static void writer_refuses(int fmt, rite_io_dtype dt, float v, const char *what)
         if (side) x.m.B[5] = v;
         else x.m.A[7] = v;
         m = x.m;
-        if (fmt == FMT_GGUF) {
-            rite_io_gguf o = gguf_opt(dt);
-            rite_io_gguf_size(&m, 1, &o, &n);
-            dst = (unsigned char *)malloc(n ? n : 4096);
-            st = rite_io_gguf_write(&m, 1, &o, dst, n ? n : 4096, detail, sizeof detail);
-        } else {
-            rite_io_peft o = peft_opt(dt);
-            rite_io_peft_safetensors_size(&m, 1, &o, &n);
-            dst = (unsigned char *)malloc(n ? n : 4096);
-            st = rite_io_peft_safetensors_write(&m, 1, &o, dst, n ? n : 4096, detail, sizeof detail);
-        }
+        size_fmt(fmt, &m, 1, o, &n);
+        dst = (unsigned char *)malloc(n ? n : 4096);
+        st = write_fmt(fmt, &m, 1, o, dst, n ? n : 4096, detail, sizeof detail);
         check_status(st, RITE_IO_ERR_NOT_FINITE, what, detail);
         free(dst);
         mod_free(&x);
@@ -1206,7 +1286,7 @@ static void test_peft_writer_rejects_bad_arguments(void **state) {
     o = k_peft_f32;
     /* two modules of one name would make a file with a duplicate key */
     m[1].name = m[0].name;
-    expect_one_name_refused(FMT_PEFT, m, &o, buf, sizeof buf);
+    expect_one_name_refused(FMT_PEFT, m, &o);
     mod_free(&x[0]);
     mod_free(&x[1]);
 }
@@ -1319,9 +1399,7 @@ static void test_peft_reads_hand_made_files(void **state) {
               "'base_model.model.layers.0.q.lora_\\u0042.weight':{'dtype':'F32','shape':[2,2],'data_offsets':[24,40]} }",
               40, RITE_IO_OK, "whitespace and a \\u escape");
     /* F16 and BF16 */
-    st_expect("{" ST_A ":{'dtype':'F16','shape':[2,3],'data_offsets':[0,12]}," ST_B
-              ":{'dtype':'BF16','shape':[2,2],'data_offsets':[12,20]}}",
-              20, RITE_IO_OK, "F16 and BF16");
+    st_expect(ST_F16_BF16, 20, RITE_IO_OK, "F16 and BF16");
     iu_free(&b);
     mod_free(&x);
 }
@@ -1334,9 +1412,7 @@ static void test_peft_values_read_from_f16_and_bf16_bytes(void **state) {
     int i;
     (void)state;
     st_module(&x);
-    st_make(&b, "{" ST_A ":{'dtype':'F16','shape':[2,3],'data_offsets':[0,12]}," ST_B
-                ":{'dtype':'BF16','shape':[2,2],'data_offsets':[12,20]}}",
-            0);
+    st_make(&b, ST_F16_BF16, 0);
     for (i = 0; i < 6; i++) iu_put16(&b, a16[i]);
     for (i = 0; i < 4; i++) iu_put16(&b, b16[i]);
     expect_read(FMT_PEFT, b.p, b.n, &x.m, 1, RITE_IO_OK, "F16 and BF16 values");
@@ -1358,52 +1434,33 @@ static void test_peft_file_shorter_than_the_length_field(void **state) {
     mod_free(&x);
 }
 
-static void test_peft_header_length_past_the_file(void **state) {
+/* Expect status `want` from the hand-made file "{" ST_TA "," ST_TB "}" whose
+   header length field says `length`. */
+static void expect_header_length(uint64_t length, rite_io_status want, const char *what) {
     iu_buf b = {NULL, 0, 0};
-    mod x;
-    uint64_t lengths[9];
+    int k;
+    st_make(&b, "{" ST_TA "," ST_TB "}", 40);
+    for (k = 0; k < 8; k++) b.p[k] = (unsigned char)(length >> (8 * k));
+    expect_made(FMT_PEFT, &b, want, what);
+}
+
+static void test_peft_header_length_past_the_file(void **state) {
+    /* the rest of the file (the header and 40 bytes): one more, and far more */
+    const uint64_t rest = sizeof("{" ST_TA "," ST_TB "}") - 1 + 40;
+    const uint64_t lengths[] = {rest + 1,   rest + 1000,    1ull << 32,     100000000ull, 1ull << 62,
+                                1ull << 63, UINT64_MAX - 7, UINT64_MAX - 8, UINT64_MAX};
     size_t i;
     (void)state;
-    st_module(&x);
-    st_make(&b, "{" ST_TA "," ST_TB "}", 40);
-    /* the rest of the file is b.n - 8 bytes: one more, and far more */
-    lengths[0] = (uint64_t)(b.n - 8) + 1;
-    lengths[1] = (uint64_t)(b.n - 8) + 1000;
-    lengths[2] = 1ull << 32;
-    lengths[3] = 100000000ull;
-    lengths[4] = 1ull << 62;
-    lengths[5] = 1ull << 63;
-    lengths[6] = UINT64_MAX - 7;
-    lengths[7] = UINT64_MAX - 8;
-    lengths[8] = UINT64_MAX;
-    for (i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
-        unsigned char *f = iu_exact_copy(b.p, b.n);
-        int k;
-        for (k = 0; k < 8; k++) f[k] = (unsigned char)(lengths[i] >> (8 * k));
-        expect_read(FMT_PEFT, f, b.n, &x.m, 1, RITE_IO_ERR_HEADER_SIZE, "header length past the file");
-        free(f);
-    }
-    iu_free(&b);
-    mod_free(&x);
+    for (i = 0; i < sizeof lengths / sizeof lengths[0]; i++)
+        expect_header_length(lengths[i], RITE_IO_ERR_HEADER_SIZE, "header length past the file");
 }
 
 static void test_peft_header_length_zero_or_short(void **state) {
-    iu_buf b = {NULL, 0, 0};
-    mod x;
-    unsigned char *f;
     (void)state;
-    st_module(&x);
-    st_make(&b, "{" ST_TA "," ST_TB "}", 40);
-    f = iu_exact_copy(b.p, b.n);
     /* length 0: an empty header, not JSON */
-    memset(f, 0, 8);
-    expect_read(FMT_PEFT, f, b.n, &x.m, 1, RITE_IO_ERR_JSON, "header length 0");
+    expect_header_length(0, RITE_IO_ERR_JSON, "header length 0");
     /* length 10: the JSON is cut */
-    f[0] = 10;
-    expect_read(FMT_PEFT, f, b.n, &x.m, 1, RITE_IO_ERR_JSON, "header length 10");
-    free(f);
-    iu_free(&b);
-    mod_free(&x);
+    expect_header_length(10, RITE_IO_ERR_JSON, "header length 10");
 }
 
 static void test_peft_malformed_json(void **state) {
@@ -1483,18 +1540,14 @@ static void test_peft_json_nested_too_deeply(void **state) {
     /* deep and unterminated: an error either way, and no crash */
     {
         iu_buf b = {NULL, 0, 0};
-        mod x;
         rite_io_status st;
-        st_module(&x);
         h.n = 0;
         iu_puts(&h, "{'deep':");
         for (i = 0; i < 200000; i++) iu_put8(&h, '[');
         iu_put8(&h, 0);
         st_make(&b, (const char *)h.p, 40);
-        st = read_guarded(FMT_PEFT, b.p, b.n, &x.m, 1, NULL, 0);
+        st = read_made(FMT_PEFT, &b, NULL, 0);
         assert_true(st == RITE_IO_ERR_JSON_DEPTH || st == RITE_IO_ERR_JSON);
-        iu_free(&b);
-        mod_free(&x);
     }
     iu_free(&h);
 }
@@ -1502,102 +1555,87 @@ static void test_peft_json_nested_too_deeply(void **state) {
 static void test_peft_unknown_dtype(void **state) {
     static const char *const dtypes[] = {"X99", "I32", "I64", "U8", "BOOL", "F8_E4M3", "Q4_0", "f32", "F32 ", "",
                                          "F16\\u0000"};
-    char hdr[512];
     size_t i;
     (void)state;
     for (i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++) {
-        snprintf(hdr, sizeof hdr, "{" ST_A ":{'dtype':'%s','shape':[2,3],'data_offsets':[0,24]}," ST_TB "}",
-                 dtypes[i]);
-        st_expect(hdr, 40, RITE_IO_ERR_DTYPE, dtypes[i]);
+        char dtype[32];
+        st_case c = {dtypes[i], .a.dtype = dtype};
+        snprintf(dtype, sizeof dtype, "'%s'", dtypes[i]);
+        st_expect_case(&c, RITE_IO_ERR_DTYPE);
     }
 }
 
 static const st_case test_peft_offsets_overlap[] = {
-    {"{" ST_TA "," ST_B ":{'dtype':'F32','shape':[2,2],'data_offsets':[16,32]}}", 40, RITE_IO_ERR_OFFSETS,
-     "B inside A"},
-    {"{" ST_TA "," ST_B ":{'dtype':'F32','shape':[2,2],'data_offsets':[0,16]}}", 40, RITE_IO_ERR_OFFSETS,
-     "B at A's start"},
-    {"{" ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[0,24]}," ST_B
-     ":{'dtype':'F32','shape':[2,2],'data_offsets':[0,16]},"
-     "'base_model.model.x.lora_A.weight':{'dtype':'F32','shape':[4],'data_offsets':[24,40]}}",
-     40, RITE_IO_ERR_OFFSETS, "two tensors on the same bytes"},
+    {"B inside A", .b.offsets = "[16,32]"},
+    {"B at A's start", .b.offsets = "[0,16]"},
+    {"two tensors on the same bytes", .b.offsets = "[0,16]",
+     .extra = "'base_model.model.x.lora_A.weight':{'dtype':'F32','shape':[4],'data_offsets':[24,40]}"},
 };
 
 static const st_case test_peft_offsets_go_backwards[] = {
-    {"{" ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[24,0]}," ST_TB "}", 40, RITE_IO_ERR_OFFSETS,
-     "A from 24 to 0"},
-    {"{" ST_TA "," ST_B ":{'dtype':'F32','shape':[2,2],'data_offsets':[40,24]}}", 40, RITE_IO_ERR_OFFSETS,
-     "B from 40 to 24"},
+    {"A from 24 to 0", .a.offsets = "[24,0]"},
+    {"B from 40 to 24", .b.offsets = "[40,24]"},
 };
 
 static const st_case test_peft_offsets_past_the_end[] = {
-    {"{" ST_TA "," ST_B ":{'dtype':'F32','shape':[2,2],'data_offsets':[40,56]}}", 40, RITE_IO_ERR_OFFSETS,
-     "B past the data"},
-    {"{" ST_TA "," ST_B ":{'dtype':'F32','shape':[2,2],'data_offsets':[24,40]}}", 36, RITE_IO_ERR_OFFSETS,
-     "the data 4 bytes short"},
-    {"{" ST_TA "," ST_B
-     ":{'dtype':'F32','shape':[2,2],'data_offsets':[18446744073709551600,18446744073709551615]}}",
-     40, RITE_IO_ERR_OFFSETS, "offsets near 2^64"},
-    {"{" ST_TA "," ST_B ":{'dtype':'F32','shape':[2,2],'data_offsets':[18446744073709551608,8]}}", 40,
-     RITE_IO_ERR_OFFSETS, "an offset that wraps"},
+    {"B past the data", .b.offsets = "[40,56]"},
+    {"the data 4 bytes short", .header = "{" ST_TA "," ST_TB "}", .data = 36},
+    {"offsets near 2^64", .b.offsets = "[18446744073709551600,18446744073709551615]"},
+    {"an offset that wraps", .b.offsets = "[18446744073709551608,8]"},
 };
 
 static const st_case test_peft_offsets_not_the_tensor_size[] = {
-    {"{" ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[0,20]}," ST_TB "}", 40, RITE_IO_ERR_OFFSETS,
-     "A 20 bytes for 24"},
-    {"{" ST_A ":{'dtype':'F16','shape':[2,3],'data_offsets':[0,24]}," ST_TB "}", 40, RITE_IO_ERR_OFFSETS,
-     "F16 A 24 bytes for 12"},
+    {"A 20 bytes for 24", .a.offsets = "[0,20]"},
+    {"F16 A 24 bytes for 12", .a.dtype = "'F16'"},
 };
 
 static const st_case test_peft_shape_product_overflows[] = {
     /* the caller's module's tensor, and an extra one */
-    {"{" ST_A ":{'dtype':'F32','shape':[4294967296,4294967296],'data_offsets':[0,24]}," ST_TB "}", 40,
-     RITE_IO_ERR_SHAPE_OVERFLOW, "2^32 x 2^32 elements"},
-    {"{" ST_A ":{'dtype':'F32','shape':[4611686018427387904,2],'data_offsets':[0,24]}," ST_TB "}", 40,
-     RITE_IO_ERR_SHAPE_OVERFLOW, "2^63 elements"},
-    {"{" ST_A ":{'dtype':'F32','shape':[2305843009213693952,2],'data_offsets':[0,24]}," ST_TB "}", 40,
-     RITE_IO_ERR_SHAPE_OVERFLOW, "2^62 elements of 4 bytes"},
-    {"{" ST_A ":{'dtype':'F32','shape':[3,2,3074457345618258603],'data_offsets':[0,24]}," ST_TB "}", 40,
-     RITE_IO_ERR_SHAPE_OVERFLOW, "a product past 2^64 in the third factor"},
-    {"{" ST_TA "," ST_TB ",'base_model.model.big.lora_A.weight':"
-     "{'dtype':'BF16','shape':[65536,65536,65536,65536],'data_offsets':[40,40]}}",
-     40, RITE_IO_ERR_SHAPE_OVERFLOW, "an extra tensor of 2^64 elements"},
-    {"{" ST_A ":{'dtype':'F32','shape':[18446744073709551616,1],'data_offsets':[0,24]}," ST_TB "}", 40,
-     RITE_IO_ERR_SHAPE_OVERFLOW, "a dimension of 2^64"},
+    {"2^32 x 2^32 elements", .a.shape = "[4294967296,4294967296]"},
+    {"2^63 elements", .a.shape = "[4611686018427387904,2]"},
+    {"2^62 elements of 4 bytes", .a.shape = "[2305843009213693952,2]"},
+    {"a product past 2^64 in the third factor", .a.shape = "[3,2,3074457345618258603]"},
+    {"an extra tensor of 2^64 elements",
+     .extra = "'base_model.model.big.lora_A.weight':"
+              "{'dtype':'BF16','shape':[65536,65536,65536,65536],'data_offsets':[40,40]}"},
+    {"a dimension of 2^64", .a.shape = "[18446744073709551616,1]"},
 };
 
 static const st_case test_peft_missing_keys[] = {
-    {"{" ST_A ":{'shape':[2,3],'data_offsets':[0,24]}," ST_TB "}", 40, RITE_IO_ERR_MISSING_KEY,
-     "no dtype"},
-    {"{" ST_A ":{'dtype':'F32','data_offsets':[0,24]}," ST_TB "}", 40, RITE_IO_ERR_MISSING_KEY, "no shape"},
-    {"{" ST_A ":{'dtype':'F32','shape':[2,3]}," ST_TB "}", 40, RITE_IO_ERR_MISSING_KEY, "no data_offsets"},
-    {"{" ST_TA "}", 24, RITE_IO_ERR_MISSING_KEY, "no lora_B"},
-    {"{" ST_TB "}", 40, RITE_IO_ERR_MISSING_KEY, "no lora_A"},
-    {"{}", 0, RITE_IO_ERR_MISSING_KEY, "no tensors"},
-    {"{" ST_META "}", 0, RITE_IO_ERR_MISSING_KEY, "only metadata"},
-    {"{'base_model.model.layers.0.k.lora_A.weight':{'dtype':'F32','shape':[2,3],'data_offsets':[0,24]},"
-     "'base_model.model.layers.0.k.lora_B.weight':{'dtype':'F32','shape':[2,2],'data_offsets':[24,40]}}",
-     40, RITE_IO_ERR_MISSING_KEY, "another module"},
-    {"{'model.layers.0.q.lora_A.weight':{'dtype':'F32','shape':[2,3],'data_offsets':[0,24]},"
-     "'model.layers.0.q.lora_B.weight':{'dtype':'F32','shape':[2,2],'data_offsets':[24,40]}}",
-     40, RITE_IO_ERR_MISSING_KEY, "without the base_model.model. prefix"},
+    {"no dtype", .a.dtype = ST_LEFT_OUT},
+    {"no shape", .a.shape = ST_LEFT_OUT},
+    {"no data_offsets", .a.offsets = ST_LEFT_OUT},
+    {"no lora_B", .header = "{" ST_TA "}", .data = 24},
+    {"no lora_A", .header = "{" ST_TB "}", .data = 40},
+    {"no tensors", .header = "{}", .data = 0},
+    {"only metadata", .header = "{" ST_META "}", .data = 0},
+    {"another module",
+     .header = "{" ST_ENTRY_A("'base_model.model.layers.0.k.lora_A.weight'") ","
+               ST_ENTRY_B("'base_model.model.layers.0.k.lora_B.weight'") "}",
+     .data = 40},
+    {"without the base_model.model. prefix",
+     .header = "{" ST_ENTRY_A("'model.layers.0.q.lora_A.weight'") "," ST_ENTRY_B("'model.layers.0.q.lora_B.weight'")
+               "}",
+     .data = 40},
 };
 
 static const st_case test_peft_duplicate_keys[] = {
-    {"{" ST_TA "," ST_TB "," ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[40,64]}}", 64,
-     RITE_IO_ERR_DUPLICATE_KEY, "lora_A twice"},
-    {"{" ST_TA ",'base_model.model.layers.0.q.lora_\\u0041.weight':"
-     "{'dtype':'F32','shape':[2,3],'data_offsets':[40,64]}," ST_TB "}",
-     64, RITE_IO_ERR_DUPLICATE_KEY, "lora_A twice, once escaped"},
-    {"{" ST_A ":{'dtype':'F32','dtype':'F16','shape':[2,3],'data_offsets':[0,24]}," ST_TB "}", 40,
-     RITE_IO_ERR_DUPLICATE_KEY, "dtype twice"},
-    {"{" ST_A ":{'dtype':'F32','shape':[2,3],'shape':[2,3],'data_offsets':[0,24]}," ST_TB "}", 40,
-     RITE_IO_ERR_DUPLICATE_KEY, "shape twice"},
-    {"{" ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[0,24],'data_offsets':[0,24]}," ST_TB "}", 40,
-     RITE_IO_ERR_DUPLICATE_KEY, "data_offsets twice"},
-    {"{" ST_META "," ST_TA "," ST_TB "," ST_META "}", 40, RITE_IO_ERR_DUPLICATE_KEY, "__metadata__ twice"},
-    {"{'__metadata__':{'format':'pt','format':'np'}," ST_TA "," ST_TB "}", 40, RITE_IO_ERR_DUPLICATE_KEY,
-     "a metadata key twice"},
+    {"lora_A twice", .header = "{" ST_TA "," ST_TB "," ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[40,64]}}",
+     .data = 64},
+    {"lora_A twice, once escaped",
+     .header = "{" ST_TA ",'base_model.model.layers.0.q.lora_\\u0041.weight':"
+               "{'dtype':'F32','shape':[2,3],'data_offsets':[40,64]}," ST_TB "}",
+     .data = 64},
+    {"dtype twice", .header = "{" ST_A ":{'dtype':'F32','dtype':'F16','shape':[2,3],'data_offsets':[0,24]}," ST_TB "}",
+     .data = 40},
+    {"shape twice", .header = "{" ST_A ":{'dtype':'F32','shape':[2,3],'shape':[2,3],'data_offsets':[0,24]}," ST_TB "}",
+     .data = 40},
+    {"data_offsets twice",
+     .header = "{" ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[0,24],'data_offsets':[0,24]}," ST_TB "}",
+     .data = 40},
+    {"__metadata__ twice", .header = "{" ST_META "," ST_TA "," ST_TB "," ST_META "}", .data = 40},
+    {"a metadata key twice", .header = "{'__metadata__':{'format':'pt','format':'np'}," ST_TA "," ST_TB "}",
+     .data = 40},
 };
 
 static void test_peft_shape_mismatch(void **state) {
@@ -1669,9 +1707,7 @@ static void test_peft_shape_mismatch_with_the_caller(void **state) {
 
 /* A file of F16 A and BF16 B whose 16-bit value `back` bytes before the end is v: not finite. */
 static void expect_bad_16bit(iu_buf *b, mod *x, size_t back, uint16_t v, const char *what) {
-    st_make(b, "{" ST_A ":{'dtype':'F16','shape':[2,3],'data_offsets':[0,12]}," ST_B
-               ":{'dtype':'BF16','shape':[2,2],'data_offsets':[12,20]}}",
-            20);
+    st_make(b, ST_F16_BF16, 20);
     b->p[b->n - back] = (unsigned char)v, b->p[b->n - back + 1] = (unsigned char)(v >> 8);
     expect_read(FMT_PEFT, b->p, b->n, &x->m, 1, RITE_IO_ERR_NOT_FINITE, what);
 }
@@ -1704,27 +1740,19 @@ static void test_peft_nan_or_inf_in_a_tensor(void **state) {
 /* A header that is JSON but not what safetensors puts there: the reader
    says RITE_IO_ERR_JSON for values of the wrong kind. */
 static const st_case test_peft_header_values_of_the_wrong_kind[] = {
-    {"[1,2]", 40, RITE_IO_ERR_JSON, "an array"},
-    {"\"x\"", 40, RITE_IO_ERR_JSON, "a string"},
-    {"{" ST_A ":[1,2]," ST_TB "}", 40, RITE_IO_ERR_JSON, "a tensor that is an array"},
-    {"{" ST_A ":{'dtype':7,'shape':[2,3],'data_offsets':[0,24]}," ST_TB "}", 40, RITE_IO_ERR_JSON,
-     "a dtype that is a number"},
-    {"{" ST_A ":{'dtype':'F32','shape':'2,3','data_offsets':[0,24]}," ST_TB "}", 40, RITE_IO_ERR_JSON,
-     "a shape that is a string"},
-    {"{" ST_A ":{'dtype':'F32','shape':[2,3.5],'data_offsets':[0,24]}," ST_TB "}", 40, RITE_IO_ERR_JSON,
-     "a shape that is not an integer"},
-    {"{" ST_A ":{'dtype':'F32','shape':[2,-3],'data_offsets':[0,24]}," ST_TB "}", 40, RITE_IO_ERR_JSON,
-     "a negative dimension"},
-    {"{" ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[0]}," ST_TB "}", 40, RITE_IO_ERR_JSON,
-     "one offset"},
-    {"{" ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[0,24,40]}," ST_TB "}", 40, RITE_IO_ERR_JSON,
-     "three offsets"},
-    {"{" ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[-8,16]}," ST_TB "}", 40, RITE_IO_ERR_JSON,
-     "a negative offset"},
-    {"{" ST_A ":{'dtype':'F32','shape':[2,3],'data_offsets':[0,2.4e1]}," ST_TB "}", 40, RITE_IO_ERR_JSON,
-     "an offset with an exponent"},
-    {"{'__metadata__':{'format':1}," ST_TA "," ST_TB "}", 40, RITE_IO_ERR_JSON, "a metadata value not a string"},
-    {"{'__metadata__':[]," ST_TA "," ST_TB "}", 40, RITE_IO_ERR_JSON, "__metadata__ not an object"},
+    {"an array", .header = "[1,2]", .data = 40},
+    {"a string", .header = "\"x\"", .data = 40},
+    {"a tensor that is an array", .header = "{" ST_A ":[1,2]," ST_TB "}", .data = 40},
+    {"a dtype that is a number", .a.dtype = "7"},
+    {"a shape that is a string", .a.shape = "'2,3'"},
+    {"a shape that is not an integer", .a.shape = "[2,3.5]"},
+    {"a negative dimension", .a.shape = "[2,-3]"},
+    {"one offset", .a.offsets = "[0]"},
+    {"three offsets", .a.offsets = "[0,24,40]"},
+    {"a negative offset", .a.offsets = "[-8,16]"},
+    {"an offset with an exponent", .a.offsets = "[0,2.4e1]"},
+    {"a metadata value not a string", .header = "{'__metadata__':{'format':1}," ST_TA "," ST_TB "}", .data = 40},
+    {"__metadata__ not an object", .header = "{'__metadata__':[]," ST_TA "," ST_TB "}", .data = 40},
 };
 
 /* Every proper prefix of a valid file is refused (no length reads as OK). */
@@ -1750,10 +1778,9 @@ static void truncate_two_modules(int fmt, const mod_spec spec[2], uint64_t seed,
     int dt;
     mods_random(x, spec, 2, seed);
     for (dt = RITE_IO_F32; dt <= last; dt++) {
-        rite_io_peft po = peft_opt((rite_io_dtype)dt);
-        rite_io_gguf go = gguf_opt((rite_io_dtype)dt);
+        fmt_opts opts;
         mods_array(x, 2, m);
-        f = fmt_file(fmt, m, 2, fmt == FMT_GGUF ? (const void *)&go : (const void *)&po, &n);
+        f = fmt_file(fmt, m, 2, fmt_opt(fmt, (rite_io_dtype)dt, &opts), &n);
         truncate_everywhere(fmt, f, n, m, 2);
         free(f);
     }
@@ -2064,7 +2091,6 @@ static void test_gguf_writer_rejects_bad_arguments(void **state) {
     rite_io_module m[2], bad;
     rite_io_gguf o = k_gguf_f32;
     size_t n;
-    unsigned char buf[4096];
     char name[200];
     (void)state;
     zero_pair(x, m, "blk.0.attn_q.weight", "blk.0.attn_k.weight");
@@ -2101,7 +2127,7 @@ static void test_gguf_writer_rejects_bad_arguments(void **state) {
     name[sizeof name - 1] = 0;
     check_status(rite_io_gguf_size(&bad, 1, &o, &n), RITE_IO_ERR_ARGUMENT, "a 206-byte tensor name", NULL);
     m[1].name = m[0].name;
-    expect_one_name_refused(FMT_GGUF, m, &o, buf, sizeof buf);
+    expect_one_name_refused(FMT_GGUF, m, &o);
     mod_free(&x[0]);
     mod_free(&x[1]);
 }
@@ -2167,26 +2193,20 @@ static void test_gguf_shape_mismatch_with_the_caller(void **state) {
 }
 
 static void test_gguf_bad_magic(void **state) {
+    iu_buf b = {NULL, 0, 0};
     (void)state;
     gg_expect(GG_MAGIC, 0, RITE_IO_ERR_GGUF_MAGIC, "GGUG");
-    {
-        /* a safetensors file is not GGUF */
-        mod x;
-        iu_buf b = {NULL, 0, 0};
-        gg_module(&x);
-        st_make(&b, "{" ST_TA "," ST_TB "}", 40);
-        expect_read(FMT_GGUF, b.p, b.n, &x.m, 1, RITE_IO_ERR_GGUF_MAGIC, "a safetensors file");
-        iu_free(&b);
-        mod_free(&x);
-    }
+    /* a safetensors file is not GGUF */
+    st_make(&b, "{" ST_TA "," ST_TB "}", 40);
+    expect_made(FMT_GGUF, &b, RITE_IO_ERR_GGUF_MAGIC, "a safetensors file");
 }
 
 static const gg_case test_gguf_unsupported_version[] = {
-    {GG_VERSION, 1, RITE_IO_ERR_GGUF_VERSION, "version 1"},
-    {GG_VERSION, 0, RITE_IO_ERR_GGUF_VERSION, "version 0"},
-    {GG_VERSION, 4, RITE_IO_ERR_GGUF_VERSION, "version 4"},
-    {GG_VERSION, 0xFFFFFFFFu, RITE_IO_ERR_GGUF_VERSION, "version 2^32-1"},
-    {GG_VERSION_BIG, 0, RITE_IO_ERR_GGUF_VERSION, "big-endian"},
+    {GG_VERSION, 1, "version 1"},
+    {GG_VERSION, 0, "version 0"},
+    {GG_VERSION, 4, "version 4"},
+    {GG_VERSION, 0xFFFFFFFFu, "version 2^32-1"},
+    {GG_VERSION_BIG, 0, "big-endian"},
 };
 
 static void test_gguf_string_lengths_that_lie(void **state) {
@@ -2210,31 +2230,23 @@ static void test_gguf_array_lengths_that_lie(void **state) {
 }
 
 static const gg_case test_gguf_unknown_value_type[] = {
-    {GG_KV_TYPE, 13, RITE_IO_ERR_GGUF_VALUE_TYPE, "value type 13"},
-    {GG_KV_TYPE, 0xFFFFFFFFu, RITE_IO_ERR_GGUF_VALUE_TYPE, "value type 2^32-1"},
-    {GG_ARRAY_TYPE, 13, RITE_IO_ERR_GGUF_VALUE_TYPE, "array element type 13"},
-    {GG_ARRAY_TYPE, 0x80000000u, RITE_IO_ERR_GGUF_VALUE_TYPE, "array element type 2^31"},
+    {GG_KV_TYPE, 13, "value type 13"},
+    {GG_KV_TYPE, 0xFFFFFFFFu, "value type 2^32-1"},
+    {GG_ARRAY_TYPE, 13, "array element type 13"},
+    {GG_ARRAY_TYPE, 0x80000000u, "array element type 2^31"},
 };
 
 static void test_gguf_arrays_nested_too_deeply(void **state) {
-    mod x;
-    iu_buf b = {NULL, 0, 0};
-    rite_io_status st;
     (void)state;
-    gg_module(&x);
-    gg_make(&b, GG_NESTED, 100000);
-    st = read_guarded(FMT_GGUF, b.p, b.n, &x.m, 1, NULL, 0);
-    if (st == RITE_IO_OK) {
+    if (gg_status(GG_NESTED, 100000) == RITE_IO_OK) {
         print_error("arrays nested 100000 deep were read\n");
         fail();
     }
-    iu_free(&b);
-    mod_free(&x);
 }
 
 static const gg_case test_gguf_duplicate_keys[] = {
-    {GG_DUP_KV, 0, RITE_IO_ERR_DUPLICATE_KEY, "general.type twice"},
-    {GG_DUP_TENSOR, 0, RITE_IO_ERR_DUPLICATE_KEY, "lora_a twice"},
+    {GG_DUP_KV, 0, "general.type twice"},
+    {GG_DUP_TENSOR, 0, "lora_a twice"},
 };
 
 static void test_gguf_not_an_adapter(void **state) {
@@ -2264,72 +2276,62 @@ static void test_gguf_missing_keys(void **state) {
 }
 
 static const gg_case test_gguf_unknown_tensor_type[] = {
-    {GG_TENSOR_TYPE, 2, RITE_IO_ERR_DTYPE, "Q4_0"},
-    {GG_TENSOR_TYPE, 8, RITE_IO_ERR_DTYPE, "Q8_0"},
-    {GG_TENSOR_TYPE, 1000, RITE_IO_ERR_DTYPE, "type 1000"},
-    {GG_TENSOR_TYPE, 0xFFFFFFFFu, RITE_IO_ERR_DTYPE, "type 2^32-1"},
+    {GG_TENSOR_TYPE, 2, "Q4_0"},
+    {GG_TENSOR_TYPE, 8, "Q8_0"},
+    {GG_TENSOR_TYPE, 1000, "type 1000"},
+    {GG_TENSOR_TYPE, 0xFFFFFFFFu, "type 2^32-1"},
 };
 
 static const gg_case test_gguf_shape_product_overflows[] = {
-    {GG_NE_BOTH, 1ull << 32, RITE_IO_ERR_SHAPE_OVERFLOW, "ne [2^32, 2^32]"},
-    {GG_NE_BOTH, UINT64_MAX, RITE_IO_ERR_SHAPE_OVERFLOW, "ne [2^64-1, 2^64-1]"},
-    {GG_NE0, 1ull << 63, RITE_IO_ERR_SHAPE_OVERFLOW, "ne [2^63, 2]"},
-    {GG_NE0, 1ull << 62, RITE_IO_ERR_SHAPE_OVERFLOW, "ne [2^62, 2] of 4 bytes"},
+    {GG_NE_BOTH, 1ull << 32, "ne [2^32, 2^32]"},
+    {GG_NE_BOTH, UINT64_MAX, "ne [2^64-1, 2^64-1]"},
+    {GG_NE0, 1ull << 63, "ne [2^63, 2]"},
+    {GG_NE0, 1ull << 62, "ne [2^62, 2] of 4 bytes"},
 };
 
 static const gg_case test_gguf_alignment_not_valid[] = {
-    {GG_ALIGNMENT, 0, RITE_IO_ERR_GGUF_ALIGNMENT, "general.alignment 0"},
-    {GG_ALIGNMENT, 3, RITE_IO_ERR_GGUF_ALIGNMENT, "general.alignment 3"},
-    {GG_ALIGNMENT, 48, RITE_IO_ERR_GGUF_ALIGNMENT, "general.alignment 48"},
-    {GG_ALIGNMENT, 64, RITE_IO_ERR_GGUF_ALIGNMENT, "general.alignment 64, lora_b at 32"},
-    {GG_OFFSET_B, 36, RITE_IO_ERR_GGUF_ALIGNMENT, "lora_b at 36"},
-    {GG_OFFSET_A, 1, RITE_IO_ERR_GGUF_ALIGNMENT, "lora_a at 1"},
+    {GG_ALIGNMENT, 0, "general.alignment 0"},
+    {GG_ALIGNMENT, 3, "general.alignment 3"},
+    {GG_ALIGNMENT, 48, "general.alignment 48"},
+    {GG_ALIGNMENT, 64, "general.alignment 64, lora_b at 32"},
+    {GG_OFFSET_B, 36, "lora_b at 36"},
+    {GG_OFFSET_A, 1, "lora_a at 1"},
 };
 
 static const gg_case test_gguf_offsets_overlap[] = {
-    {GG_OFFSET_B, 0, RITE_IO_ERR_OFFSETS, "lora_b on lora_a"},
-    {GG_OFFSET_A, 32, RITE_IO_ERR_OFFSETS, "lora_a on lora_b"},
+    {GG_OFFSET_B, 0, "lora_b on lora_a"},
+    {GG_OFFSET_A, 32, "lora_a on lora_b"},
 };
 
 static const gg_case test_gguf_offsets_go_backwards[] = {
     /* lora_a's info first, its data after lora_b's: ggml (gguf_init) wants
        each tensor's data where the ones before it end */
-    {GG_SWAPPED, 0, RITE_IO_ERR_OFFSETS, "lora_a at 32 after lora_b at 0"},
+    {GG_SWAPPED, 0, "lora_a at 32 after lora_b at 0"},
 };
 
 /* A GGUF data section runs to the end of the file: a tensor past it is a
    truncated file (RITE_IO_ERR_TRUNCATED). */
 static const gg_case test_gguf_offsets_past_the_end[] = {
-    {GG_OFFSET_B, 64, RITE_IO_ERR_TRUNCATED, "lora_b at 64 of 64"},
-    {GG_OFFSET_B, 1ull << 40, RITE_IO_ERR_TRUNCATED, "lora_b at 2^40"},
-    {GG_OFFSET_B, UINT64_MAX - 31, RITE_IO_ERR_TRUNCATED, "lora_b at 2^64-32"},
-    {GG_SHORT_DATA, 0, RITE_IO_ERR_TRUNCATED, "the data section 20 bytes short"},
+    {GG_OFFSET_B, 64, "lora_b at 64 of 64"},
+    {GG_OFFSET_B, 1ull << 40, "lora_b at 2^40"},
+    {GG_OFFSET_B, UINT64_MAX - 31, "lora_b at 2^64-32"},
+    {GG_SHORT_DATA, 0, "the data section 20 bytes short"},
 };
 
 static void test_gguf_absurd_counts(void **state) {
-    mod x;
-    iu_buf b = {NULL, 0, 0};
     static const uint64_t counts[] = {1ull << 20, 1ull << 40, 1ull << 62, UINT64_MAX};
     size_t i;
     (void)state;
-    gg_module(&x);
     for (i = 0; i < sizeof counts / sizeof counts[0]; i++) {
-        rite_io_status st;
-        gg_make(&b, GG_N_TENSORS, counts[i]);
-        st = read_guarded(FMT_GGUF, b.p, b.n, &x.m, 1, NULL, 0);
-        assert_true(st != RITE_IO_OK);
-        gg_make(&b, GG_N_KV, counts[i]);
-        st = read_guarded(FMT_GGUF, b.p, b.n, &x.m, 1, NULL, 0);
-        assert_true(st != RITE_IO_OK);
+        assert_true(gg_status(GG_N_TENSORS, counts[i]) != RITE_IO_OK);
+        assert_true(gg_status(GG_N_KV, counts[i]) != RITE_IO_OK);
     }
-    iu_free(&b);
-    mod_free(&x);
 }
 
 static const gg_case test_gguf_nan_or_inf_in_a_tensor[] = {
-    {GG_POKE_A, 0x7FC00000u, RITE_IO_ERR_NOT_FINITE, "NaN"},
-    {GG_POKE_A, 0xFF800000u, RITE_IO_ERR_NOT_FINITE, "-Inf"},
-    {GG_POKE_A, 0x7F800001u, RITE_IO_ERR_NOT_FINITE, "a signalling NaN"},
+    {GG_POKE_A, 0x7FC00000u, "NaN"},
+    {GG_POKE_A, 0xFF800000u, "-Inf"},
+    {GG_POKE_A, 0x7F800001u, "a signalling NaN"},
 };
 
 static void test_gguf_truncated_at_every_length(void **state) {
@@ -2470,23 +2472,25 @@ static void test_both_formats_hold_the_same_bytes(void **state) {
    for nothing reads a valid file and changes nothing. */
 static void test_zero_modules(void **state) {
     mod x;
-    size_t n;
-    unsigned char *f;
+    int fmt;
     (void)state;
     mods_random(&x, &k_q_4x4, 1, 131);
-    f = peft_file(&x.m, 1, &k_peft_f32, &n);
-    check_status(rite_io_peft_safetensors_read(f, n, &x.m, 0, NULL, 0), RITE_IO_OK, "safetensors, no module", NULL);
-    free(f);
-    f = gguf_file(&x.m, 1, &k_gguf_f32, &n);
-    check_status(rite_io_gguf_read(f, n, &x.m, 0, NULL, 0), RITE_IO_OK, "GGUF, no module", NULL);
-    free(f);
+    for (fmt = FMT_PEFT; fmt <= FMT_GGUF; fmt++) {
+        fmt_opts opts;
+        size_t n;
+        unsigned char *f = fmt_file(fmt, &x.m, 1, fmt_opt(fmt, RITE_IO_F32, &opts), &n);
+        check_status(read_fmt(fmt, f, n, &x.m, 0, NULL, 0), RITE_IO_OK,
+                     fmt == FMT_GGUF ? "GGUF, no module" : "safetensors, no module", NULL);
+        free(f);
+    }
     mod_free(&x);
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest status_strings[] = {
         cmocka_unit_test(test_status_strings_are_distinct_and_never_null),
-        /* PEFT: writing */
+    };
+    const struct CMUnitTest peft_writing[] = {
         cmocka_unit_test(test_peft_safetensors_bytes_f32),
         cmocka_unit_test(test_peft_size_is_what_write_needs),
         cmocka_unit_test(test_peft_f32_round_trip_is_exact),
@@ -2500,28 +2504,30 @@ int main(void) {
         cmocka_unit_test(test_peft_strings_are_escaped_or_refused),
         cmocka_unit_test(test_peft_config_buffer_too_small),
         cmocka_unit_test(test_peft_writer_rejects_bad_arguments),
-        /* PEFT: reading */
+    };
+    const struct CMUnitTest peft_reading[] = {
         cmocka_unit_test(test_peft_reader_rejects_bad_arguments),
         cmocka_unit_test(test_peft_reads_modules_in_any_order_and_subsets),
         cmocka_unit_test(test_peft_ignores_extra_tensors),
         cmocka_unit_test(test_peft_reads_hand_made_files),
         cmocka_unit_test(test_peft_values_read_from_f16_and_bf16_bytes),
         cmocka_unit_test(test_peft_shape_mismatch_with_the_caller),
-        /* PEFT: hostile files */
+    };
+    const struct CMUnitTest peft_hostile[] = {
         cmocka_unit_test(test_peft_file_shorter_than_the_length_field),
         cmocka_unit_test(test_peft_header_length_past_the_file),
         cmocka_unit_test(test_peft_header_length_zero_or_short),
         cmocka_unit_test(test_peft_malformed_json),
         cmocka_unit_test(test_peft_json_nested_too_deeply),
-        ST_CASES(test_peft_header_values_of_the_wrong_kind),
+        ST_CASES(test_peft_header_values_of_the_wrong_kind, RITE_IO_ERR_JSON),
         cmocka_unit_test(test_peft_unknown_dtype),
-        ST_CASES(test_peft_offsets_overlap),
-        ST_CASES(test_peft_offsets_go_backwards),
-        ST_CASES(test_peft_offsets_past_the_end),
-        ST_CASES(test_peft_offsets_not_the_tensor_size),
-        ST_CASES(test_peft_shape_product_overflows),
-        ST_CASES(test_peft_missing_keys),
-        ST_CASES(test_peft_duplicate_keys),
+        ST_CASES(test_peft_offsets_overlap, RITE_IO_ERR_OFFSETS),
+        ST_CASES(test_peft_offsets_go_backwards, RITE_IO_ERR_OFFSETS),
+        ST_CASES(test_peft_offsets_past_the_end, RITE_IO_ERR_OFFSETS),
+        ST_CASES(test_peft_offsets_not_the_tensor_size, RITE_IO_ERR_OFFSETS),
+        ST_CASES(test_peft_shape_product_overflows, RITE_IO_ERR_SHAPE_OVERFLOW),
+        ST_CASES(test_peft_missing_keys, RITE_IO_ERR_MISSING_KEY),
+        ST_CASES(test_peft_duplicate_keys, RITE_IO_ERR_DUPLICATE_KEY),
         cmocka_unit_test(test_peft_shape_mismatch),
         cmocka_unit_test(test_peft_nan_or_inf_in_a_tensor),
         cmocka_unit_test(test_peft_truncated_at_every_length),
@@ -2529,44 +2535,57 @@ int main(void) {
 #if IO_POSIX
         cmocka_unit_test(test_peft_save_and_load_directory),
 #endif
-        /* GGUF: writing */
+    };
+    const struct CMUnitTest gguf_writing[] = {
         cmocka_unit_test(test_gguf_bytes),
         FMT_DTYPE_TEST(test_gguf_f32_round_trip_is_exact, run_gguf_round_trip, FMT_GGUF, RITE_IO_F32),
         FMT_DTYPE_TEST(test_gguf_f16_is_round_to_nearest_even, run_gguf_round_trip, FMT_GGUF, RITE_IO_F16),
         FMT_DTYPE_TEST(test_gguf_every_finite_f16_round_trips, run_every_finite_16bit, FMT_GGUF, RITE_IO_F16),
         cmocka_unit_test(test_gguf_writer_refuses_nan_inf_and_overflow),
         cmocka_unit_test(test_gguf_writer_rejects_bad_arguments),
-        /* GGUF: reading */
+    };
+    const struct CMUnitTest gguf_reading[] = {
         cmocka_unit_test(test_gguf_reader_rejects_bad_arguments),
         cmocka_unit_test(test_gguf_reads_the_hand_made_file),
         cmocka_unit_test(test_gguf_ignores_extra_tensors_and_reads_any_order),
         cmocka_unit_test(test_gguf_shape_mismatch_with_the_caller),
-        /* GGUF: hostile files */
+    };
+    const struct CMUnitTest gguf_hostile[] = {
         cmocka_unit_test(test_gguf_bad_magic),
-        GG_CASES(test_gguf_unsupported_version),
+        GG_CASES(test_gguf_unsupported_version, RITE_IO_ERR_GGUF_VERSION),
         cmocka_unit_test(test_gguf_string_lengths_that_lie),
         cmocka_unit_test(test_gguf_array_lengths_that_lie),
-        GG_CASES(test_gguf_unknown_value_type),
+        GG_CASES(test_gguf_unknown_value_type, RITE_IO_ERR_GGUF_VALUE_TYPE),
         cmocka_unit_test(test_gguf_arrays_nested_too_deeply),
-        GG_CASES(test_gguf_duplicate_keys),
+        GG_CASES(test_gguf_duplicate_keys, RITE_IO_ERR_DUPLICATE_KEY),
         cmocka_unit_test(test_gguf_not_an_adapter),
         cmocka_unit_test(test_gguf_missing_keys),
-        GG_CASES(test_gguf_unknown_tensor_type),
-        GG_CASES(test_gguf_shape_product_overflows),
-        GG_CASES(test_gguf_alignment_not_valid),
-        GG_CASES(test_gguf_offsets_overlap),
-        GG_CASES(test_gguf_offsets_go_backwards),
-        GG_CASES(test_gguf_offsets_past_the_end),
+        GG_CASES(test_gguf_unknown_tensor_type, RITE_IO_ERR_DTYPE),
+        GG_CASES(test_gguf_shape_product_overflows, RITE_IO_ERR_SHAPE_OVERFLOW),
+        GG_CASES(test_gguf_alignment_not_valid, RITE_IO_ERR_GGUF_ALIGNMENT),
+        GG_CASES(test_gguf_offsets_overlap, RITE_IO_ERR_OFFSETS),
+        GG_CASES(test_gguf_offsets_go_backwards, RITE_IO_ERR_OFFSETS),
+        GG_CASES(test_gguf_offsets_past_the_end, RITE_IO_ERR_TRUNCATED),
         cmocka_unit_test(test_gguf_absurd_counts),
-        GG_CASES(test_gguf_nan_or_inf_in_a_tensor),
+        GG_CASES(test_gguf_nan_or_inf_in_a_tensor, RITE_IO_ERR_NOT_FINITE),
         cmocka_unit_test(test_gguf_truncated_at_every_length),
 #if IO_POSIX
         cmocka_unit_test(test_gguf_save_and_load_file),
 #endif
-        /* both */
+    };
+    const struct CMUnitTest both_formats[] = {
         cmocka_unit_test(test_each_reader_refuses_the_other_format),
         cmocka_unit_test(test_both_formats_hold_the_same_bytes),
         cmocka_unit_test(test_zero_modules),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = 0;
+    failed += cmocka_run_group_tests_name("status strings", status_strings, NULL, NULL);
+    failed += cmocka_run_group_tests_name("PEFT: writing", peft_writing, NULL, NULL);
+    failed += cmocka_run_group_tests_name("PEFT: reading", peft_reading, NULL, NULL);
+    failed += cmocka_run_group_tests_name("PEFT: hostile files", peft_hostile, NULL, NULL);
+    failed += cmocka_run_group_tests_name("GGUF: writing", gguf_writing, NULL, NULL);
+    failed += cmocka_run_group_tests_name("GGUF: reading", gguf_reading, NULL, NULL);
+    failed += cmocka_run_group_tests_name("GGUF: hostile files", gguf_hostile, NULL, NULL);
+    failed += cmocka_run_group_tests_name("both", both_formats, NULL, NULL);
+    return failed;
 }

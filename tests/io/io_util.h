@@ -115,64 +115,56 @@ static inline double iu_round_even(double q) {
     return f;
 }
 
-/* The IEEE half with round-to-nearest-even: sign, then |x| = q 2^-24 for
-   |x| < 2^-14 (subnormal; q = 1024 is the smallest normal), else
-   (1 + q/1024) 2^e, with Inf past 65504 (65520 and above round up to 2^16).
-   NaN gives the quiet NaN 0x7E00 with x's sign. */
-static inline uint16_t iu_f16_from_float(float x) {
+/* A 16-bit float of exp_bits exponent and man_bits mantissa bits (IEEE half:
+   5 and 10; bfloat16, the top half of a float: 8 and 7), bias b = 2^(exp_bits-1) - 1,
+   from x with round-to-nearest-even: sign, then |x| = q 2^(1-b-man_bits) for
+   |x| < 2^(1-b) (subnormal; q = 2^man_bits is the smallest normal), else
+   (1 + q/2^man_bits) 2^e, with Inf past the largest finite (half: 65504, and
+   65520 and above round up to 2^16; bfloat16: 0x1.FEp127). NaN gives the quiet
+   NaN (half 0x7E00, bfloat16 0x7FC0) with x's sign. */
+static inline uint16_t iu_16bit_from_float(float x, int exp_bits, int man_bits) {
+    int bias = (1 << (exp_bits - 1)) - 1, e;
     uint16_t sign = signbit(x) ? 0x8000u : 0u;
-    double a = fabs((double)x), q;
-    int e;
-    if (isnan(x)) return (uint16_t)(sign | 0x7E00u);
-    if (isinf(x)) return (uint16_t)(sign | 0x7C00u);
+    uint16_t inf = (uint16_t)(((1u << exp_bits) - 1u) << man_bits);
+    double a = fabs((double)x), one = ldexp(1.0, man_bits), q;
+    if (isnan(x)) return (uint16_t)(sign | inf | (1u << (man_bits - 1)));
+    if (isinf(x)) return (uint16_t)(sign | inf);
     if (a == 0.0) return sign;
     (void)frexp(a, &e);
     e -= 1; /* a = m 2^e, 1 <= m < 2 */
-    if (e < -14) return (uint16_t)(sign | (uint16_t)iu_round_even(ldexp(a, 24)));
-    q = iu_round_even(ldexp(a, 10 - e)); /* in [1024, 2048] */
-    if (q == 2048.0) {
-        q = 1024.0;
+    if (e < 1 - bias) return (uint16_t)(sign | (uint16_t)iu_round_even(ldexp(a, bias - 1 + man_bits)));
+    q = iu_round_even(ldexp(a, man_bits - e)); /* in [one, 2 one] */
+    if (q == 2.0 * one) {
+        q = one;
         e++;
     }
-    if (e > 15) return (uint16_t)(sign | 0x7C00u);
-    return (uint16_t)(sign | (uint16_t)((e + 15) << 10) | (uint16_t)(q - 1024.0));
+    if (e > bias) return (uint16_t)(sign | inf);
+    return (uint16_t)(sign | (uint16_t)((e + bias) << man_bits) | (uint16_t)(q - one));
 }
 
-/* bfloat16 (the top half of a float) with round-to-nearest-even, the same way:
-   subnormal below 2^-126 in steps of 2^-133, Inf past 0x1.FEp127. */
-static inline uint16_t iu_bf16_from_float(float x) {
-    uint16_t sign = signbit(x) ? 0x8000u : 0u;
-    double a = fabs((double)x), q;
-    int e;
-    if (isnan(x)) return (uint16_t)(sign | 0x7FC0u);
-    if (isinf(x)) return (uint16_t)(sign | 0x7F80u);
-    if (a == 0.0) return sign;
-    (void)frexp(a, &e);
-    e -= 1;
-    if (e < -126) return (uint16_t)(sign | (uint16_t)iu_round_even(ldexp(a, 133)));
-    q = iu_round_even(ldexp(a, 7 - e)); /* in [128, 256] */
-    if (q == 256.0) {
-        q = 128.0;
-        e++;
-    }
-    if (e > 127) return (uint16_t)(sign | 0x7F80u);
-    return (uint16_t)(sign | (uint16_t)((e + 127) << 7) | (uint16_t)(q - 128.0));
-}
-
-static inline float iu_f16_to_float(uint16_t h) {
-    int ex = (h >> 10) & 31, man = h & 1023;
-    double v = ex == 0 ? ldexp((double)man, -24) : ex == 31 ? (man ? NAN : INFINITY) : ldexp(1024.0 + man, ex - 25);
+/* The value of the 16-bit float h of that layout (NaN and Inf included). */
+static inline float iu_16bit_to_float(uint16_t h, int exp_bits, int man_bits) {
+    int bias = (1 << (exp_bits - 1)) - 1, max_ex = (1 << exp_bits) - 1;
+    int ex = (h >> man_bits) & max_ex, man = h & ((1 << man_bits) - 1);
+    double one = ldexp(1.0, man_bits);
+    double v = ex == 0        ? ldexp((double)man, 1 - bias - man_bits)
+               : ex == max_ex ? (man ? NAN : INFINITY)
+                              : ldexp(one + man, ex - bias - man_bits);
     return (float)((h & 0x8000u) ? -v : v);
 }
 
-static inline float iu_bf16_to_float(uint16_t h) {
-    int ex = (h >> 7) & 255, man = h & 127;
-    double v = ex == 0 ? ldexp((double)man, -133) : ex == 255 ? (man ? NAN : INFINITY) : ldexp(128.0 + man, ex - 134);
-    return (float)((h & 0x8000u) ? -v : v);
+static inline int iu_16bit_finite(uint16_t h, int exp_bits, int man_bits) {
+    int max_ex = (1 << exp_bits) - 1;
+    return ((h >> man_bits) & max_ex) != max_ex;
 }
 
-static inline int iu_f16_finite(uint16_t h) { return ((h >> 10) & 31) != 31; }
-static inline int iu_bf16_finite(uint16_t h) { return ((h >> 7) & 255) != 255; }
+/* IEEE half and bfloat16 */
+static inline uint16_t iu_f16_from_float(float x) { return iu_16bit_from_float(x, 5, 10); }
+static inline uint16_t iu_bf16_from_float(float x) { return iu_16bit_from_float(x, 8, 7); }
+static inline float iu_f16_to_float(uint16_t h) { return iu_16bit_to_float(h, 5, 10); }
+static inline float iu_bf16_to_float(uint16_t h) { return iu_16bit_to_float(h, 8, 7); }
+static inline int iu_f16_finite(uint16_t h) { return iu_16bit_finite(h, 5, 10); }
+static inline int iu_bf16_finite(uint16_t h) { return iu_16bit_finite(h, 8, 7); }
 
 /* ------------------------------------------------------------ JSON */
 

@@ -74,10 +74,20 @@ static double uniform(void) {
     return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
-static int fail_status(const char *what, rite_io_status st, const char *detail) {
-    fprintf(stderr, "io_writer: %s: %s (%s)\n", what, rite_io_status_string(st), detail ? detail : "");
-    return 1;
-}
+static const double k_alpha = 16.0;
+static const char *const k_base_model = "meta-llama/Llama-3.2-1B", *const k_task_type = "CAUSAL_LM",
+                  *const k_arch = "llama";
+
+/* The adapters written: a PEFT directory per dtype, a GGUF file per dtype. */
+typedef struct adapter_out {
+    int gguf;
+    rite_io_dtype dtype;
+    const char *name; /* in OUTDIR */
+} adapter_out;
+static const adapter_out k_outputs[] = {
+    {0, RITE_IO_F32, "peft_f32"},         {0, RITE_IO_F16, "peft_f16"}, {0, RITE_IO_BF16, "peft_bf16"},
+    {1, RITE_IO_F32, "adapter_f32.gguf"}, {1, RITE_IO_F16, "adapter_f16.gguf"},
+};
 
 static int make_dir(const char *path) {
     if (mkdir(path, 0777) != 0 && errno != EEXIST) {
@@ -87,29 +97,11 @@ static int make_dir(const char *path) {
     return 0;
 }
 
-int main(int argc, char **argv) {
-    rite_io_module mods[NM];
-    float *buf[NM][2];
-    char path[4096], detail[512];
-    const char *dir;
+/* The modules (names left NULL): the special values first, then random ones
+   from 2^-30 to 2^15. Returns 0, or 1 when out of memory. */
+static int make_modules(rite_io_module mods[NM], float *buf[NM][2]) {
     size_t nspecial = sizeof special_bits / sizeof special_bits[0], s = 0;
-    FILE *fp;
-    int i, side, rc = 0;
-    static const rite_io_dtype peft_dt[3] = {RITE_IO_F32, RITE_IO_F16, RITE_IO_BF16};
-    static const char *const peft_dir[3] = {"peft_f32", "peft_f16", "peft_bf16"};
-    static const rite_io_dtype gguf_dt[2] = {RITE_IO_F32, RITE_IO_F16};
-    static const char *const gguf_file[2] = {"adapter_f32.gguf", "adapter_f16.gguf"};
-    const double alpha = 16.0;
-    const char *base_model = "meta-llama/Llama-3.2-1B", *task_type = "CAUSAL_LM", *arch = "llama";
-
-    if (argc != 2) {
-        fprintf(stderr, "usage: io_writer OUTDIR\n");
-        return 2;
-    }
-    dir = argv[1];
-    if (make_dir(dir)) return 1;
-
-    /* the modules: the special values first, then random ones from 2^-30 to 2^15 */
+    int i, side;
     for (i = 0; i < NM; i++) {
         mods[i].name = NULL;
         mods[i].in_features = dims[i][0];
@@ -134,12 +126,19 @@ int main(int argc, char **argv) {
         mods[i].A = buf[i][0];
         mods[i].B = buf[i][1];
     }
+    return 0;
+}
 
-    /* the reference */
+/* reference.txt and values.bin; returns 0, or 1 on an I/O error */
+static int write_reference(const char *dir, float *buf[NM][2]) {
+    char path[4096];
+    FILE *fp;
+    int i, side;
     snprintf(path, sizeof path, "%s/reference.txt", dir);
     fp = fopen(path, "w");
     if (!fp) return 1;
-    fprintf(fp, "alpha %.17g\nbase_model %s\ntask_type %s\narchitecture %s\n", alpha, base_model, task_type, arch);
+    fprintf(fp, "alpha %.17g\nbase_model %s\ntask_type %s\narchitecture %s\n", k_alpha, k_base_model, k_task_type,
+            k_arch);
     for (i = 0; i < NM; i++)
         fprintf(fp, "module %s %s %d %d %d\n", peft_names[i], gguf_names[i], dims[i][0], dims[i][1], dims[i][2]);
     if (fclose(fp) != 0) return 1;
@@ -158,38 +157,44 @@ int main(int argc, char **argv) {
                 fwrite(le, 1, 4, fp);
             }
         }
-    if (fclose(fp) != 0) return 1;
+    return fclose(fp) != 0;
+}
 
-    /* PEFT, in each dtype */
-    for (i = 0; i < NM; i++) mods[i].name = peft_names[i];
-    for (side = 0; side < 3 && !rc; side++) {
-        rite_io_peft o;
-        rite_io_status st;
-        o.base_model = base_model;
-        o.task_type = task_type;
-        o.lora_alpha = alpha;
-        o.dtype = peft_dt[side];
-        snprintf(path, sizeof path, "%s/%s", dir, peft_dir[side]);
+/* One adapter of the modules, named for its format; returns 0, or 1 (said on stderr) */
+static int write_adapter(const char *dir, rite_io_module mods[NM], const adapter_out *out) {
+    char path[4096], detail[512] = "";
+    rite_io_status st;
+    int i;
+    for (i = 0; i < NM; i++) mods[i].name = out->gguf ? gguf_names[i] : peft_names[i];
+    snprintf(path, sizeof path, "%s/%s", dir, out->name);
+    if (out->gguf) {
+        rite_io_gguf o = {k_arch, k_alpha, out->dtype};
+        st = rite_io_gguf_save(path, mods, NM, &o, detail, sizeof detail);
+    } else {
+        rite_io_peft o = {k_base_model, k_task_type, k_alpha, out->dtype};
         if (make_dir(path)) return 1;
         st = rite_io_peft_save(path, mods, NM, &o, detail, sizeof detail);
-        if (st != RITE_IO_OK) rc = fail_status(peft_dir[side], st, detail);
     }
-    /* GGUF, in each dtype */
-    for (i = 0; i < NM; i++) mods[i].name = gguf_names[i];
-    for (side = 0; side < 2 && !rc; side++) {
-        rite_io_gguf o;
-        rite_io_status st;
-        o.architecture = arch;
-        o.lora_alpha = alpha;
-        o.dtype = gguf_dt[side];
-        snprintf(path, sizeof path, "%s/%s", dir, gguf_file[side]);
-        st = rite_io_gguf_save(path, mods, NM, &o, detail, sizeof detail);
-        if (st != RITE_IO_OK) rc = fail_status(gguf_file[side], st, detail);
+    if (st == RITE_IO_OK) return 0;
+    fprintf(stderr, "io_writer: %s: %s (%s)\n", out->name, rite_io_status_string(st), detail);
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    rite_io_module mods[NM];
+    float *buf[NM][2] = {{NULL}};
+    size_t k;
+    int i, rc = 0;
+    if (argc != 2) {
+        fprintf(stderr, "usage: io_writer OUTDIR\n");
+        return 2;
     }
+    if (make_dir(argv[1]) || make_modules(mods, buf) || write_reference(argv[1], buf)) return 1;
+    for (k = 0; k < sizeof k_outputs / sizeof k_outputs[0] && !rc; k++) rc = write_adapter(argv[1], mods, &k_outputs[k]);
     for (i = 0; i < NM; i++) {
         free(buf[i][0]);
         free(buf[i][1]);
     }
-    if (!rc) printf("io_writer: wrote %d modules as PEFT (F32, F16, BF16) and GGUF (F32, F16) in %s\n", NM, dir);
+    if (!rc) printf("io_writer: wrote %d modules as PEFT (F32, F16, BF16) and GGUF (F32, F16) in %s\n", NM, argv[1]);
     return rc;
 }
