@@ -427,15 +427,9 @@ static void bufs_free(bufs *b)
 static rite_layer *make_layer(int m, int n, int r, rite_optimizer opt, int peft, rite_memory *mem)
 {
     rite_config cfg = rite_config_default(opt);
-    rite_desc d;
+    rite_desc d = tu_desc(m, n, r, opt, RITE_FLOAT32);
     rite_layer *l;
-    memset(&d, 0, sizeof d);
     cfg.lr = BENCH_LR;
-    d.m = m;
-    d.n = n;
-    d.r = r;
-    d.optimizer = opt;
-    d.precision = RITE_FLOAT32;
     d.layout_L = peft ? RITE_RANK_FIRST : RITE_RANK_LAST;
     d.layout_R = RITE_RANK_LAST;
     d.config = &cfg;
@@ -1063,19 +1057,17 @@ static void print_model(const model_result *mres)
 /* target (d) of the whole model: 2 threads against 1, the layer API's pthreads and the model API's threads */
 static void print_model_speedups(const model_result *mres)
 {
-    int opt;
-    if (mres->done[MODE_THREADS])
-        for (opt = 0; opt < 2; opt++)
-            printf("(d) whole model, 2 pthreads vs 1 thread, %s: %.2fx [%.2f..%.2f] (target >= 1.7): %s\n",
-                   opt ? "AdamW" : "LoRA-RITE", mres->speedup[opt][MODE_THREADS].med,
-                   mres->speedup[opt][MODE_THREADS].min, mres->speedup[opt][MODE_THREADS].max,
-                   mres->speedup[opt][MODE_THREADS].med >= 1.7 ? "met" : "NOT met");
-    if (mres->done[MODE_MODEL2])
-        for (opt = 0; opt < 2; opt++)
-            printf("(d) whole model, model API, threads = 2 vs 1, %s: %.2fx [%.2f..%.2f] (target >= 1.7): %s\n",
-                   opt ? "AdamW" : "LoRA-RITE", mres->speedup[opt][MODE_MODEL2].med,
-                   mres->speedup[opt][MODE_MODEL2].min, mres->speedup[opt][MODE_MODEL2].max,
-                   mres->speedup[opt][MODE_MODEL2].med >= 1.7 ? "met" : "NOT met");
+    static const struct { int mode; const char *what; } rows[] = {
+        {MODE_THREADS, "2 pthreads vs 1 thread"},
+        {MODE_MODEL2, "model API, threads = 2 vs 1"},
+    };
+    int opt, i;
+    for (i = 0; i < 2; i++)
+        for (opt = 0; opt < 2 && mres->done[rows[i].mode]; opt++) {
+            const stats *s = &mres->speedup[opt][rows[i].mode];
+            printf("(d) whole model, %s, %s: %.2fx [%.2f..%.2f] (target >= 1.7): %s\n", rows[i].what,
+                   opt ? "AdamW" : "LoRA-RITE", s->med, s->min, s->max, s->med >= 1.7 ? "met" : "NOT met");
+        }
     if (!mres->done[MODE_THREADS] && !mres->done[MODE_MODEL2]) printf("(d) not measured in this run\n");
 }
 
@@ -1276,7 +1268,7 @@ static void svg_panel(FILE *f, double x0, double y0, double w, double h, const c
     }
 }
 
-/* ---- main ------------------------------------------------------------------------------ */
+/* ---- the state of a run ------------------------------------------------------------------ */
 
 #define MAXSHAPES 32
 
@@ -1286,14 +1278,429 @@ typedef struct group {
     int n;
 } group;
 
-static int shape_index(shape *u, int *nu, shape s)
+/* everything a run plans and measures; the steps of main take it by pointer */
+typedef struct run {
+    options o;
+    double t_start;
+    int thr_list[2], nthr;            /* the BLAS thread counts measured, 1 first */
+    group g[3];                       /* LLM-like shapes, the sweep of m + n, the sweep of r */
+    shape u[MAXSHAPES];               /* the distinct shapes of the groups, each measured once */
+    int nu;
+    int rs[MAXSHAPES], nrs;           /* the distinct r of the run, ascending */
+    int plain_idx;                    /* the shape of the plain-loop comparison in u, -1 = none */
+    size_t copy_bytes;                /* the size of the memcpy */
+    stats peak[2], peak2[2], copy[2]; /* [threads - 1]: sgemm at the start and at the end, memcpy */
+    double peak_best[2];              /* [threads - 1]: the best sgemm GFLOP/s of the run, the peak */
+    skinny_cache sk;
+    layer_result res[MAXSHAPES][2];   /* [shape][threads - 1] */
+    rite_memory mem[MAXSHAPES][2];    /* [shape][optimizer] */
+    step_bound bnd[MAXSHAPES][2];     /* [shape][threads - 1]: the lower bound of the LoRA-RITE step */
+    fit fits[2][2], rfits[2][2];      /* [optimizer][threads - 1]: ordinary, relative */
+    model_result mres;
+} run;
+
+/* the index of s in u[0..nu), -1 if it is not there */
+static int shape_find(const shape *u, int nu, shape s)
 {
     int i;
-    for (i = 0; i < *nu; i++)
+    for (i = 0; i < nu; i++)
         if (u[i].m == s.m && u[i].n == s.n && u[i].r == s.r) return i;
+    return -1;
+}
+
+/* the index of s in u[0..*nu), appended if it is not there yet */
+static int shape_index(shape *u, int *nu, shape s)
+{
+    int i = shape_find(u, *nu, s);
+    if (i >= 0) return i;
     u[*nu] = s;
     return (*nu)++;
 }
+
+/* the result of a measured shape at a BLAS thread count */
+static const layer_result *result_of(const run *R, shape s, int th)
+{
+    return &R->res[shape_find(R->u, R->nu, s)][th - 1];
+}
+
+/* the nominal 8 (m+n) r^2 flops of a LoRA-RITE step, in GFLOP/s for a step of `seconds` */
+static double nominal_gflops(shape s, double seconds)
+{
+    return 8.0 * (s.m + s.n) * (double)s.r * s.r / seconds * 1e-9;
+}
+
+/* ---- planning ------------------------------------------------------------------------------ */
+
+/* the thread counts, the output folder and the pool of random numbers */
+static void run_setup(run *R)
+{
+    int i;
+    if (R->o.thr[0]) R->thr_list[R->nthr++] = 1;
+    if (R->o.thr[1]) R->thr_list[R->nthr++] = 2;
+    R->copy_bytes = (size_t)(R->o.quick ? 64 : 256) << 20;
+    mkdir(R->o.out, 0777);   /* may exist already */
+    g_pool = (float *)xmalloc(POOL_SIZE * sizeof(float), "pool");
+    for (i = 0; i < (int)POOL_SIZE; i++) g_pool[i] = (float)tu_normal(&g_rng);
+}
+
+/* the default groups: LLM-like shapes, the sweep of m + n and the sweep of r */
+static void plan_default_groups(group *g, int quick)
+{
+    static const shape llm[4] = {{1024, 1024, 8}, {4096, 4096, 16}, {2048, 16384, 16}, {4096, 4096, 64}};
+    static const int mn_full[5] = {1024, 2048, 4096, 8192, 16384}, mn_quick[3] = {1024, 2048, 4096};
+    static const int r_full[6] = {4, 8, 16, 32, 64, 128}, r_quick[3] = {4, 16, 64};
+    const int *mn = quick ? mn_quick : mn_full, *rr = quick ? r_quick : r_full;
+    int i;
+    for (i = 0; i < 4; i++)
+        if (!quick || i != 2) g[0].s[g[0].n++] = llm[i];
+    for (i = 0; i < (quick ? 3 : 5); i++) g[1].s[g[1].n++] = (shape){mn[i], mn[i], 16};
+    for (i = 0; i < (quick ? 3 : 6); i++) g[2].s[g[2].n++] = (shape){4096, 4096, rr[i]};
+}
+
+/* the distinct r of the distinct shapes, sorted by insertion */
+static void collect_ranks(run *R)
+{
+    int i;
+    for (i = 0; i < R->nu; i++) {
+        int j, seen = 0, r = R->u[i].r;
+        for (j = 0; j < R->nrs; j++) seen |= R->rs[j] == r;
+        if (seen) continue;
+        for (j = R->nrs++; j > 0 && R->rs[j - 1] > r; j--) R->rs[j] = R->rs[j - 1];
+        R->rs[j] = r;
+    }
+}
+
+/* the shapes of the run: the groups, their distinct shapes and r, the plain loop's shape */
+static void plan_shapes(run *R)
+{
+    static const shape plain_shape = {4096, 4096, 16};
+    group *g = R->g;
+    int gi, i;
+    g[0].title = "LLM-like shapes";
+    g[1].title = "sweep of m + n (m = n, r = 16)";
+    g[2].title = "sweep of r (m = n = 4096)";
+    if (R->o.model_only) {
+        /* no layer shapes: the whole model only */
+    } else if (R->o.shape[0]) {
+        g[0].title = "the given shape";
+        g[0].s[g[0].n++] = (shape){R->o.shape[0], R->o.shape[1], R->o.shape[2]};
+    } else {
+        plan_default_groups(g, R->o.quick);
+    }
+    for (gi = 0; gi < 3; gi++)
+        for (i = 0; i < g[gi].n; i++) shape_index(R->u, &R->nu, g[gi].s[i]);
+    R->plain_idx = shape_find(R->u, R->nu, plain_shape);
+    collect_ranks(R);
+}
+
+static void print_header(const run *R)
+{
+    printf("lora_rite bench: LoRA-RITE vs AdamW, float32, %s layout, %d repeats%s\n",
+           R->o.peft ? "PEFT (L rank-first, R rank-last)" : "rank-last", R->o.reps, R->o.quick ? " (quick)" : "");
+#ifdef OPENBLAS_VERSION
+    printf("BLAS:%s core %s, config %s\n", OPENBLAS_VERSION, openblas_get_corename(), openblas_get_config());
+    print_core_note();
+#endif
+    print_load("at start");
+    printf("times per step in ms: median [min..max] over repeats; ratios are medians of per-repeat ratios\n\n");
+}
+
+/* ---- measuring ----------------------------------------------------------------------------- */
+
+/* sgemm peak, memcpy and the skinny products of every r, at each thread count */
+static void measure_machine(run *R)
+{
+    int t, i;
+    printf("== machine (same run) ==\n");
+    for (t = 0; t < R->nthr; t++) {
+        int th = R->thr_list[t];
+        stats *pk = &R->peak[th - 1], *cp = &R->copy[th - 1];
+        *pk = bench_sgemm(th, R->o.reps);
+        *cp = bench_memcpy(R->copy_bytes, th, R->o.quick ? 3 : 7);
+        R->peak_best[th - 1] = pk->max;
+        if (th == 2) blas_settle();
+        printf("  sgemm %d^3, %d thread%s: %6.1f GFLOP/s median [%.1f..%.1f]\n", GEMM_N, th, th > 1 ? "s" : " ",
+               pk->med, pk->min, pk->max);
+        printf("  memcpy %zu MiB, %d thread%s: %6.1f GB/s median [%.1f..%.1f] (read + write)\n",
+               R->copy_bytes >> 20, th, th > 1 ? "s" : " ", cp->med, cp->min, cp->max);
+        for (i = 0; i < R->nrs; i++) {   /* the skinny products, for the lower bounds */
+            stats sg = skinny_rate(&R->sk, R->rs[i], th, &R->o);
+            printf("  sgemm %d x %d by %d x %d, %d thread%s: %6.1f GFLOP/s median [%.1f..%.1f]\n", SKINNY_K,
+                   R->rs[i], R->rs[i], R->rs[i], th, th > 1 ? "s" : " ", sg.med, sg.min, sg.max);
+        }
+        fflush(stdout);
+    }
+}
+
+/* every shape's state, then its step at every thread count (1 thread first for all shapes) */
+static void measure_layers(run *R)
+{
+    int t, i;
+    for (i = 0; i < R->nu; i++) {
+        shape s = R->u[i];
+        check(rite_memory_query(&(rite_desc){.m = s.m, .n = s.n, .r = s.r}, &R->mem[i][0]), "memory");
+        check(rite_memory_query(&(rite_desc){.m = s.m, .n = s.n, .r = s.r, .optimizer = RITE_ADAMW},
+                                &R->mem[i][1]),
+              "memory");
+    }
+    for (t = 0; t < R->nthr; t++) {
+        int th = R->thr_list[t];
+        for (i = 0; i < R->nu; i++) {
+            R->res[i][th - 1] = bench_layer(R->u[i], th, &R->o, i == R->plain_idx);
+            R->bnd[i][th - 1] =
+                bound_of(R->u[i], R->copy[th - 1].med, skinny_rate(&R->sk, R->u[i].r, th, &R->o).med);
+        }
+        if (th == 2) blas_settle();
+    }
+}
+
+/* the sgemm peak again at the end: the best of both is the peak */
+static void measure_peak_again(run *R)
+{
+    int t;
+    for (t = 0; t < R->nthr; t++) {
+        int th = R->thr_list[t];
+        stats *pk = &R->peak2[th - 1];
+        *pk = bench_sgemm(th, R->o.reps);
+        if (pk->max > R->peak_best[th - 1]) R->peak_best[th - 1] = pk->max;
+        if (th == 2) blas_settle();
+        printf("  sgemm %d^3, %d thread%s, end of run: %6.1f GFLOP/s median [%.1f..%.1f]; peak used: %.1f\n",
+               GEMM_N, th, th > 1 ? "s" : " ", pk->med, pk->min, pk->max, R->peak_best[th - 1]);
+    }
+}
+
+/* ---- the layer tables ------------------------------------------------------------------------ */
+
+/* one row of the layer table: shape u[k] at th BLAS threads */
+static void print_layer_row(const run *R, int k, int th)
+{
+    const layer_result *r = &R->res[k][th - 1];
+    const step_bound *bd = &R->bnd[k][th - 1];
+    shape s = R->u[k];
+    char sh[40], a[40], b[40];
+    double gf = nominal_gflops(s, r->rite.med);
+    snprintf(sh, sizeof sh, "(%d, %d, %d)", s.m, s.n, s.r);
+    snprintf(a, sizeof a, "%8.3f [%.3f..%.3f]", r->rite.med * 1e3, r->rite.min * 1e3, r->rite.max * 1e3);
+    snprintf(b, sizeof b, "%8.3f [%.3f..%.3f]", r->adamw.med * 1e3, r->adamw.min * 1e3, r->adamw.max * 1e3);
+    printf("%-18s %3d  %-26s %-26s %10.2f %8.1f %5.1f%% %8.3f %6.2f\n", sh, th, a, b, r->ratio.med, gf,
+           100 * gf / R->peak_best[th - 1], bd->s * 1e3, r->rite.med / bd->s);
+}
+
+/* one step per layer: a table per group of shapes */
+static void print_layer_table(const run *R)
+{
+    int gi, i, t;
+    if (R->nu == 0) return;
+    printf("\n== one step per layer (rite_step_f32) ==\n");
+    printf("GFLOP/s counts a nominal 8 (m+n) r^2 flops per LoRA-RITE step; %%peak is of the best sgemm\n"
+           "GFLOP/s of this run at the same thread count. thr = BLAS threads (the library's AdamW makes\n"
+           "no BLAS calls: its thr 2 rows differ from thr 1 only by machine noise).\n"
+           "bound ms: a lower bound of the LoRA-RITE step, the larger of 20 (m+n) r bytes at the memcpy GB/s\n"
+           "and the nominal flops at the sgemm GFLOP/s of %d x r by r x r, both at the same thread count\n"
+           "(what it counts: see bench.c). /bound = LoRA-RITE ms / bound.\n",
+           SKINNY_K);
+    for (gi = 0; gi < 3; gi++) {
+        const group *g = &R->g[gi];
+        if (!g->n) continue;
+        printf("\n-- %s --\n", g->title);
+        printf("%-18s %3s  %-26s %-26s %10s %8s %6s %8s %6s\n", "(m, n, r)", "thr", "LoRA-RITE ms", "AdamW ms",
+               "RITE/AdamW", "GFLOP/s", "%peak", "bound ms", "/bound");
+        for (i = 0; i < g->n; i++)
+            for (t = 0; t < R->nthr; t++) print_layer_row(R, shape_find(R->u, R->nu, g->s[i]), R->thr_list[t]);
+    }
+}
+
+/* the library's AdamW against the plain one-pass loop written here */
+static void print_plain_loop(const run *R)
+{
+    int t;
+    if (R->plain_idx < 0) return;
+    printf("\n-- library AdamW vs a plain one-pass AdamW loop, (4096, 4096, 16) --\n");
+    for (t = 0; t < R->nthr; t++) {
+        const layer_result *r = &R->res[R->plain_idx][R->thr_list[t] - 1];
+        printf("  thr %d: library %.3f ms [%.3f..%.3f], plain loop %.3f ms [%.3f..%.3f], library/plain %.2fx "
+               "[%.2f..%.2f]\n",
+               R->thr_list[t], r->adamw.med * 1e3, r->adamw.min * 1e3, r->adamw.max * 1e3, r->plain.med * 1e3,
+               r->plain.min * 1e3, r->plain.max * 1e3, r->plain_ratio.med, r->plain_ratio.min, r->plain_ratio.max);
+    }
+}
+
+/* the optimizer state of every shape, against the bound RITE <= AdamW / 2 + 4 r^2 */
+static void print_state_table(const run *R)
+{
+    int i, all_hold = 1;
+    if (R->nu == 0) return;
+    printf("\n== optimizer state per layer (rite_memory_query) ==\n");
+    printf("nums (numbers): the k x r moments are floats, 4 bytes each; the r x r matrices, escaped mass and\n"
+           "step count are 8 bytes each. bound: RITE nums <= AdamW nums / 2 + 4 r^2. bytes: the same bound in\n"
+           "bytes with 4-byte numbers, RITE bytes <= AdamW bytes / 2 + 16 r^2. total: everything rite_init "
+           "allocates\n");
+    printf("%-18s %11s %11s %10s %10s %10s %5s %5s %11s %11s\n", "(m, n, r)", "RITE bytes", "AdamW bytes",
+           "RITE nums", "AdamW nums", "bound", "holds", "bytes", "RITE total", "AdamW total");
+    for (i = 0; i < R->nu; i++) {
+        const rite_memory *rm = &R->mem[i][0], *am = &R->mem[i][1];
+        shape s = R->u[i];
+        char sh[40];
+        double rn = state_numbers(rm->state_bytes, s, 0);
+        double an = state_numbers(am->state_bytes, s, 1);
+        double bound = an / 2 + 4.0 * s.r * s.r;
+        int bytes_hold = (double)rm->state_bytes <= am->state_bytes / 2.0 + 16.0 * s.r * s.r;
+        all_hold &= rn <= bound;
+        snprintf(sh, sizeof sh, "(%d, %d, %d)", s.m, s.n, s.r);
+        printf("%-18s %11zu %11zu %10.0f %10.0f %10.0f %5s %5s %11zu %11zu\n", sh, rm->state_bytes,
+               am->state_bytes, rn, an, bound, rn <= bound ? "yes" : "NO", bytes_hold ? "yes" : "no",
+               rm->total_bytes, am->total_bytes);
+    }
+    printf("bound (in numbers) holds for every shape: %s\n", all_hold ? "yes" : "NO");
+}
+
+/* straight lines t = a + b (m + n) through the sweep of m + n, both optimizers, every thread count */
+static void fit_mn_sweep(run *R)
+{
+    const group *g = &R->g[1];
+    int t, opt, i;
+    if (g->n < 3) return;
+    printf("\n== linearity in m + n (r = 16): straight line t = a + b (m + n) through the sweep ==\n");
+    printf("least squares (ls), and least squares of the relative deviations (rel); max |t - line| / line\n");
+    for (t = 0; t < R->nthr; t++) {
+        int th = R->thr_list[t];
+        for (opt = 0; opt < 2; opt++) {
+            fit *ls = &R->fits[opt][th - 1], *rel = &R->rfits[opt][th - 1];
+            double x[MAXSHAPES], y[MAXSHAPES];
+            for (i = 0; i < g->n; i++) {
+                const layer_result *r = result_of(R, g->s[i], th);
+                x[i] = g->s[i].m + g->s[i].n;
+                y[i] = (opt ? r->adamw.med : r->rite.med) * 1e3;
+            }
+            *ls = fit_line_w(x, y, g->n, 0);
+            *rel = fit_line_w(x, y, g->n, 1);
+            printf("  %-9s thr %d: ls  a = %8.4f ms, b = %7.2f us per 1k rows, max deviation %5.1f%% (%s 20%%)\n",
+                   opt ? "AdamW" : "LoRA-RITE", th, ls->a, ls->b * 1e6, 100 * ls->maxdev,
+                   ls->maxdev <= 0.2 ? "within" : "OUTSIDE");
+            printf("  %-9s thr %d: rel a = %8.4f ms, b = %7.2f us per 1k rows, max deviation %5.1f%% (%s 20%%)\n",
+                   "", th, rel->a, rel->b * 1e6, 100 * rel->maxdev, rel->maxdev <= 0.2 ? "within" : "OUTSIDE");
+        }
+    }
+}
+
+/* the whole model: its table and memory */
+static void measure_model(run *R)
+{
+    int blocks = R->o.quick ? 2 : 18;
+    printf("\n== whole model: %d Gemma-2B-like blocks x (q, k, v, o, gate, up, down), r = 16 ==\n", blocks);
+    printf("layer API: two-phase step, rite_prepare_f32 on every layer, global sum, rite_apply on every layer;\n"
+           "model API: one rite_model_step_f32 over every layer (one rite_model per optimizer and threads)\n");
+    R->mres = bench_model(&R->o, blocks, R->o.reps);
+    print_model(&R->mres);
+}
+
+/* ---- the targets ------------------------------------------------------------------------------ */
+
+/* (a) LoRA-RITE at most 2.5x (stretch 2x) AdamW's time at (4096, 4096, 16), 1 thread */
+static void print_target_a_ratio(const run *R)
+{
+    static const shape sa = {4096, 4096, 16};
+    int k = shape_find(R->u, R->nu, sa);
+    if (k >= 0 && R->res[k][0].done) {
+        const stats *q = &R->res[k][0].ratio;
+        printf("(a) RITE/AdamW at (4096, 4096, 16), 1 thread: %.2fx [%.2f..%.2f] (target <= 2.5, stretch 2): %s\n",
+               q->med, q->min, q->max,
+               q->med <= 2 ? "met, stretch met" : q->med <= 2.5 ? "met, stretch NOT met" : "NOT met");
+    } else {
+        printf("(a) not measured in this run\n");
+    }
+}
+
+/* (b) at r = 64 the LoRA-RITE step reaches at least half the sgemm peak */
+static void print_target_b_peak(const run *R)
+{
+    static const shape sb = {4096, 4096, 64};
+    int k = shape_find(R->u, R->nu, sb), t;
+    if (k < 0) {
+        printf("(b) not measured in this run\n");
+        return;
+    }
+    for (t = 0; t < R->nthr; t++) {
+        int th = R->thr_list[t];
+        double gf = nominal_gflops(sb, R->res[k][th - 1].rite.med), peak = R->peak_best[th - 1];
+        printf("(b) r = 64, %d thread%s: %.1f GFLOP/s nominal = %.1f%% of sgemm peak %.1f (target >= 50%%): %s\n",
+               th, th > 1 ? "s" : "", gf, 100 * gf / peak, peak, gf >= 0.5 * peak ? "met" : "NOT met");
+    }
+}
+
+/* (c) the LoRA-RITE time is linear in m + n within 20% */
+static void print_target_c_linearity(const run *R)
+{
+    int t;
+    if (!R->fits[0][0].ok && !R->fits[0][1].ok) {
+        printf("(c) not measured in this run\n");
+        return;
+    }
+    for (t = 0; t < R->nthr; t++) {
+        int th = R->thr_list[t];
+        double ls = R->fits[0][th - 1].maxdev, rel = R->rfits[0][th - 1].maxdev;
+        printf("(c) LoRA-RITE time vs m + n, %d thread%s: max deviation from the least-squares line %.1f%% "
+               "(target <= 20%%): %s; from the relative fit %.1f%%: %s\n",
+               th, th > 1 ? "s" : "", 100 * ls, ls <= 0.2 ? "met" : "NOT met", 100 * rel,
+               rel <= 0.2 ? "met" : "NOT met");
+    }
+}
+
+/* (e) per layer: RITE state <= AdamW state / 2 + 4 r^2 numbers; then the whole model's */
+static void print_target_e_state(const run *R)
+{
+    int i, hold = 1;
+    double worst = -HUGE_VAL;
+    for (i = 0; i < R->nu; i++) {
+        shape s = R->u[i];
+        double rn = state_numbers(R->mem[i][0].state_bytes, s, 0);
+        double an = state_numbers(R->mem[i][1].state_bytes, s, 1);
+        double slack = rn - an / 2;
+        hold &= rn <= an / 2 + 4.0 * s.r * s.r;
+        if (slack / ((double)s.r * s.r) > worst) worst = slack / ((double)s.r * s.r);
+    }
+    if (R->nu > 0)
+        printf("(e) RITE state <= AdamW state / 2 + 4 r^2 numbers, every shape: %s (RITE - AdamW/2 is at "
+               "most %.2f r^2 numbers)\n",
+               hold ? "met" : "NOT met", worst);
+    else
+        printf("(e) per layer: not measured in this run\n");
+    if (R->o.model) print_model_memory_target(&R->mres);
+}
+
+/* (f) at the r = 16 shapes, 1 thread, the step takes at most 1.5x its lower bound */
+static void print_target_f_bound(const run *R)
+{
+    int i, n16 = 0, kw = -1;
+    double worst = 0;
+    for (i = 0; i < R->nu; i++) {
+        double q;
+        if (R->u[i].r != 16 || !R->res[i][0].done) continue;
+        q = R->res[i][0].rite.med / R->bnd[i][0].s;
+        n16++;
+        if (kw < 0 || q > worst) kw = i, worst = q;
+    }
+    if (n16)
+        printf("(f) step / lower bound at the r = 16 shapes, 1 thread: worst %.2f at (%d, %d, %d), over %d "
+               "shape%s (target <= 1.5): %s\n",
+               worst, R->u[kw].m, R->u[kw].n, R->u[kw].r, n16, n16 > 1 ? "s" : "", worst <= 1.5 ? "met" : "NOT met");
+    else
+        printf("(f) not measured in this run\n");
+}
+
+static void print_targets(const run *R)
+{
+    printf("\n== targets ==\n");
+    print_target_a_ratio(R);
+    print_target_b_peak(R);
+    print_target_c_linearity(R);
+    if (R->o.model) print_model_speedups(&R->mres);
+    else printf("(d) not measured in this run\n");
+    print_target_e_state(R);
+    print_target_f_bound(R);
+}
+
+/* ---- the CSV ------------------------------------------------------------------------------------ */
 
 static const char *csv_path(const options *o, const char *name, char *buf, size_t size)
 {
@@ -1319,533 +1726,314 @@ static void csv_row(FILE *f, const char *section, const char *name, shape s, con
     fprintf(f, ",\"%s\"\n", note);   /* quoted: notes hold commas */
 }
 
-int main(int argc, char **argv)
+/* a figure made of one value, as stats of n values all equal to v */
+static stats single_value(int n, double v)
 {
-    options o = parse(argc, argv);
-    group g[3];
-    shape u[MAXSHAPES];
-    layer_result res[MAXSHAPES][2];
-    rite_memory mem[MAXSHAPES][2];
-    step_bound bnd[MAXSHAPES][2];   /* [shape][threads - 1]: the lower bound of the LoRA-RITE step */
-    skinny_cache sk;
-    int rs[MAXSHAPES], nrs = 0;     /* the distinct r of the run, ascending */
-    int nu = 0, gi, i, t, nthr = 0, thr_list[2];
-    stats peak[2], peak2[2], copy[2];
-    double peak_best[2] = {0, 0};
-    model_result mres;
-    fit fits[2][2], rfits[2][2];   /* [optimizer][thread index]: ordinary, relative */
+    stats s;
+    memset(&s, 0, sizeof s);
+    s.n = n;
+    s.med = s.min = s.p25 = s.p75 = s.max = v;
+    return s;
+}
+
+/* sgemm at the start and at the end, memcpy and the skinny products, at each thread count */
+static void csv_machine_rows(FILE *csv, run *R)
+{
+    const shape gs = {GEMM_N, GEMM_N, GEMM_N}, z = {0, 0, 0};
+    int t, i;
+    for (t = 0; t < R->nthr; t++) {
+        int th = R->thr_list[t];
+        char ts[8];
+        snprintf(ts, sizeof ts, "%d", th);
+        csv_row(csv, "machine", "sgemm_start", gs, ts, R->peak[th - 1], "GFLOP/s", NAN, NAN, NAN, NAN, NAN, "");
+        csv_row(csv, "machine", "sgemm_end", gs, ts, R->peak2[th - 1], "GFLOP/s", NAN, NAN, NAN, NAN, NAN, "");
+        csv_row(csv, "machine", "memcpy", z, ts, R->copy[th - 1], "GB/s", NAN, NAN, NAN, NAN, NAN, "read+write");
+        for (i = 0; i < R->nrs; i++)
+            csv_row(csv, "machine", "sgemm_skinny", (shape){SKINNY_K, R->rs[i], R->rs[i]}, ts,
+                    skinny_rate(&R->sk, R->rs[i], th, &R->o), "GFLOP/s", NAN, NAN, NAN, NAN, NAN,
+                    "C(m x r) = A(m x r) B(r x r), column-major");
+    }
+}
+
+/* shape u[i] at th BLAS threads: LoRA-RITE, AdamW, the plain loop if timed, and the lower bound */
+static void csv_layer_rows_of(FILE *csv, run *R, int i, int th)
+{
+    const layer_result *r = &R->res[i][th - 1];
+    const rite_memory *mem = R->mem[i];
+    const step_bound *bd = &R->bnd[i][th - 1];
+    shape s = R->u[i];
+    char ts[8], note[160];
+    double gf = nominal_gflops(s, r->rite.med);
+    snprintf(ts, sizeof ts, "%d", th);
+    csv_row(csv, "layer", "rite", s, ts, scale_stats(r->rite, 1e3), "ms", r->ratio.med, gf,
+            100 * gf / R->peak_best[th - 1], (double)mem[0].state_bytes, state_numbers(mem[0].state_bytes, s, 0),
+            "ratio = RITE/AdamW");
+    csv_row(csv, "layer", "adamw", s, ts, scale_stats(r->adamw, 1e3), "ms", NAN, NAN, NAN,
+            (double)mem[1].state_bytes, state_numbers(mem[1].state_bytes, s, 1), "");
+    if (r->has_plain)
+        csv_row(csv, "layer", "plain_adamw", s, ts, scale_stats(r->plain, 1e3), "ms", r->plain_ratio.med, NAN, NAN,
+                NAN, NAN, "ratio = library AdamW / plain loop");
+    /* the lower bound: one value, from the medians of memcpy and skinny sgemm */
+    snprintf(note, sizeof note,
+             "ratio = RITE/bound; gflops = skinny sgemm rate; bound = max(bytes %.4g ms, flops %.4g ms)",
+             bd->bytes_s * 1e3, bd->flops_s * 1e3);
+    csv_row(csv, "layer", "rite_bound", s, ts, single_value(1, bd->s * 1e3), "ms", r->rite.med / bd->s,
+            skinny_rate(&R->sk, s.r, th, &R->o).med, NAN, NAN, NAN, note);
+}
+
+/* the fits of the sweep of m + n: ordinary and relative, both optimizers, every thread count */
+static void csv_fit_rows(FILE *csv, const run *R)
+{
+    int t, opt, w;
+    for (t = 0; t < R->nthr; t++) {
+        int th = R->thr_list[t];
+        char ts[8], note[128];
+        snprintf(ts, sizeof ts, "%d", th);
+        for (opt = 0; opt < 2; opt++)
+            for (w = 0; w < 2; w++) {
+                const fit *ft = w ? &R->rfits[opt][th - 1] : &R->fits[opt][th - 1];
+                if (!ft->ok) continue;
+                snprintf(note, sizeof note, "%s: t = %.6g ms + %.6g ms * (m+n)", w ? "relative fit" : "least squares",
+                         ft->a, ft->b);
+                csv_row(csv, "fit", opt ? "adamw" : "rite", (shape){0, 0, 16}, ts,
+                        single_value(R->g[1].n, 100 * ft->maxdev), "% max deviation", NAN, NAN, NAN, NAN, NAN, note);
+            }
+    }
+}
+
+/* the whole model: every mode measured, both optimizers */
+static void csv_model_rows(FILE *csv, const run *R)
+{
+    const model_result *mres = &R->mres;
+    int mode, opt;
+    for (mode = 0; mode < MODE_COUNT; mode++) {
+        int api = mode == MODE_MODEL1 || mode == MODE_MODEL2;
+        if (!mres->done[mode]) continue;
+        for (opt = 0; opt < 2; opt++) {
+            char note[128];
+            snprintf(note, sizeof note, "%s; %d layers; ratio = speed-up over %s", mode_name[mode], mres->nl,
+                     mode_name[mode_base[mode]]);
+            csv_row(csv, "model", opt ? "adamw" : "rite", (shape){0, 0, 16}, mode_tag[mode],
+                    scale_stats(mres->t[opt][mode], 1e3), "ms", mres->speedup[opt][mode].med, NAN, NAN,
+                    api ? (double)mres->api_mem[opt][mode - MODE_MODEL1].state_bytes : (double)mres->state_bytes[opt],
+                    NAN, note);
+        }
+    }
+}
+
+/* bench.csv: every measurement, long format; 0, or 1 if it cannot be written */
+static int write_csv(run *R)
+{
     char path[4096];
-    FILE *csv;
-    double t_start = now(), nan_v = nan("");
-    size_t copy_bytes = (size_t)(o.quick ? 64 : 256) << 20;
-    const shape plain_shape = {4096, 4096, 16};
-    int plain_idx = -1;
-
-    memset(&mres, 0, sizeof mres);
-    memset(res, 0, sizeof res);
-    memset(bnd, 0, sizeof bnd);
-    memset(&sk, 0, sizeof sk);
-    memset(fits, 0, sizeof fits);
-    memset(rfits, 0, sizeof rfits);
-    if (o.thr[0]) thr_list[nthr++] = 1;
-    if (o.thr[1]) thr_list[nthr++] = 2;
-    mkdir(o.out, 0777);   /* may exist already */
-
-    g_pool = (float *)xmalloc(POOL_SIZE * sizeof(float), "pool");
-    for (i = 0; i < (int)POOL_SIZE; i++) g_pool[i] = (float)tu_normal(&g_rng);
-
-    /* the shapes */
-    memset(g, 0, sizeof g);
-    g[0].title = "LLM-like shapes";
-    g[1].title = "sweep of m + n (m = n, r = 16)";
-    g[2].title = "sweep of r (m = n = 4096)";
-    if (o.model_only) {
-        /* no layer shapes: the whole model only */
-    } else if (o.shape[0]) {
-        g[0].title = "the given shape";
-        g[0].s[g[0].n++] = (shape){o.shape[0], o.shape[1], o.shape[2]};
-    } else {
-        static const shape llm[4] = {{1024, 1024, 8}, {4096, 4096, 16}, {2048, 16384, 16}, {4096, 4096, 64}};
-        static const int mn_full[5] = {1024, 2048, 4096, 8192, 16384}, mn_quick[3] = {1024, 2048, 4096};
-        static const int r_full[6] = {4, 8, 16, 32, 64, 128}, r_quick[3] = {4, 16, 64};
-        for (i = 0; i < 4; i++)
-            if (!o.quick || i != 2) g[0].s[g[0].n++] = llm[i];
-        for (i = 0; i < (o.quick ? 3 : 5); i++) g[1].s[g[1].n++] = (shape){(o.quick ? mn_quick : mn_full)[i],
-                                                                            (o.quick ? mn_quick : mn_full)[i], 16};
-        for (i = 0; i < (o.quick ? 3 : 6); i++) g[2].s[g[2].n++] = (shape){4096, 4096, (o.quick ? r_quick : r_full)[i]};
-    }
-    for (gi = 0; gi < 3; gi++)
-        for (i = 0; i < g[gi].n; i++) shape_index(u, &nu, g[gi].s[i]);
-    for (i = 0; i < nu; i++)
-        if (u[i].m == plain_shape.m && u[i].n == plain_shape.n && u[i].r == plain_shape.r) plain_idx = i;
-    for (i = 0; i < nu; i++) {   /* the distinct r, sorted by insertion */
-        int j, seen = 0;
-        for (j = 0; j < nrs; j++) seen |= rs[j] == u[i].r;
-        if (seen) continue;
-        for (j = nrs++; j > 0 && rs[j - 1] > u[i].r; j--) rs[j] = rs[j - 1];
-        rs[j] = u[i].r;
-    }
-
-    printf("lora_rite bench: LoRA-RITE vs AdamW, float32, %s layout, %d repeats%s\n",
-           o.peft ? "PEFT (L rank-first, R rank-last)" : "rank-last", o.reps, o.quick ? " (quick)" : "");
-#ifdef OPENBLAS_VERSION
-    printf("BLAS:%s core %s, config %s\n", OPENBLAS_VERSION, openblas_get_corename(), openblas_get_config());
-    print_core_note();
-#endif
-    print_load("at start");
-    printf("times per step in ms: median [min..max] over repeats; ratios are medians of per-repeat ratios\n\n");
-
-    /* the machine */
-    if (!o.model_only) {
-        printf("== machine (same run) ==\n");
-        for (t = 0; t < nthr; t++) {
-            int th = thr_list[t];
-            peak[th - 1] = bench_sgemm(th, o.reps);
-            copy[th - 1] = bench_memcpy(copy_bytes, th, o.quick ? 3 : 7);
-            peak_best[th - 1] = peak[th - 1].max;
-            if (th == 2) blas_settle();
-            printf("  sgemm %d^3, %d thread%s: %6.1f GFLOP/s median [%.1f..%.1f]\n", GEMM_N, th, th > 1 ? "s" : " ",
-                   peak[th - 1].med, peak[th - 1].min, peak[th - 1].max);
-            printf("  memcpy %zu MiB, %d thread%s: %6.1f GB/s median [%.1f..%.1f] (read + write)\n", copy_bytes >> 20,
-                   th, th > 1 ? "s" : " ", copy[th - 1].med, copy[th - 1].min, copy[th - 1].max);
-            for (i = 0; i < nrs; i++) {   /* the skinny products, for the lower bounds */
-                stats sg = skinny_rate(&sk, rs[i], th, &o);
-                printf("  sgemm %d x %d by %d x %d, %d thread%s: %6.1f GFLOP/s median [%.1f..%.1f]\n", SKINNY_K, rs[i],
-                       rs[i], rs[i], th, th > 1 ? "s" : " ", sg.med, sg.min, sg.max);
-            }
-            fflush(stdout);
-        }
-    }
-
-    /* every shape, every thread count (1 thread first for all shapes) */
-    for (i = 0; i < nu; i++) {
-        check(rite_memory_query(&(rite_desc){.m = u[i].m, .n = u[i].n, .r = u[i].r}, &mem[i][0]), "memory");
-        check(rite_memory_query(&(rite_desc){.m = u[i].m, .n = u[i].n, .r = u[i].r, .optimizer = RITE_ADAMW},
-                                &mem[i][1]),
-              "memory");
-    }
-    for (t = 0; t < nthr; t++) {
-        int th = thr_list[t];
-        for (i = 0; i < nu; i++) {
-            res[i][th - 1] = bench_layer(u[i], th, &o, i == plain_idx);
-            bnd[i][th - 1] = bound_of(u[i], copy[th - 1].med, skinny_rate(&sk, u[i].r, th, &o).med);
-        }
-        if (th == 2) blas_settle();
-    }
-
-    /* the peak again at the end: the best of both is the peak */
-    if (!o.model_only) {
-        for (t = 0; t < nthr; t++) {
-            int th = thr_list[t];
-            peak2[th - 1] = bench_sgemm(th, o.reps);
-            if (peak2[th - 1].max > peak_best[th - 1]) peak_best[th - 1] = peak2[th - 1].max;
-            if (th == 2) blas_settle();
-            printf("  sgemm %d^3, %d thread%s, end of run: %6.1f GFLOP/s median [%.1f..%.1f]; peak used: %.1f\n",
-                   GEMM_N, th, th > 1 ? "s" : " ", peak2[th - 1].med, peak2[th - 1].min, peak2[th - 1].max,
-                   peak_best[th - 1]);
-        }
-    }
-
-    /* the layer table */
-    if (nu > 0) {
-        printf("\n== one step per layer (rite_step_f32) ==\n");
-        printf("GFLOP/s counts a nominal 8 (m+n) r^2 flops per LoRA-RITE step; %%peak is of the best sgemm\n"
-               "GFLOP/s of this run at the same thread count. thr = BLAS threads (the library's AdamW makes\n"
-               "no BLAS calls: its thr 2 rows differ from thr 1 only by machine noise).\n"
-               "bound ms: a lower bound of the LoRA-RITE step, the larger of 20 (m+n) r bytes at the memcpy GB/s\n"
-               "and the nominal flops at the sgemm GFLOP/s of %d x r by r x r, both at the same thread count\n"
-               "(what it counts: see bench.c). /bound = LoRA-RITE ms / bound.\n",
-               SKINNY_K);
-        for (gi = 0; gi < 3; gi++) {
-            if (!g[gi].n) continue;
-            printf("\n-- %s --\n", g[gi].title);
-            printf("%-18s %3s  %-26s %-26s %10s %8s %6s %8s %6s\n", "(m, n, r)", "thr", "LoRA-RITE ms", "AdamW ms",
-                   "RITE/AdamW", "GFLOP/s", "%peak", "bound ms", "/bound");
-            for (i = 0; i < g[gi].n; i++) {
-                int k = shape_index(u, &nu, g[gi].s[i]);
-                shape s = u[k];
-                for (t = 0; t < nthr; t++) {
-                    int th = thr_list[t];
-                    layer_result *r = &res[k][th - 1];
-                    char sh[40], a[40], b[40];
-                    double gf = 8.0 * (s.m + s.n) * (double)s.r * s.r / r->rite.med * 1e-9;
-                    snprintf(sh, sizeof sh, "(%d, %d, %d)", s.m, s.n, s.r);
-                    snprintf(a, sizeof a, "%8.3f [%.3f..%.3f]", r->rite.med * 1e3, r->rite.min * 1e3,
-                             r->rite.max * 1e3);
-                    snprintf(b, sizeof b, "%8.3f [%.3f..%.3f]", r->adamw.med * 1e3, r->adamw.min * 1e3,
-                             r->adamw.max * 1e3);
-                    printf("%-18s %3d  %-26s %-26s %10.2f %8.1f %5.1f%% %8.3f %6.2f\n", sh, th, a, b, r->ratio.med, gf,
-                           100 * gf / peak_best[th - 1], bnd[k][th - 1].s * 1e3, r->rite.med / bnd[k][th - 1].s);
-                }
-            }
-        }
-    }
-
-    /* the plain loop */
-    if (plain_idx >= 0) {
-        printf("\n-- library AdamW vs a plain one-pass AdamW loop, (4096, 4096, 16) --\n");
-        for (t = 0; t < nthr; t++) {
-            layer_result *r = &res[plain_idx][thr_list[t] - 1];
-            printf("  thr %d: library %.3f ms [%.3f..%.3f], plain loop %.3f ms [%.3f..%.3f], library/plain %.2fx "
-                   "[%.2f..%.2f]\n",
-                   thr_list[t], r->adamw.med * 1e3, r->adamw.min * 1e3, r->adamw.max * 1e3, r->plain.med * 1e3,
-                   r->plain.min * 1e3, r->plain.max * 1e3, r->plain_ratio.med, r->plain_ratio.min,
-                   r->plain_ratio.max);
-        }
-    }
-
-    /* state */
-    if (nu > 0) {
-        printf("\n== optimizer state per layer (rite_memory_query) ==\n");
-        printf("nums (numbers): the k x r moments are floats, 4 bytes each; the r x r matrices, escaped mass and\n"
-               "step count are 8 bytes each. bound: RITE nums <= AdamW nums / 2 + 4 r^2. bytes: the same bound in\n"
-               "bytes with 4-byte numbers, RITE bytes <= AdamW bytes / 2 + 16 r^2. total: everything rite_init "
-               "allocates\n");
-        printf("%-18s %11s %11s %10s %10s %10s %5s %5s %11s %11s\n", "(m, n, r)", "RITE bytes", "AdamW bytes",
-               "RITE nums", "AdamW nums", "bound", "holds", "bytes", "RITE total", "AdamW total");
-        {
-            int all_hold = 1;
-            for (i = 0; i < nu; i++) {
-                char sh[40];
-                double rn = state_numbers(mem[i][0].state_bytes, u[i], 0);
-                double an = state_numbers(mem[i][1].state_bytes, u[i], 1);
-                double bound = an / 2 + 4.0 * u[i].r * u[i].r;
-                int bytes_hold = (double)mem[i][0].state_bytes <= mem[i][1].state_bytes / 2.0 + 16.0 * u[i].r * u[i].r;
-                all_hold &= rn <= bound;
-                snprintf(sh, sizeof sh, "(%d, %d, %d)", u[i].m, u[i].n, u[i].r);
-                printf("%-18s %11zu %11zu %10.0f %10.0f %10.0f %5s %5s %11zu %11zu\n", sh, mem[i][0].state_bytes,
-                       mem[i][1].state_bytes, rn, an, bound, rn <= bound ? "yes" : "NO", bytes_hold ? "yes" : "no",
-                       mem[i][0].total_bytes, mem[i][1].total_bytes);
-            }
-            printf("bound (in numbers) holds for every shape: %s\n", all_hold ? "yes" : "NO");
-        }
-    }
-
-    /* linear fit in m + n */
-    if (g[1].n >= 3) {
-        printf("\n== linearity in m + n (r = 16): straight line t = a + b (m + n) through the sweep ==\n");
-        printf("least squares (ls), and least squares of the relative deviations (rel); max |t - line| / line\n");
-        for (t = 0; t < nthr; t++) {
-            int th = thr_list[t], opt;
-            for (opt = 0; opt < 2; opt++) {
-                double x[MAXSHAPES], y[MAXSHAPES];
-                for (i = 0; i < g[1].n; i++) {
-                    layer_result *r = &res[shape_index(u, &nu, g[1].s[i])][th - 1];
-                    x[i] = g[1].s[i].m + g[1].s[i].n;
-                    y[i] = (opt ? r->adamw.med : r->rite.med) * 1e3;
-                }
-                fits[opt][th - 1] = fit_line_w(x, y, g[1].n, 0);
-                rfits[opt][th - 1] = fit_line_w(x, y, g[1].n, 1);
-                printf("  %-9s thr %d: ls  a = %8.4f ms, b = %7.2f us per 1k rows, max deviation %5.1f%% (%s 20%%)\n",
-                       opt ? "AdamW" : "LoRA-RITE", th, fits[opt][th - 1].a, fits[opt][th - 1].b * 1e6,
-                       100 * fits[opt][th - 1].maxdev, fits[opt][th - 1].maxdev <= 0.2 ? "within" : "OUTSIDE");
-                printf("  %-9s thr %d: rel a = %8.4f ms, b = %7.2f us per 1k rows, max deviation %5.1f%% (%s 20%%)\n",
-                       "", th, rfits[opt][th - 1].a, rfits[opt][th - 1].b * 1e6,
-                       100 * rfits[opt][th - 1].maxdev, rfits[opt][th - 1].maxdev <= 0.2 ? "within" : "OUTSIDE");
-            }
-        }
-    }
-    fflush(stdout);
-
-    /* the whole model */
-    if (o.model) {
-        int blocks = o.quick ? 2 : 18, reps = o.reps;
-        printf("\n== whole model: %d Gemma-2B-like blocks x (q, k, v, o, gate, up, down), r = 16 ==\n", blocks);
-        printf("layer API: two-phase step, rite_prepare_f32 on every layer, global sum, rite_apply on every layer;\n"
-               "model API: one rite_model_step_f32 over every layer (one rite_model per optimizer and threads)\n");
-        mres = bench_model(&o, blocks, reps);
-        print_model(&mres);
-    }
-
-    /* targets */
-    printf("\n== targets ==\n");
-    {
-        int k = -1;
-        shape sa = {4096, 4096, 16}, sb = {4096, 4096, 64};
-        for (i = 0; i < nu; i++)
-            if (u[i].m == sa.m && u[i].n == sa.n && u[i].r == sa.r) k = i;
-        if (k >= 0 && res[k][0].done) {
-            double q = res[k][0].ratio.med;
-            printf("(a) RITE/AdamW at (4096, 4096, 16), 1 thread: %.2fx [%.2f..%.2f] (target <= 2.5, stretch 2): %s\n",
-                   q, res[k][0].ratio.min, res[k][0].ratio.max,
-                   q <= 2 ? "met, stretch met" : q <= 2.5 ? "met, stretch NOT met" : "NOT met");
-        } else {
-            printf("(a) not measured in this run\n");
-        }
-        k = -1;
-        for (i = 0; i < nu; i++)
-            if (u[i].m == sb.m && u[i].n == sb.n && u[i].r == sb.r) k = i;
-        if (k >= 0) {
-            for (t = 0; t < nthr; t++) {
-                int th = thr_list[t];
-                double gf = 8.0 * (sb.m + sb.n) * (double)sb.r * sb.r / res[k][th - 1].rite.med * 1e-9;
-                printf("(b) r = 64, %d thread%s: %.1f GFLOP/s nominal = %.1f%% of sgemm peak %.1f (target >= 50%%): %s\n",
-                       th, th > 1 ? "s" : "", gf, 100 * gf / peak_best[th - 1], peak_best[th - 1],
-                       gf >= 0.5 * peak_best[th - 1] ? "met" : "NOT met");
-            }
-        } else {
-            printf("(b) not measured in this run\n");
-        }
-        if (fits[0][0].ok || fits[0][1].ok) {
-            for (t = 0; t < nthr; t++)
-                printf("(c) LoRA-RITE time vs m + n, %d thread%s: max deviation from the least-squares line %.1f%% "
-                       "(target <= 20%%): %s; from the relative fit %.1f%%: %s\n",
-                       thr_list[t], thr_list[t] > 1 ? "s" : "", 100 * fits[0][thr_list[t] - 1].maxdev,
-                       fits[0][thr_list[t] - 1].maxdev <= 0.2 ? "met" : "NOT met",
-                       100 * rfits[0][thr_list[t] - 1].maxdev, rfits[0][thr_list[t] - 1].maxdev <= 0.2 ? "met" : "NOT met");
-        } else {
-            printf("(c) not measured in this run\n");
-        }
-        if (o.model) print_model_speedups(&mres);
-        else printf("(d) not measured in this run\n");
-        {
-            int hold = 1;
-            double worst = -HUGE_VAL;
-            for (i = 0; i < nu; i++) {
-                double rn = state_numbers(mem[i][0].state_bytes, u[i], 0);
-                double an = state_numbers(mem[i][1].state_bytes, u[i], 1);
-                double slack = rn - an / 2;
-                hold &= rn <= an / 2 + 4.0 * u[i].r * u[i].r;
-                if (slack / ((double)u[i].r * u[i].r) > worst) worst = slack / ((double)u[i].r * u[i].r);
-            }
-            if (nu > 0)
-                printf("(e) RITE state <= AdamW state / 2 + 4 r^2 numbers, every shape: %s (RITE - AdamW/2 is at "
-                       "most %.2f r^2 numbers)\n",
-                       hold ? "met" : "NOT met", worst);
-            else
-                printf("(e) per layer: not measured in this run\n");
-            if (o.model) print_model_memory_target(&mres);
-        }
-        {
-            int n16 = 0, kw = -1;
-            double worst = 0;
-            for (i = 0; i < nu; i++) {
-                double q;
-                if (u[i].r != 16 || !res[i][0].done) continue;
-                q = res[i][0].rite.med / bnd[i][0].s;
-                n16++;
-                if (kw < 0 || q > worst) kw = i, worst = q;
-            }
-            if (n16)
-                printf("(f) step / lower bound at the r = 16 shapes, 1 thread: worst %.2f at (%d, %d, %d), over %d "
-                       "shape%s (target <= 1.5): %s\n",
-                       worst, u[kw].m, u[kw].n, u[kw].r, n16, n16 > 1 ? "s" : "", worst <= 1.5 ? "met" : "NOT met");
-            else
-                printf("(f) not measured in this run\n");
-        }
-    }
-
-    /* the CSV */
-    csv = fopen(csv_path(&o, "bench.csv", path, sizeof path), "w");
+    FILE *csv = fopen(csv_path(&R->o, "bench.csv", path, sizeof path), "w");
+    int t, i;
     if (!csv) {
         fprintf(stderr, "bench: cannot write %s\n", path);
         return 1;
     }
     fprintf(csv, "section,name,m,n,r,threads,reps,median,min,p25,p75,max,unit,ratio,gflops,pct_peak,"
                  "state_bytes,state_numbers,note\n");
-    for (t = 0; t < (o.model_only ? 0 : nthr); t++) {
-        int th = thr_list[t];
-        char ts[8];
-        shape gs = {GEMM_N, GEMM_N, GEMM_N}, z = {0, 0, 0};
-        snprintf(ts, sizeof ts, "%d", th);
-        csv_row(csv, "machine", "sgemm_start", gs, ts, peak[th - 1], "GFLOP/s", nan_v, nan_v, nan_v, nan_v, nan_v,
-                "");
-        csv_row(csv, "machine", "sgemm_end", gs, ts, peak2[th - 1], "GFLOP/s", nan_v, nan_v, nan_v, nan_v, nan_v,
-                "");
-        csv_row(csv, "machine", "memcpy", z, ts, copy[th - 1], "GB/s", nan_v, nan_v, nan_v, nan_v, nan_v,
-                "read+write");
-        for (i = 0; i < nrs; i++)
-            csv_row(csv, "machine", "sgemm_skinny", (shape){SKINNY_K, rs[i], rs[i]}, ts,
-                    skinny_rate(&sk, rs[i], th, &o), "GFLOP/s", nan_v, nan_v, nan_v, nan_v, nan_v,
-                    "C(m x r) = A(m x r) B(r x r), column-major");
-    }
-    for (i = 0; i < nu; i++)
-        for (t = 0; t < nthr; t++) {
-            int th = thr_list[t];
-            layer_result *r = &res[i][th - 1];
-            char ts[8];
-            double gf = 8.0 * (u[i].m + u[i].n) * (double)u[i].r * u[i].r / r->rite.med * 1e-9;
-            snprintf(ts, sizeof ts, "%d", th);
-            csv_row(csv, "layer", "rite", u[i], ts, scale_stats(r->rite, 1e3), "ms", r->ratio.med, gf,
-                    100 * gf / peak_best[th - 1], (double)mem[i][0].state_bytes,
-                    state_numbers(mem[i][0].state_bytes, u[i], 0), "ratio = RITE/AdamW");
-            csv_row(csv, "layer", "adamw", u[i], ts, scale_stats(r->adamw, 1e3), "ms", nan_v, nan_v, nan_v,
-                    (double)mem[i][1].state_bytes, state_numbers(mem[i][1].state_bytes, u[i], 1), "");
-            if (r->has_plain)
-                csv_row(csv, "layer", "plain_adamw", u[i], ts, scale_stats(r->plain, 1e3), "ms", r->plain_ratio.med,
-                        nan_v, nan_v, nan_v, nan_v, "ratio = library AdamW / plain loop");
-            {   /* the lower bound: one value, from the medians of memcpy and skinny sgemm */
-                step_bound *bd = &bnd[i][th - 1];
-                char note[160];
-                stats s;
-                memset(&s, 0, sizeof s);
-                s.n = 1;
-                s.med = s.min = s.p25 = s.p75 = s.max = bd->s * 1e3;
-                snprintf(note, sizeof note,
-                         "ratio = RITE/bound; gflops = skinny sgemm rate; bound = max(bytes %.4g ms, flops %.4g ms)",
-                         bd->bytes_s * 1e3, bd->flops_s * 1e3);
-                csv_row(csv, "layer", "rite_bound", u[i], ts, s, "ms", r->rite.med / bd->s,
-                        skinny_rate(&sk, u[i].r, th, &o).med, nan_v, nan_v, nan_v, note);
-            }
-        }
-    for (t = 0; t < nthr; t++) {
-        int opt, th = thr_list[t];
-        char ts[8], note[128];
-        snprintf(ts, sizeof ts, "%d", th);
-        for (opt = 0; opt < 2; opt++) {
-            int w;
-            for (w = 0; w < 2; w++) {
-                fit *ft = w ? &rfits[opt][th - 1] : &fits[opt][th - 1];
-                stats s;
-                if (!ft->ok) continue;
-                memset(&s, 0, sizeof s);
-                s.n = g[1].n;
-                s.med = s.min = s.p25 = s.p75 = s.max = 100 * ft->maxdev;
-                snprintf(note, sizeof note, "%s: t = %.6g ms + %.6g ms * (m+n)", w ? "relative fit" : "least squares",
-                         ft->a, ft->b);
-                csv_row(csv, "fit", opt ? "adamw" : "rite", (shape){0, 0, 16}, ts, s, "% max deviation", nan_v,
-                        nan_v, nan_v, nan_v, nan_v, note);
-            }
-        }
-    }
-    if (o.model) {
-        int mode, opt;
-        for (mode = 0; mode < MODE_COUNT; mode++) {
-            if (!mres.done[mode]) continue;
-            for (opt = 0; opt < 2; opt++) {
-                char note[128];
-                int api = mode == MODE_MODEL1 || mode == MODE_MODEL2;
-                snprintf(note, sizeof note, "%s; %d layers; ratio = speed-up over %s", mode_name[mode], mres.nl,
-                         mode_name[mode_base[mode]]);
-                csv_row(csv, "model", opt ? "adamw" : "rite", (shape){0, 0, 16}, mode_tag[mode],
-                        scale_stats(mres.t[opt][mode], 1e3), "ms", mres.speedup[opt][mode].med, nan_v, nan_v,
-                        api ? (double)mres.api_mem[opt][mode - MODE_MODEL1].state_bytes : (double)mres.state_bytes[opt],
-                        nan_v, note);
-            }
-        }
-    }
+    if (!R->o.model_only) csv_machine_rows(csv, R);
+    for (i = 0; i < R->nu; i++)
+        for (t = 0; t < R->nthr; t++) csv_layer_rows_of(csv, R, i, R->thr_list[t]);
+    csv_fit_rows(csv, R);
+    if (R->o.model) csv_model_rows(csv, R);
     fclose(csv);
     printf("\nwrote %s\n", path);
+    return 0;
+}
 
-    /* the picture */
-    if (g[1].n >= 2 || g[2].n >= 2) {
-        static const char *col[4] = {"#c0392b", "#2471a3", "#e67e22", "#17a589"};
-        series sm[5], sr[4];
-        int nsm = 0, nsr = 0, opt, gnuplot_ok = 0;
-        memset(sm, 0, sizeof sm);
-        memset(sr, 0, sizeof sr);
-        for (t = 0; t < nthr; t++) {
-            int th = thr_list[t];
-            for (opt = 0; opt < 2; opt++) {
-                static const char *nm[2][2] = {{"LoRA-RITE, 1 thread", "AdamW, 1 thread"},
-                                               {"LoRA-RITE, 2 threads", "AdamW, 2 threads"}};
-                series *a = &sm[nsm++], *b = &sr[nsr++];
-                a->name = b->name = nm[th - 1][opt];
-                a->color = b->color = col[(th - 1) * 2 + opt];
-                for (i = 0; i < g[1].n; i++) {
-                    layer_result *r = &res[shape_index(u, &nu, g[1].s[i])][th - 1];
-                    a->x[a->n] = g[1].s[i].m + g[1].s[i].n;
-                    a->y[a->n++] = (opt ? r->adamw.med : r->rite.med) * 1e3;
-                }
-                for (i = 0; i < g[2].n; i++) {
-                    layer_result *r = &res[shape_index(u, &nu, g[2].s[i])][th - 1];
-                    b->x[b->n] = g[2].s[i].r;
-                    b->y[b->n++] = (opt ? r->adamw.med : r->rite.med) * 1e3;
-                }
+/* ---- the picture -------------------------------------------------------------------------------- */
+
+/* the two panels: time vs m + n (the fitted line of LoRA-RITE last, if any), time vs r */
+typedef struct picture {
+    series sm[5], sr[4];
+    int nsm, nsr;
+} picture;
+
+/* the series of both panels, per thread count and optimizer, and the fitted line */
+static void build_series(const run *R, picture *p)
+{
+    static const char *col[4] = {"#c0392b", "#2471a3", "#e67e22", "#17a589"};
+    static const char *nm[2][2] = {{"LoRA-RITE, 1 thread", "AdamW, 1 thread"},
+                                   {"LoRA-RITE, 2 threads", "AdamW, 2 threads"}};
+    const group *gm = &R->g[1], *gr = &R->g[2];
+    const fit *f = &R->fits[0][R->thr_list[0] - 1];
+    int t, opt, i;
+    memset(p, 0, sizeof *p);
+    for (t = 0; t < R->nthr; t++) {
+        int th = R->thr_list[t];
+        for (opt = 0; opt < 2; opt++) {
+            series *a = &p->sm[p->nsm++], *b = &p->sr[p->nsr++];
+            a->name = b->name = nm[th - 1][opt];
+            a->color = b->color = col[(th - 1) * 2 + opt];
+            for (i = 0; i < gm->n; i++) {
+                const layer_result *r = result_of(R, gm->s[i], th);
+                a->x[a->n] = gm->s[i].m + gm->s[i].n;
+                a->y[a->n++] = (opt ? r->adamw.med : r->rite.med) * 1e3;
             }
-        }
-        if (fits[0][thr_list[0] - 1].ok) {   /* the fitted line of LoRA-RITE */
-            fit *f = &fits[0][thr_list[0] - 1];
-            series *a = &sm[nsm++];
-            a->name = thr_list[0] == 1 ? "fit a + b(m+n), LoRA-RITE 1 thread" : "fit a + b(m+n), LoRA-RITE 2 threads";
-            a->color = "#555555";
-            a->dashed = 1;
-            a->n = 2;
-            a->x[0] = sm[0].x[0];
-            a->x[1] = sm[0].x[sm[0].n - 1];
-            a->y[0] = f->a + f->b * a->x[0];
-            a->y[1] = f->a + f->b * a->x[1];
-        }
-        if (!o.svg && system("command -v gnuplot >/dev/null 2>&1") == 0) {
-            char dat1[4096], dat2[4096], gp[4096], png[4096], cmd[8300];
-            FILE *f1 = fopen(csv_path(&o, "bench_scaling_mn.dat", dat1, sizeof dat1), "w");
-            FILE *f2 = fopen(csv_path(&o, "bench_scaling_r.dat", dat2, sizeof dat2), "w");
-            FILE *fg = fopen(csv_path(&o, "bench_scaling.gp", gp, sizeof gp), "w");
-            csv_path(&o, "bench_scaling.png", png, sizeof png);
-            if (f1 && f2 && fg) {
-                int k;
-                fit *lf = &fits[0][thr_list[0] - 1];
-                fprintf(f1, "# m+n");
-                fprintf(f2, "# r");
-                for (k = 0; k < 2 * nthr; k++) {
-                    fprintf(f1, "\t\"%s\"", sm[k].name);
-                    fprintf(f2, "\t\"%s\"", sr[k].name);
-                }
-                fprintf(f1, "\t\"fit\"\n");   /* last column: the fitted line at each m + n */
-                fprintf(f2, "\n");
-                for (i = 0; i < sm[0].n; i++) {
-                    fprintf(f1, "%g", sm[0].x[i]);
-                    for (k = 0; k < 2 * nthr; k++) fprintf(f1, "\t%.6g", sm[k].y[i]);
-                    fprintf(f1, "\t%.6g\n", lf->ok ? lf->a + lf->b * sm[0].x[i] : nan_v);
-                }
-                for (i = 0; i < sr[0].n; i++) {
-                    fprintf(f2, "%g", sr[0].x[i]);
-                    for (k = 0; k < 2 * nthr; k++) fprintf(f2, "\t%.6g", sr[k].y[i]);
-                    fprintf(f2, "\n");
-                }
-                fprintf(fg, "# made by bench: time per step of one layer, LoRA-RITE and AdamW\n");
-                fprintf(fg, "set terminal pngcairo size 1300,520 font \",11\"\nset output \"%s\"\n", png);
-                fprintf(fg, "set multiplot layout 1,2\nset grid\nset key top left Left reverse\n");
-                fprintf(fg, "set title \"one step vs m + n (m = n, r = 16)\"\nset xlabel \"m + n\"\n"
-                            "set ylabel \"ms per step\"\nset xrange [0:*]\nset yrange [0:*]\n");
-                fprintf(fg, "plot ");
-                for (k = 0; k < 2 * nthr; k++)
-                    fprintf(fg, "\"%s\" using 1:%d with linespoints lw 2 pt 7 lc rgb \"%s\" title \"%s\", ", dat1,
-                            k + 2, sm[k].color, sm[k].name);
-                if (nsm > 2 * nthr)
-                    fprintf(fg, "\"%s\" using 1:%d with lines dt 2 lw 1.5 lc rgb \"#555555\" title \"%s\"", dat1,
-                            2 * nthr + 2, sm[nsm - 1].name);
-                else
-                    fprintf(fg, "1/0 notitle");
-                fprintf(fg, "\nset title \"one step vs r (m = n = 4096)\"\nset xlabel \"r\"\nset logscale xy\n"
-                            "set xrange [%g:%g]\nset yrange [*:*]\nset xtics (4, 8, 16, 32, 64, 128)\nplot ",
-                        sr[0].x[0] / 1.25, sr[0].x[sr[0].n - 1] * 1.25);
-                for (k = 0; k < 2 * nthr; k++)
-                    fprintf(fg, "%s\"%s\" using 1:%d with linespoints lw 2 pt 7 lc rgb \"%s\" title \"%s\"",
-                            k ? ", " : "", dat2, k + 2, sr[k].color, sr[k].name);
-                fprintf(fg, "\nunset multiplot\n");
+            for (i = 0; i < gr->n; i++) {
+                const layer_result *r = result_of(R, gr->s[i], th);
+                b->x[b->n] = gr->s[i].r;
+                b->y[b->n++] = (opt ? r->adamw.med : r->rite.med) * 1e3;
             }
-            if (f1) fclose(f1);
-            if (f2) fclose(f2);
-            if (fg) {
-                fclose(fg);
-                snprintf(cmd, sizeof cmd, "gnuplot '%s'", gp);
-                gnuplot_ok = system(cmd) == 0;
-            }
-            if (gnuplot_ok) printf("wrote %s (from %s)\n", png, gp);
-            else printf("gnuplot failed; drawing SVG instead\n");
-        }
-        if (!gnuplot_ok) {
-            FILE *f = fopen(csv_path(&o, "bench_scaling.svg", path, sizeof path), "w");
-            if (!f) {
-                fprintf(stderr, "bench: cannot write %s\n", path);
-                return 1;
-            }
-            fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"480\" "
-                       "font-family=\"sans-serif\">\n<rect width=\"1200\" height=\"480\" fill=\"white\"/>\n");
-            if (g[1].n >= 2)
-                svg_panel(f, 0, 0, 600, 480, "one step vs m + n (m = n, r = 16)", "m + n", "ms per step", sm, nsm,
-                          0, 0);
-            if (g[2].n >= 2)
-                svg_panel(f, 600, 0, 600, 480, "one step vs r (m = n = 4096)", "r (log scale)",
-                          "ms per step (log scale)", sr, nsr, 2, 10);
-            fprintf(f, "</svg>\n");
-            fclose(f);
-            printf("wrote %s\n", path);
         }
     }
-    print_load("at end");
-    printf("total time %.1f s\n", now() - t_start);
-    free(g_pool);
+    if (f->ok) {   /* the fitted line of LoRA-RITE */
+        series *a = &p->sm[p->nsm++];
+        a->name = R->thr_list[0] == 1 ? "fit a + b(m+n), LoRA-RITE 1 thread" : "fit a + b(m+n), LoRA-RITE 2 threads";
+        a->color = "#555555";
+        a->dashed = 1;
+        a->n = 2;
+        a->x[0] = p->sm[0].x[0];
+        a->x[1] = p->sm[0].x[p->sm[0].n - 1];
+        a->y[0] = f->a + f->b * a->x[0];
+        a->y[1] = f->a + f->b * a->x[1];
+    }
+}
+
+/* gnuplot's data: a column per series, and the fitted line at each m + n last */
+static void write_gnuplot_data(FILE *f1, FILE *f2, const run *R, const picture *p)
+{
+    const fit *lf = &R->fits[0][R->thr_list[0] - 1];
+    int k, i, ns = 2 * R->nthr;
+    fprintf(f1, "# m+n");
+    fprintf(f2, "# r");
+    for (k = 0; k < ns; k++) {
+        fprintf(f1, "\t\"%s\"", p->sm[k].name);
+        fprintf(f2, "\t\"%s\"", p->sr[k].name);
+    }
+    fprintf(f1, "\t\"fit\"\n");   /* last column: the fitted line at each m + n */
+    fprintf(f2, "\n");
+    for (i = 0; i < p->sm[0].n; i++) {
+        fprintf(f1, "%g", p->sm[0].x[i]);
+        for (k = 0; k < ns; k++) fprintf(f1, "\t%.6g", p->sm[k].y[i]);
+        fprintf(f1, "\t%.6g\n", lf->ok ? lf->a + lf->b * p->sm[0].x[i] : NAN);
+    }
+    for (i = 0; i < p->sr[0].n; i++) {
+        fprintf(f2, "%g", p->sr[0].x[i]);
+        for (k = 0; k < ns; k++) fprintf(f2, "\t%.6g", p->sr[k].y[i]);
+        fprintf(f2, "\n");
+    }
+}
+
+/* gnuplot's script: both panels side by side into png */
+static void write_gnuplot_script(FILE *fg, const run *R, const picture *p, const char *dat1, const char *dat2,
+                                 const char *png)
+{
+    int k, ns = 2 * R->nthr;
+    fprintf(fg, "# made by bench: time per step of one layer, LoRA-RITE and AdamW\n");
+    fprintf(fg, "set terminal pngcairo size 1300,520 font \",11\"\nset output \"%s\"\n", png);
+    fprintf(fg, "set multiplot layout 1,2\nset grid\nset key top left Left reverse\n");
+    fprintf(fg, "set title \"one step vs m + n (m = n, r = 16)\"\nset xlabel \"m + n\"\n"
+                "set ylabel \"ms per step\"\nset xrange [0:*]\nset yrange [0:*]\n");
+    fprintf(fg, "plot ");
+    for (k = 0; k < ns; k++)
+        fprintf(fg, "\"%s\" using 1:%d with linespoints lw 2 pt 7 lc rgb \"%s\" title \"%s\", ", dat1, k + 2,
+                p->sm[k].color, p->sm[k].name);
+    if (p->nsm > ns)
+        fprintf(fg, "\"%s\" using 1:%d with lines dt 2 lw 1.5 lc rgb \"#555555\" title \"%s\"", dat1, ns + 2,
+                p->sm[p->nsm - 1].name);
+    else
+        fprintf(fg, "1/0 notitle");
+    fprintf(fg, "\nset title \"one step vs r (m = n = 4096)\"\nset xlabel \"r\"\nset logscale xy\n"
+                "set xrange [%g:%g]\nset yrange [*:*]\nset xtics (4, 8, 16, 32, 64, 128)\nplot ",
+            p->sr[0].x[0] / 1.25, p->sr[0].x[p->sr[0].n - 1] * 1.25);
+    for (k = 0; k < ns; k++)
+        fprintf(fg, "%s\"%s\" using 1:%d with linespoints lw 2 pt 7 lc rgb \"%s\" title \"%s\"", k ? ", " : "", dat2,
+                k + 2, p->sr[k].color, p->sr[k].name);
+    fprintf(fg, "\nunset multiplot\n");
+}
+
+/* the picture as PNG through gnuplot; 1 if gnuplot made it */
+static int plot_with_gnuplot(const run *R, const picture *p)
+{
+    char dat1[4096], dat2[4096], gp[4096], png[4096], cmd[8300];
+    FILE *f1 = fopen(csv_path(&R->o, "bench_scaling_mn.dat", dat1, sizeof dat1), "w");
+    FILE *f2 = fopen(csv_path(&R->o, "bench_scaling_r.dat", dat2, sizeof dat2), "w");
+    FILE *fg = fopen(csv_path(&R->o, "bench_scaling.gp", gp, sizeof gp), "w");
+    int gnuplot_ok = 0;
+    csv_path(&R->o, "bench_scaling.png", png, sizeof png);
+    if (f1 && f2 && fg) {
+        write_gnuplot_data(f1, f2, R, p);
+        write_gnuplot_script(fg, R, p, dat1, dat2, png);
+    }
+    if (f1) fclose(f1);
+    if (f2) fclose(f2);
+    if (fg) {
+        fclose(fg);
+        snprintf(cmd, sizeof cmd, "gnuplot '%s'", gp);
+        gnuplot_ok = system(cmd) == 0;
+    }
+    if (gnuplot_ok) printf("wrote %s (from %s)\n", png, gp);
+    else printf("gnuplot failed; drawing SVG instead\n");
+    return gnuplot_ok;
+}
+
+/* the picture as SVG, drawn here; 0, or 1 if it cannot be written */
+static int write_svg(const run *R, const picture *p)
+{
+    char path[4096];
+    FILE *f = fopen(csv_path(&R->o, "bench_scaling.svg", path, sizeof path), "w");
+    if (!f) {
+        fprintf(stderr, "bench: cannot write %s\n", path);
+        return 1;
+    }
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"480\" "
+               "font-family=\"sans-serif\">\n<rect width=\"1200\" height=\"480\" fill=\"white\"/>\n");
+    if (R->g[1].n >= 2)
+        svg_panel(f, 0, 0, 600, 480, "one step vs m + n (m = n, r = 16)", "m + n", "ms per step", p->sm, p->nsm, 0,
+                  0);
+    if (R->g[2].n >= 2)
+        svg_panel(f, 600, 0, 600, 480, "one step vs r (m = n = 4096)", "r (log scale)", "ms per step (log scale)",
+                  p->sr, p->nsr, 2, 10);
+    fprintf(f, "</svg>\n");
+    fclose(f);
+    printf("wrote %s\n", path);
     return 0;
+}
+
+/* the scaling picture, when a sweep has two shapes or more: gnuplot's PNG, else (or with --svg) SVG;
+   0, or 1 if it cannot be written */
+static int draw_picture(const run *R)
+{
+    picture p;
+    int gnuplot_ok = 0;
+    if (R->g[1].n < 2 && R->g[2].n < 2) return 0;
+    build_series(R, &p);
+    if (!R->o.svg && system("command -v gnuplot >/dev/null 2>&1") == 0) gnuplot_ok = plot_with_gnuplot(R, &p);
+    return gnuplot_ok ? 0 : write_svg(R, &p);
+}
+
+/* ---- main ---------------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    run *R = (run *)xmalloc(sizeof *R, "run");
+    int rc;
+    memset(R, 0, sizeof *R);
+    R->o = parse(argc, argv);
+    R->t_start = now();
+    run_setup(R);
+    plan_shapes(R);
+    print_header(R);
+    if (!R->o.model_only) measure_machine(R);
+    measure_layers(R);
+    if (!R->o.model_only) measure_peak_again(R);
+    print_layer_table(R);
+    print_plain_loop(R);
+    print_state_table(R);
+    fit_mn_sweep(R);
+    fflush(stdout);   /* the layer part is out before the model's long run */
+    if (R->o.model) measure_model(R);
+    print_targets(R);
+    rc = write_csv(R);
+    if (rc == 0) rc = draw_picture(R);
+    if (rc == 0) {
+        print_load("at end");
+        printf("total time %.1f s\n", now() - R->t_start);
+    }
+    free(g_pool);
+    free(R);
+    return rc;
 }
