@@ -65,7 +65,7 @@ typedef struct soak_spec {
     int pad;                       /* extra elements per row of storage */
     int keep_basis;
     int init;
-    double skip, clip, cap, wd, eps_root;
+    double skip, clip, cap, weight_decay, eps_root;   /* LoRA-RITE's options (AdamW: weight_decay only) */
     int escape, relative_eps, balance;
     int guarded;                   /* the trainer goes back to a checkpoint when the loss explodes */
 } soak_spec;
@@ -181,14 +181,12 @@ static void make_layer(soak_layer *s, const soak_spec *sp, tu_rng *g)
     int side, i, j, p, m = sp->m, n = sp->n, r = sp->r;
     memset(s, 0, sizeof *s);
     s->sp = sp;
-    c.skip = sp->opt == RITE_LORA_RITE ? sp->skip : c.skip;
-    c.clip = sp->opt == RITE_LORA_RITE ? sp->clip : c.clip;
-    c.cap = sp->cap;
-    c.weight_decay = sp->wd;
-    c.eps_root = sp->eps_root;
-    c.escape = sp->escape;
-    c.relative_eps = sp->relative_eps;
-    c.balance = sp->balance;
+    c.weight_decay = sp->weight_decay;
+    if (sp->opt == RITE_LORA_RITE) {
+#define SOAK_OPTION_(field) c.field = sp->field;
+        TU_RITE_FIELDS(SOAK_OPTION_)
+#undef SOAK_OPTION_
+    }
     d = tu_desc(m, n, r, sp->opt, RITE_FLOAT32);
     d.layout_L = sp->layout_L;
     d.layout_R = sp->layout_R;
@@ -274,25 +272,12 @@ static void make_layer(soak_layer *s, const soak_spec *sp, tu_rng *g)
 
 static void free_layer(soak_layer *s)
 {
-    int side;
+    void *owned[] = {s->X[0], s->X[1], s->G[0], s->G[1], s->xsave[0], s->xsave[1], s->good_x[0], s->good_x[1],
+                     s->A, s->Ld, s->Rd, s->gL, s->gR, s->work, s->state, s->state2, s->ckpt, s->good_ckpt};
+    size_t i;
     rite_free(s->l);
     rite_free(s->twin);
-    for (side = 0; side < 2; side++) {
-        free(s->X[side]);
-        free(s->G[side]);
-        free(s->xsave[side]);
-        free(s->good_x[side]);
-    }
-    free(s->A);
-    free(s->Ld);
-    free(s->Rd);
-    free(s->gL);
-    free(s->gR);
-    free(s->work);
-    free(s->state);
-    free(s->state2);
-    free(s->ckpt);
-    free(s->good_ckpt);
+    for (i = 0; i < sizeof owned / sizeof *owned; i++) free(owned[i]);
 }
 
 /* keep the state and the factors as the point to go back to */

@@ -880,20 +880,30 @@ static void fz_cancel_pending(fz_layer *x)
     }
 }
 
+/* rite_step_f32 (f32 nonzero) or rite_step_f64 on any handle and buffers:
+   the calls the layer expects, and those of the wrong precision or with NULL */
+static rite_status fz_step_with(int f32, rite_layer *l, void *L, void *R, const void *gL, const void *gR)
+{
+    return f32 ? rite_step_f32(l, (float *)L, (float *)R, (const float *)gL, (const float *)gR)
+               : rite_step_f64(l, (double *)L, (double *)R, (const double *)gL, (const double *)gR);
+}
+
+/* rite_prepare_f32 (f32 nonzero) or rite_prepare_f64, the same way */
+static rite_status fz_prepare_with(int f32, rite_layer *l, void *L, void *R, const void *gL, const void *gR,
+                                   double *sumsq)
+{
+    return f32 ? rite_prepare_f32(l, (float *)L, (float *)R, (const float *)gL, (const float *)gR, sumsq)
+               : rite_prepare_f64(l, (double *)L, (double *)R, (const double *)gL, (const double *)gR, sumsq);
+}
+
 static rite_status fz_call_step(fz_layer *x)
 {
-    return x->f32 ? rite_step_f32(x->l, (float *)x->X[0], (float *)x->X[1], (const float *)x->G[0],
-                                  (const float *)x->G[1])
-                  : rite_step_f64(x->l, (double *)x->X[0], (double *)x->X[1], (const double *)x->G[0],
-                                  (const double *)x->G[1]);
+    return fz_step_with(x->f32, x->l, x->X[0], x->X[1], x->G[0], x->G[1]);
 }
 
 static rite_status fz_call_prepare(fz_layer *x, double *sumsq)
 {
-    return x->f32 ? rite_prepare_f32(x->l, (float *)x->X[0], (float *)x->X[1], (const float *)x->G[0],
-                                     (const float *)x->G[1], sumsq)
-                  : rite_prepare_f64(x->l, (double *)x->X[0], (double *)x->X[1], (const double *)x->G[0],
-                                     (const double *)x->G[1], sumsq);
+    return fz_prepare_with(x->f32, x->l, x->X[0], x->X[1], x->G[0], x->G[1], sumsq);
 }
 
 static void fz_op_step(fz_layer *x)
@@ -1016,10 +1026,7 @@ static void fz_op_prepare_other(fz_in *in, fz_layer *x)
         fz_set(x, x->X2[bad], tu_index(fz_layout(x, bad), fz_ld(x, bad), i, j), fz_element_special((b >> 2) % 3u));
         for (side = 0; side < 2; side++) memcpy(other[side], x->X2[side], x->cnt[side] * x->es);
         fz_snapshot(x, s);
-        st = x->f32 ? rite_prepare_f32(x->l, (float *)x->X2[0], (float *)x->X2[1], (const float *)x->G[0],
-                                       (const float *)x->G[1], &sumsq)
-                    : rite_prepare_f64(x->l, (double *)x->X2[0], (double *)x->X2[1], (const double *)x->G[0],
-                                       (const double *)x->G[1], &sumsq);
+        st = fz_prepare_with(x->f32, x->l, x->X2[0], x->X2[1], x->G[0], x->G[1], &sumsq);
         FZ_CHECK(st == RITE_ERR_NONFINITE_FACTOR && sumsq == -1.0);
         for (side = 0; side < 2; side++) FZ_CHECK(!memcmp(other[side], x->X2[side], x->cnt[side] * x->es));
         fz_check_unchanged(x, s);
@@ -1031,10 +1038,7 @@ static void fz_op_prepare_other(fz_in *in, fz_layer *x)
     fz_fill_to(x, in, 1, 1, fz_lgB, x->G2);
     for (side = 0; side < 2; side++) memcpy(other[side], x->G2[side], x->cntg[side] * x->es);
     fz_snapshot(x, s);
-    st = x->f32 ? rite_prepare_f32(x->l, (float *)x->X[0], (float *)x->X[1], (const float *)x->G2[0],
-                                   (const float *)x->G2[1], &sumsq)
-                : rite_prepare_f64(x->l, (double *)x->X[0], (double *)x->X[1], (const double *)x->G2[0],
-                                   (const double *)x->G2[1], &sumsq);
+    st = fz_prepare_with(x->f32, x->l, x->X[0], x->X[1], x->G2[0], x->G2[1], &sumsq);
     fz_check_status_string(st);
     for (side = 0; side < 2; side++) FZ_CHECK(!memcmp(other[side], x->G2[side], x->cntg[side] * x->es));
     fz_check_unchanged(x, s);
@@ -1199,17 +1203,6 @@ static void fz_op_state_copy(fz_in *in, fz_layer *x)
     fz_check_unchanged(x, s);
 }
 
-static uint64_t fz_fnv1a(const unsigned char *p, size_t n)
-{
-    uint64_t h = 14695981039346656037ull;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 /* a load that must fail and change nothing */
 static void fz_load_rejected(fz_layer *x, const void *src, size_t n)
 {
@@ -1351,7 +1344,7 @@ static void fz_op_ckpt_raw(fz_in *in, fz_layer *x)
         fz_save(x, good);
         memcpy(buf, good, 64);
         memcpy(buf + 56, buf + 64, 8);   /* the step count, twice */
-        h = fz_fnv1a(buf, n - 8);
+        h = tu_fnv1a(buf, n - 8);
         memcpy(buf + n - 8, &h, 8);
     }
     fz_load_any(x, buf, m, 0);
@@ -1395,7 +1388,7 @@ static void fz_op_ckpt_forge(fz_in *in, fz_layer *x)
         }
     }
     if (what & 1u) buf[44] ^= 3u;   /* the layouts: recorded, checked for AdamW only */
-    h = fz_fnv1a(buf, n - 8);
+    h = tu_fnv1a(buf, n - 8);
     memcpy(buf + n - 8, &h, 8);
     fz_load_any(x, buf, n, 0);
 }
@@ -1460,13 +1453,8 @@ static void fz_op_bad_calls(fz_in *in, fz_layer *x)
     void *p[4];
     fz_snapshot(x, s);
     /* the other precision's functions, on buffers that are large enough */
-    if (x->f32) {
-        st = b & 1u ? rite_step_f64(x->l, dbuf[0], dbuf[1], dbuf[0], dbuf[1])
-                    : rite_prepare_f64(x->l, dbuf[0], dbuf[1], dbuf[0], dbuf[1], &sq);
-    } else {
-        float *f0 = (float *)(void *)dbuf[0], *f1 = (float *)(void *)dbuf[1];
-        st = b & 1u ? rite_step_f32(x->l, f0, f1, f0, f1) : rite_prepare_f32(x->l, f0, f1, f0, f1, &sq);
-    }
+    st = b & 1u ? fz_step_with(!x->f32, x->l, dbuf[0], dbuf[1], dbuf[0], dbuf[1])
+                : fz_prepare_with(!x->f32, x->l, dbuf[0], dbuf[1], dbuf[0], dbuf[1], &sq);
     FZ_CHECK(st == RITE_ERR_PRECISION && sq == 3.0);
     fz_check_unchanged(x, s);
     /* shared storage: L passed as R too (both optimizers), and for AdamW a
@@ -1475,10 +1463,7 @@ static void fz_op_bad_calls(fz_in *in, fz_layer *x)
         void *r = b & 64u ? x->X[0] : x->X[1];
         const void *g = b & 64u ? x->G[1] : x->X[(b >> 3) & 1u];
         if (b & 64u || x->d.optimizer == RITE_ADAMW) {
-            st = x->f32 ? rite_prepare_f32(x->l, (float *)x->X[0], (float *)r, (const float *)x->G[0],
-                                           (const float *)g, &sq)
-                        : rite_prepare_f64(x->l, (double *)x->X[0], (double *)r, (const double *)x->G[0],
-                                           (const double *)g, &sq);
+            st = fz_prepare_with(x->f32, x->l, x->X[0], r, x->G[0], g, &sq);
             FZ_CHECK(st == RITE_ERR_ALIASING && sq == 3.0 && rite_last_error(x->l)[0] != 0);
             fz_check_unchanged(x, s);
         }
@@ -1489,28 +1474,10 @@ static void fz_op_bad_calls(fz_in *in, fz_layer *x)
     p[2] = x->G[0];
     p[3] = x->G[1];
     p[(b >> 1) % 4u] = NULL;
-    if (x->f32) {
-        st = rite_step_f32(x->l, (float *)p[0], (float *)p[1], (const float *)p[2], (const float *)p[3]);
-        FZ_CHECK(st == RITE_ERR_NULL_ARGUMENT);
-        st = rite_prepare_f32(x->l, (float *)p[0], (float *)p[1], (const float *)p[2], (const float *)p[3], &sq);
-        FZ_CHECK(st == RITE_ERR_NULL_ARGUMENT);
-        st = rite_prepare_f32(x->l, (float *)x->X[0], (float *)x->X[1], (const float *)x->G[0],
-                              (const float *)x->G[1], NULL);
-        FZ_CHECK(st == RITE_ERR_NULL_ARGUMENT);
-        st = rite_step_f32(NULL, (float *)x->X[0], (float *)x->X[1], (const float *)x->G[0], (const float *)x->G[1]);
-        FZ_CHECK(st == RITE_ERR_NULL_ARGUMENT);
-    } else {
-        st = rite_step_f64(x->l, (double *)p[0], (double *)p[1], (const double *)p[2], (const double *)p[3]);
-        FZ_CHECK(st == RITE_ERR_NULL_ARGUMENT);
-        st = rite_prepare_f64(x->l, (double *)p[0], (double *)p[1], (const double *)p[2], (const double *)p[3], &sq);
-        FZ_CHECK(st == RITE_ERR_NULL_ARGUMENT);
-        st = rite_prepare_f64(x->l, (double *)x->X[0], (double *)x->X[1], (const double *)x->G[0],
-                              (const double *)x->G[1], NULL);
-        FZ_CHECK(st == RITE_ERR_NULL_ARGUMENT);
-        st = rite_step_f64(NULL, (double *)x->X[0], (double *)x->X[1], (const double *)x->G[0],
-                           (const double *)x->G[1]);
-        FZ_CHECK(st == RITE_ERR_NULL_ARGUMENT);
-    }
+    FZ_CHECK(fz_step_with(x->f32, x->l, p[0], p[1], p[2], p[3]) == RITE_ERR_NULL_ARGUMENT);
+    FZ_CHECK(fz_prepare_with(x->f32, x->l, p[0], p[1], p[2], p[3], &sq) == RITE_ERR_NULL_ARGUMENT);
+    FZ_CHECK(fz_prepare_with(x->f32, x->l, x->X[0], x->X[1], x->G[0], x->G[1], NULL) == RITE_ERR_NULL_ARGUMENT);
+    FZ_CHECK(fz_step_with(x->f32, NULL, x->X[0], x->X[1], x->G[0], x->G[1]) == RITE_ERR_NULL_ARGUMENT);
     FZ_CHECK(sq == 3.0);
     fz_check_unchanged(x, s);
     if (b & 0x80u) {   /* files that cannot be opened */

@@ -33,22 +33,21 @@ typedef struct ref_config {
     double pinv_eps;
 } ref_config;
 
-/* The defaults listed at the end of SPEC.md's step list. */
+/* The defaults listed at the end of SPEC.md's step list; every field not
+   named is 0 (eps_root, cap, weight_decay, the switches, pinv_eps). */
 static inline ref_config ref_config_default(void) {
-    ref_config c;
-    c.lr = 1e-3;
-    c.beta1 = 0.9;
-    c.beta2 = 0.999;
-    c.eps = 1e-6;
-    c.eps_root = 0;
-    c.clip = 1.0;
-    c.skip = 1.0;
-    c.cap = 0;
-    c.weight_decay = 0;
-    c.escape = 0;
-    c.relative_eps = 0;
-    c.balance = 0;
-    c.pinv_eps = 0;
+    const ref_config c = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .clip = 1.0, .skip = 1.0};
+    return c;
+}
+
+/* Every option on at once, at values where each one acts. */
+static inline ref_config ref_config_all_options(void) {
+    ref_config c = ref_config_default();
+    c.lr = 0.02;
+    c.clip = c.skip = 0.5;
+    c.cap = 0.7;
+    c.eps_root = c.weight_decay = 0.05;
+    c.escape = c.relative_eps = c.balance = 1;
     return c;
 }
 
@@ -262,30 +261,38 @@ static inline void ref__factor(ref_layer *ly, int rows, const double *gb, const 
 
 /* ------------------------------------------------------------- public API */
 
+/* The layer's buffers and their sizes: the m x r and n x r ones in pairs
+   (L, R), then the r x r ones. */
+enum { REF__NBUF = 12 };
+static inline void ref__buffers(ref_layer *ly, double **buf[REF__NBUF], size_t size[REF__NBUF]) {
+    double **list[REF__NBUF] = {&ly->ML, &ly->MR, &ly->UL_prev, &ly->UR_prev, &ly->UL,  &ly->UR,
+                                &ly->gbL, &ly->gbR, &ly->VL,     &ly->VR,      &ly->TLp, &ly->TRp};
+    int i;
+    for (i = 0; i < REF__NBUF; i++) {
+        buf[i] = list[i];
+        size[i] = i >= 8 ? (size_t)ly->r * ly->r : (size_t)(i % 2 ? ly->n : ly->m) * ly->r;
+    }
+}
+
 static inline void ref_init(ref_layer *ly, int m, int n, int r, const ref_config *cfg) {
+    double **buf[REF__NBUF];
+    size_t size[REF__NBUF];
+    int i;
     memset(ly, 0, sizeof *ly);
     ly->m = m;
     ly->n = n;
     ly->r = r;
     ly->cfg = *cfg;
-    ly->ML = ref__zeros((size_t)m * r);
-    ly->MR = ref__zeros((size_t)n * r);
-    ly->VL = ref__zeros((size_t)r * r);
-    ly->VR = ref__zeros((size_t)r * r);
-    ly->UL_prev = ref__zeros((size_t)m * r);
-    ly->UR_prev = ref__zeros((size_t)n * r);
-    ly->UL = ref__zeros((size_t)m * r);
-    ly->UR = ref__zeros((size_t)n * r);
-    ly->TLp = ref__zeros((size_t)r * r);
-    ly->TRp = ref__zeros((size_t)r * r);
-    ly->gbL = ref__zeros((size_t)m * r);
-    ly->gbR = ref__zeros((size_t)n * r);
+    ref__buffers(ly, buf, size);
+    for (i = 0; i < REF__NBUF; i++) *buf[i] = ref__zeros(size[i]);
 }
 
 static inline void ref_free(ref_layer *ly) {
-    free(ly->ML); free(ly->MR); free(ly->VL); free(ly->VR);
-    free(ly->UL_prev); free(ly->UR_prev); free(ly->UL); free(ly->UR);
-    free(ly->TLp); free(ly->TRp); free(ly->gbL); free(ly->gbR);
+    double **buf[REF__NBUF];
+    size_t size[REF__NBUF];
+    int i;
+    ref__buffers(ly, buf, size);
+    for (i = 0; i < REF__NBUF; i++) free(*buf[i]);
     memset(ly, 0, sizeof *ly);
 }
 
@@ -406,14 +413,14 @@ static inline void ref_adamw_init(ref_adamw *a, int m, int n, int r, double lr, 
     memset(a, 0, sizeof *a);
     a->m = m; a->n = n; a->r = r;
     a->lr = lr; a->beta1 = beta1; a->beta2 = beta2; a->eps = eps; a->weight_decay = weight_decay;
-    a->mL = ref__zeros((size_t)m * r);
-    a->vL = ref__zeros((size_t)m * r);
-    a->mR = ref__zeros((size_t)n * r);
-    a->vR = ref__zeros((size_t)n * r);
+    a->mL = ref__zeros(2 * ((size_t)m + (size_t)n) * (size_t)r); /* one block: mL, vL, mR, vR */
+    a->vL = a->mL + (size_t)m * r;
+    a->mR = a->vL + (size_t)m * r;
+    a->vR = a->mR + (size_t)n * r;
 }
 
 static inline void ref_adamw_free(ref_adamw *a) {
-    free(a->mL); free(a->vL); free(a->mR); free(a->vR);
+    free(a->mL);
     memset(a, 0, sizeof *a);
 }
 

@@ -355,20 +355,9 @@ static uint64_t ck_u64(const unsigned char *b) {
 
 static void ck_set_u32(unsigned char *b, uint32_t v) { memcpy(b, &v, 4); }
 
-/* FNV-1a 64: offset basis 0xcbf29ce484222325, prime 0x100000001b3. */
-static uint64_t ck_fnv1a(const unsigned char *p, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 /* Rewrite the trailing checksum after an edit, so that only the edit is wrong. */
 static void ck_reseal(unsigned char *b, size_t n) {
-    uint64_t h = ck_fnv1a(b, n - 8);
+    uint64_t h = tu_fnv1a(b, n - 8);
     memcpy(b + n - 8, &h, 8);
 }
 
@@ -873,7 +862,7 @@ static void test_header_fields(void **state) {
         assert_int_equal(ck_u64(b + 48), ns);                   /* payload bytes */
         assert_int_equal(ck_u64(b + 56), 5 + i % 4);            /* step count */
         assert_memory_equal(b + HEADER, st, ns);                /* payload: the state bytes */
-        sum = ck_fnv1a(b, n - 8);
+        sum = tu_fnv1a(b, n - 8);
         assert_int_equal(ck_u64(b + n - 8), sum);
 
         /* the file is byte for byte the same */
@@ -893,7 +882,7 @@ static void test_header_fields(void **state) {
             assert_int_equal(fbn, n);
             assert_int_equal(ck_u64(fb + 56), 0);
             assert_memory_equal(fb + 8, b + 8, 48);           /* same fields up to the step count */
-            assert_int_equal(ck_u64(fb + fbn - 8), ck_fnv1a(fb, fbn - 8));
+            assert_int_equal(ck_u64(fb + fbn - 8), tu_fnv1a(fb, fbn - 8));
             free(fb);
             rite_free(f);
         }
@@ -909,9 +898,9 @@ static void test_header_fields(void **state) {
    vectors (empty string, "a", "foobar"). */
 static void test_fnv1a_vectors(void **state) {
     (void)state;
-    assert_int_equal(ck_fnv1a((const unsigned char *)"", 0), 0xcbf29ce484222325ull);
-    assert_int_equal(ck_fnv1a((const unsigned char *)"a", 1), 0xaf63dc4c8601ec8cull);
-    assert_int_equal(ck_fnv1a((const unsigned char *)"foobar", 6), 0x85944171f73967e8ull);
+    assert_int_equal(tu_fnv1a((const unsigned char *)"", 0), 0xcbf29ce484222325ull);
+    assert_int_equal(tu_fnv1a((const unsigned char *)"a", 1), 0xaf63dc4c8601ec8cull);
+    assert_int_equal(tu_fnv1a((const unsigned char *)"foobar", 6), 0x85944171f73967e8ull);
 }
 
 /* ============================================================ rejections */

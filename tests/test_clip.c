@@ -54,12 +54,7 @@ static void problem_make(problem *p, int layer) {
 
 /* Gradients at (L, R); multiplied by `spike` at steps s % 7 == 3 (outliers). */
 static void problem_grad(problem *p, const double *L, const double *R, int s, double spike, double *gL, double *gR) {
-    int i;
-    tu_lsq_loss_grad(L, R, p->A, p->m, p->n, p->r, gL, gR, p->work);
-    if (spike > 0 && s % 7 == 3) {
-        for (i = 0; i < p->m * p->r; i++) gL[i] *= spike;
-        for (i = 0; i < p->n * p->r; i++) gR[i] *= spike;
-    }
+    tu_lsq_grad_spiked(L, R, p->A, p->m, p->n, p->r, s, spike, gL, gR, p->work);
 }
 
 /* The library's view of one layer: its factors and gradients in storage. */
@@ -69,27 +64,24 @@ typedef struct lib_layer {
     double L[MAXK * MAXR], R[MAXK * MAXR], gL[MAXK * MAXR], gR[MAXK * MAXR];
 } lib_layer;
 
+static int ld_of(rite_layout layout, int k, int r) { return layout == RITE_RANK_LAST ? r : k; }
+
 static void lib_make(lib_layer *ly, int layer, const problem *p, const ref_config *cfg) {
-    rite_desc d;
     rite_config rc = tu_rite_config(cfg, RITE_LORA_RITE);
+    rite_desc d = tu_desc(p->m, p->n, p->r, RITE_LORA_RITE, RITE_FLOAT64);
     rite_status st;
-    memset(&d, 0, sizeof d);
-    ly->m = d.m = p->m;
-    ly->n = d.n = p->n;
-    ly->r = d.r = p->r;
-    d.precision = RITE_FLOAT64;
-    d.optimizer = RITE_LORA_RITE;
+    ly->m = p->m;
+    ly->n = p->n;
+    ly->r = p->r;
     d.layout_L = LAYOUT_L[layer];
     d.layout_R = LAYOUT_R[layer];
     d.config = &rc;
     st = rite_init(&ly->layer, &d);
     if (st != RITE_OK) print_error("rite_init: %s\n", rite_status_string(st));
     assert_int_equal(st, RITE_OK);
-    tu_to_layout_d(p->L0, p->m, p->r, d.layout_L, d.layout_L == RITE_RANK_LAST ? p->r : p->m, ly->L);
-    tu_to_layout_d(p->R0, p->n, p->r, d.layout_R, d.layout_R == RITE_RANK_LAST ? p->r : p->n, ly->R);
+    tu_to_layout_d(p->L0, p->m, p->r, d.layout_L, ld_of(d.layout_L, p->m, p->r), ly->L);
+    tu_to_layout_d(p->R0, p->n, p->r, d.layout_R, ld_of(d.layout_R, p->n, p->r), ly->R);
 }
-
-static int ld_of(rite_layout layout, int k, int r) { return layout == RITE_RANK_LAST ? r : k; }
 
 /* library factors -> logical */
 static void lib_get(const lib_layer *ly, int layer, double *L, double *R) {
@@ -118,20 +110,6 @@ static double factor_diff(const lib_layer *ly, int layer, const double *Lref, co
 static ref_config config_defaults(void) {
     ref_config c = ref_config_default();
     c.lr = 0.02;
-    return c;
-}
-
-static ref_config config_all(void) {
-    ref_config c = ref_config_default();
-    c.lr = 0.02;
-    c.clip = 0.5;
-    c.skip = 0.5;
-    c.cap = 0.7;
-    c.escape = 1;
-    c.relative_eps = 1;
-    c.eps_root = 0.05;
-    c.weight_decay = 0.05;
-    c.balance = 1;
     return c;
 }
 
@@ -215,7 +193,7 @@ static void global_case(const char *name, const ref_config *cfg, double spike) {
             if (ds > max_sumsq_diff) max_sumsq_diff = ds;
             if (df > max_diff || df != df) max_diff = df;
             if (!(ds <= 1e-10 && df <= 1e-10)) {
-                print_error("%s: step %d, layer %d: sumsq %.17g vs reference %.17g, factor difference %.3e\n",
+                print_error("global, %s: step %d, layer %d: sumsq %.17g vs reference %.17g, factor difference %.3e\n",
                             name, s, i, sumsq[i], ref[i].sumsq, df);
                 fail();
             }
@@ -226,7 +204,7 @@ static void global_case(const char *name, const ref_config *cfg, double spike) {
         if (d > global_vs_alone) global_vs_alone = d;
         skipped += ref[i].n_skip;
     }
-    print_message("    %-22s max rel diff %.2e, max sumsq rel diff %.2e, clipped %ld of %d steps, "
+    print_message("    global, %-14s max rel diff %.2e, max sumsq rel diff %.2e, clipped %ld of %d steps, "
                   "skipped %ld factors, global vs per-layer clipping %.2e\n",
                   name, max_diff, max_sumsq_diff, clipped, STEPS, skipped, global_vs_alone);
     assert_true(clipped > 0);
@@ -238,19 +216,6 @@ static void global_case(const char *name, const ref_config *cfg, double spike) {
         ref_free(&ref[i]);
         ref_free(&alone[i]);
     }
-}
-
-static void test_global_defaults(void **state) {
-    ref_config cfg = config_defaults();
-    (void)state;
-    global_case("global, defaults", &cfg, 0);
-}
-
-/* With skipping active: a skipped factor adds nothing to the sum. */
-static void test_global_all_options(void **state) {
-    ref_config cfg = config_all();
-    (void)state;
-    global_case("global, all options", &cfg, 5.0);
 }
 
 /* Each layer stepped alone with rite_step_f64 is clipped by its own norm. */
@@ -275,11 +240,12 @@ static void alone_case(const char *name, const ref_config *cfg, double spike) {
             d = factor_diff(&lib, i, Lr, Rr);
             if (d > max_diff || d != d) max_diff = d;
             if (!(d <= 1e-10)) {
-                print_error("%s: layer %d, step %d: relative difference %.3e\n", name, i, s, d);
+                print_error("alone, %s: layer %d, step %d: relative difference %.3e\n", name, i, s, d);
                 fail();
             }
         }
-        print_message("    %-22s layer %d (%dx%d, r=%d): max rel diff %.2e, clipped %ld of %d steps, max gamma %.3g\n",
+        print_message("    alone, %-15s layer %d (%dx%d, r=%d): max rel diff %.2e, clipped %ld of %d steps, "
+                      "max gamma %.3g\n",
                       name, i, p.m, p.n, p.r, max_diff, ref.n_clip, STEPS, ref.max_gamma);
         assert_true(ref.n_clip > 0);
         rite_free(lib.layer);
@@ -287,24 +253,41 @@ static void alone_case(const char *name, const ref_config *cfg, double spike) {
     }
 }
 
-static void test_alone_defaults(void **state) {
-    ref_config cfg = config_defaults();
-    (void)state;
-    alone_case("alone, defaults", &cfg, 0);
+/* The configurations every check runs with. */
+typedef struct clip_config {
+    const char *name;
+    ref_config (*make)(void);
+    double spike; /* gradients multiplied by this at steps s % 7 == 3 (0: never) */
+} clip_config;
+
+static const clip_config CONFIGS[] = {
+    {"defaults", config_defaults, 0},
+    /* with skipping active: a skipped factor adds nothing to the sum */
+    {"all options", ref_config_all_options, 5.0},
+};
+
+static void for_each_config(void (*check)(const char *name, const ref_config *cfg, double spike)) {
+    size_t i;
+    for (i = 0; i < sizeof CONFIGS / sizeof CONFIGS[0]; i++) {
+        ref_config cfg = CONFIGS[i].make();
+        check(CONFIGS[i].name, &cfg, CONFIGS[i].spike);
+    }
 }
 
-static void test_alone_all_options(void **state) {
-    ref_config cfg = config_all();
+static void test_global_clipping_matches_reference(void **state) {
     (void)state;
-    alone_case("alone, all options", &cfg, 5.0);
+    for_each_config(global_case);
+}
+
+static void test_layer_alone_clipped_by_own_norm(void **state) {
+    (void)state;
+    for_each_config(alone_case);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_global_defaults),
-        cmocka_unit_test(test_global_all_options),
-        cmocka_unit_test(test_alone_defaults),
-        cmocka_unit_test(test_alone_all_options),
+        cmocka_unit_test(test_global_clipping_matches_reference),
+        cmocka_unit_test(test_layer_alone_clipped_by_own_norm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,54 +43,6 @@ static void check_status(rite_status got, rite_status want, const char *what) {
     }
 }
 
-/* Counting allocator hook: remembers every live block, can refuse the
-   fail_at-th request (1-based; 0 = never). */
-enum { CA_MAX_LIVE = 256 };
-typedef struct count_alloc {
-    long requests, allocs, frees, bad_frees, fail_at;
-    size_t bytes;
-    void *live[CA_MAX_LIVE];
-    int nlive;
-} count_alloc;
-
-static void *ca_alloc(size_t size, void *user_data) {
-    count_alloc *c = (count_alloc *)user_data;
-    void *p;
-    c->requests++;
-    if (c->fail_at && c->requests == c->fail_at) return NULL;
-    if (c->nlive == CA_MAX_LIVE) return NULL;
-    p = malloc(size);
-    if (p) {
-        c->allocs++;
-        c->bytes += size;
-        c->live[c->nlive++] = p;
-    }
-    return p;
-}
-
-static void ca_free(void *ptr, void *user_data) {
-    count_alloc *c = (count_alloc *)user_data;
-    int i;
-    if (!ptr) return;
-    for (i = 0; i < c->nlive; i++)
-        if (c->live[i] == ptr) break;
-    if (i == c->nlive) {
-        c->bad_frees++; /* not ours, or freed twice: do not touch it */
-        return;
-    }
-    c->live[i] = c->live[--c->nlive];
-    c->frees++;
-    free(ptr);
-}
-
-static rite_allocator ca_hooks(count_alloc *c) {
-    rite_allocator a;
-    a.alloc = ca_alloc;
-    a.release = ca_free;
-    a.user_data = c;
-    return a;
-}
-
 /* Bitwise equality of two configs (field by field: the struct has padding). */
 static int cfg_equal(const rite_config *a, const rite_config *b) {
     return !memcmp(&a->lr, &b->lr, sizeof(double)) && !memcmp(&a->beta1, &b->beta1, sizeof(double)) &&
@@ -182,18 +134,26 @@ static void fx_fill_padding(const fx *f, void *p, int b, double v) {
         }
 }
 
+/* rite_step_* or, with `prepare` set, rite_prepare_* of element size es
+   (float or double buffers) on b = {L, R, gL, gR}. */
+static rite_status call_entry(size_t es, int prepare, rite_layer *layer, void *const *b, double *sumsq) {
+    if (es == sizeof(float)) {
+        float *L = (float *)b[B_L], *R = (float *)b[B_R];
+        const float *gL = (const float *)b[B_GL], *gR = (const float *)b[B_GR];
+        return prepare ? rite_prepare_f32(layer, L, R, gL, gR, sumsq) : rite_step_f32(layer, L, R, gL, gR);
+    } else {
+        double *L = (double *)b[B_L], *R = (double *)b[B_R];
+        const double *gL = (const double *)b[B_GL], *gR = (const double *)b[B_GR];
+        return prepare ? rite_prepare_f64(layer, L, R, gL, gR, sumsq) : rite_step_f64(layer, L, R, gL, gR);
+    }
+}
+
 static rite_status fx_step(const fx *f, rite_layer *layer, void *const *b) {
-    if (f->es == sizeof(float))
-        return rite_step_f32(layer, (float *)b[B_L], (float *)b[B_R], (const float *)b[B_GL], (const float *)b[B_GR]);
-    return rite_step_f64(layer, (double *)b[B_L], (double *)b[B_R], (const double *)b[B_GL], (const double *)b[B_GR]);
+    return call_entry(f->es, 0, layer, b, NULL);
 }
 
 static rite_status fx_prepare(const fx *f, rite_layer *layer, void *const *b, double *sumsq) {
-    if (f->es == sizeof(float))
-        return rite_prepare_f32(layer, (float *)b[B_L], (float *)b[B_R], (const float *)b[B_GL],
-                                (const float *)b[B_GR], sumsq);
-    return rite_prepare_f64(layer, (double *)b[B_L], (double *)b[B_R], (const double *)b[B_GL],
-                            (const double *)b[B_GR], sumsq);
+    return call_entry(f->es, 1, layer, b, sumsq);
 }
 
 static void fx_new_grads(fx *f) {
@@ -301,14 +261,16 @@ static void fx_setup(fx *f, const variant *v, uint64_t seed) {
     for (i = 0; i < 3; i++) fx_sync_step(f, "setup");
 }
 
+static void free_each(void *const *p, int n) {
+    int i;
+    for (i = 0; i < n; i++) free(p[i]);
+}
+
 static void fx_teardown(fx *f) {
-    int b;
     rite_free(f->layer);
     rite_free(f->twin);
-    for (b = 0; b < 4; b++) {
-        free(f->buf[b]);
-        free(f->tbuf[b]);
-    }
+    free_each(f->buf, 4);
+    free_each(f->tbuf, 4);
 }
 
 /* Everything a rejected call must leave alone. */
@@ -360,9 +322,20 @@ static void snap_check(const snap *s, const fx *f, const char *what) {
 }
 
 static void snap_free(snap *s) {
-    int b;
-    for (b = 0; b < 4; b++) free(s->buf[b]);
+    free_each(s->buf, 4);
     free(s->state);
+}
+
+/* A call that returned `got` was rejected with `want` and left everything
+   as in s; with check_apply set, it left nothing to apply either. */
+static void check_rejected(const fx *f, const snap *s, rite_status got, rite_status want, int check_apply,
+                           const char *what) {
+    check_status(got, want, what);
+    snap_check(s, f, what);
+    if (check_apply) {
+        check_status(rite_apply(f->layer, 1.0), RITE_ERR_NOT_PREPARED, what);
+        snap_check(s, f, what);
+    }
 }
 
 /* Make a call that must fail with `want`, check nothing changed, then check
@@ -378,6 +351,36 @@ static void snap_free(snap *s) {
         snap_free(&s_);                                 \
         fx_sync_step(f, what);                          \
     } while (0)
+
+/* A test run on a fresh fixture of every variant, seeded with `seed` plus
+   the variant's index. */
+typedef struct variant_test {
+    void (*body)(fx *f);
+    uint64_t seed;
+} variant_test;
+
+static void run_on_every_variant(void **state) {
+    const variant_test *t = (const variant_test *)*state;
+    int v;
+    for (v = 0; v < NVARIANTS; v++) {
+        fx f;
+        fx_setup(&f, &variants[v], t->seed + (uint64_t)v);
+        t->body(&f);
+        fx_teardown(&f);
+    }
+}
+
+/* A test run for both optimizers in both precisions. */
+typedef struct kind_test {
+    void (*body)(rite_optimizer opt, rite_precision prec);
+} kind_test;
+
+static void run_for_every_kind(void **state) {
+    const kind_test *t = (const kind_test *)*state;
+    int opt, prec;
+    for (opt = 0; opt < 2; opt++)
+        for (prec = 0; prec < 2; prec++) t->body((rite_optimizer)opt, (rite_precision)prec);
+}
 
 /* ------------------------------------------------------- status strings */
 
@@ -408,11 +411,11 @@ static void check_good_desc(const rite_desc *d0, const char *what) {
     rite_desc d = *d0;
     rite_memory mem;
     rite_layer *layer = NULL;
-    count_alloc ca;
+    tu_count_alloc ca;
     check_status(rite_desc_check(&d), RITE_OK, what);
     check_status(rite_memory_query(&d, &mem), RITE_OK, what);
     memset(&ca, 0, sizeof ca);
-    d.allocator = ca_hooks(&ca);
+    d.allocator = tu_count_hooks(&ca);
     check_status(rite_init(&layer, &d), RITE_OK, what);
     assert_non_null(layer);
     rite_free(layer);
@@ -426,7 +429,7 @@ static void check_bad_desc(const rite_desc *d0, rite_status want, const char *wh
     rite_desc d = *d0;
     rite_memory mem, ref;
     rite_layer *layer;
-    count_alloc ca;
+    tu_count_alloc ca;
     char msg[256];
 
     snprintf(msg, sizeof msg, "rite_desc_check: %s", what);
@@ -448,7 +451,7 @@ static void check_bad_desc(const rite_desc *d0, rite_status want, const char *wh
 
     if (d.allocator.alloc || d.allocator.release) return; /* the case is about the hooks */
     memset(&ca, 0, sizeof ca);
-    d.allocator = ca_hooks(&ca);
+    d.allocator = tu_count_hooks(&ca);
     layer = (rite_layer *)&ca;
     snprintf(msg, sizeof msg, "rite_init (hooked allocator): %s", what);
     check_status(rite_init(&layer, &d), want, msg);
@@ -457,6 +460,14 @@ static void check_bad_desc(const rite_desc *d0, rite_status want, const char *wh
         print_error("%s: %d blocks leaked, %ld bad frees\n", msg, ca.nlive, ca.bad_frees);
         fail();
     }
+}
+
+/* check_good_desc when want is RITE_OK, else check_bad_desc. */
+static void check_desc(const rite_desc *d, rite_status want, const char *what) {
+    if (want == RITE_OK)
+        check_good_desc(d, what);
+    else
+        check_bad_desc(d, want, what);
 }
 
 /* One fault at a time on top of a valid desc. */
@@ -470,24 +481,18 @@ static void desc_faults(const rite_desc *base) {
     int small_L = base->layout_L == RITE_RANK_LAST ? base->r - 1 : base->m - 1;
     int small_R = base->layout_R == RITE_RANK_LAST ? base->r - 1 : base->n - 1;
 
-#define BAD(stmt, want)                                                                 \
+/* `stmt` applied to the valid desc must give `want` (RITE_OK: accepted) */
+#define EXPECT(stmt, want)                                                              \
     do {                                                                                \
         d = *base;                                                                      \
         stmt;                                                                           \
         snprintf(what, sizeof what, "%s (opt %d prec %d layouts %d/%d)", #stmt,         \
                  (int)base->optimizer, (int)base->precision, (int)base->layout_L,       \
                  (int)base->layout_R);                                                  \
-        check_bad_desc(&d, want, what);                                                 \
+        check_desc(&d, want, what);                                                     \
     } while (0)
-#define GOOD(stmt)                                                                      \
-    do {                                                                                \
-        d = *base;                                                                      \
-        stmt;                                                                           \
-        snprintf(what, sizeof what, "%s (opt %d prec %d layouts %d/%d)", #stmt,         \
-                 (int)base->optimizer, (int)base->precision, (int)base->layout_L,       \
-                 (int)base->layout_R);                                                  \
-        check_good_desc(&d, what);                                                      \
-    } while (0)
+#define BAD(stmt, want) EXPECT(stmt, want)
+#define GOOD(stmt) EXPECT(stmt, RITE_OK)
 
     GOOD((void)0);
 
@@ -541,6 +546,7 @@ static void desc_faults(const rite_desc *base) {
     BAD(d.precision = (rite_precision)-1, RITE_ERR_PRECISION);
     BAD(d.optimizer = (rite_optimizer)2, RITE_ERR_OPTIMIZER);
     BAD(d.optimizer = (rite_optimizer)-1, RITE_ERR_OPTIMIZER);
+#undef EXPECT
 #undef BAD
 #undef GOOD
 }
@@ -656,427 +662,350 @@ static rite_config cfg_with(rite_config c, const cfg_case *k) {
 }
 
 /* Bad hyper-parameters in the desc: desc_check, memory_query and init. */
-static void test_config_in_desc(void **state) {
-    int opt, prec, i;
-    (void)state;
-    for (opt = 0; opt < 2; opt++)
-        for (prec = 0; prec < 2; prec++)
-            for (i = 0; i < NCFG; i++) {
-                const cfg_case *k = &cfg_cases[i];
-                rite_config c;
-                rite_desc d;
-                char what[160];
-                if (opt == RITE_ADAMW && !k->adamw) continue;
-                c = cfg_with(rite_config_default((rite_optimizer)opt), k);
-                d = tu_desc(9, 6, 2, (rite_optimizer)opt, (rite_precision)prec);
-                d.layout_R = RITE_RANK_FIRST;
-                d.config = &c;
-                snprintf(what, sizeof what, "desc config %s (%s, %s)", k->name, opt ? "adamw" : "rite",
-                         prec ? "f64" : "f32");
-                if (k->want == RITE_OK)
-                    check_good_desc(&d, what);
-                else
-                    check_bad_desc(&d, k->want, what);
-            }
+static void check_config_in_desc(rite_optimizer opt, rite_precision prec) {
+    int i;
+    for (i = 0; i < NCFG; i++) {
+        const cfg_case *k = &cfg_cases[i];
+        rite_config c;
+        rite_desc d;
+        char what[160];
+        if (opt == RITE_ADAMW && !k->adamw) continue;
+        c = cfg_with(rite_config_default(opt), k);
+        d = tu_desc(9, 6, 2, opt, prec);
+        d.layout_R = RITE_RANK_FIRST;
+        d.config = &c;
+        snprintf(what, sizeof what, "desc config %s (%s, %s)", k->name, opt ? "adamw" : "rite", prec ? "f64" : "f32");
+        check_desc(&d, k->want, what);
+    }
 }
 
 /* Bad hyper-parameters on a live layer: rite_set_config and rite_set_lr. */
-static void test_set_config(void **state) {
-    int v, i;
-    (void)state;
-    for (v = 0; v < NVARIANTS; v++) {
-        fx f;
-        fx_setup(&f, &variants[v], 100 + (uint64_t)v);
-        for (i = 0; i < NCFG; i++) {
-            const cfg_case *k = &cfg_cases[i];
-            rite_config bad, now;
-            char what[160];
-            if (f.v.opt == RITE_ADAMW && !k->adamw) continue;
-            bad = cfg_with(f.cfg, k);
-            snprintf(what, sizeof what, "rite_set_config(%s)", k->name);
-            if (k->want != RITE_OK) {
-                REJECT(&f, k->want, what, rite_set_config(f.layer, &bad));
-            } else {
-                /* legal boundary: accepted and reported back, then undone */
-                check_status(rite_set_config(f.layer, &bad), RITE_OK, what);
-                now = rite_get_config(f.layer);
-                assert_true(cfg_equal(&now, &bad));
-                check_status(rite_set_config(f.layer, &f.cfg), RITE_OK, "restore config");
-                fx_sync_step(&f, what);
-            }
+static void check_set_config(fx *f) {
+    rite_config now;
+    int i;
+    for (i = 0; i < NCFG; i++) {
+        const cfg_case *k = &cfg_cases[i];
+        rite_config bad;
+        char what[160];
+        if (f->v.opt == RITE_ADAMW && !k->adamw) continue;
+        bad = cfg_with(f->cfg, k);
+        snprintf(what, sizeof what, "rite_set_config(%s)", k->name);
+        if (k->want != RITE_OK) {
+            REJECT(f, k->want, what, rite_set_config(f->layer, &bad));
+        } else {
+            /* legal boundary: accepted and reported back, then undone */
+            check_status(rite_set_config(f->layer, &bad), RITE_OK, what);
+            now = rite_get_config(f->layer);
+            assert_true(cfg_equal(&now, &bad));
+            check_status(rite_set_config(f->layer, &f->cfg), RITE_OK, "restore config");
+            fx_sync_step(f, what);
         }
-        REJECT(&f, RITE_ERR_LR, "rite_set_lr(-1)", rite_set_lr(f.layer, -1.0));
-        REJECT(&f, RITE_ERR_LR, "rite_set_lr(NaN)", rite_set_lr(f.layer, NAN));
-        REJECT(&f, RITE_ERR_LR, "rite_set_lr(Inf)", rite_set_lr(f.layer, INFINITY));
-        REJECT(&f, RITE_ERR_LR, "rite_set_lr(-Inf)", rite_set_lr(f.layer, -INFINITY));
-        REJECT(&f, RITE_ERR_NULL_ARGUMENT, "rite_set_config(layer, NULL)", rite_set_config(f.layer, NULL));
-        REJECT(&f, RITE_ERR_NULL_ARGUMENT, "rite_set_config(NULL, cfg)", rite_set_config(NULL, &f.cfg));
-        REJECT(&f, RITE_ERR_NULL_ARGUMENT, "rite_set_lr(NULL, lr)", rite_set_lr(NULL, 1e-3));
-        /* a legal lr through rite_set_lr is applied, and undone */
-        {
-            rite_config now;
-            check_status(rite_set_lr(f.layer, 0.5), RITE_OK, "rite_set_lr(0.5)");
-            now = rite_get_config(f.layer);
-            assert_true(now.lr == 0.5);
-            check_status(rite_set_lr(f.layer, f.cfg.lr), RITE_OK, "rite_set_lr(restore)");
-            fx_sync_step(&f, "rite_set_lr(0.5) then restore");
-        }
-        fx_teardown(&f);
     }
+    REJECT(f, RITE_ERR_LR, "rite_set_lr(-1)", rite_set_lr(f->layer, -1.0));
+    REJECT(f, RITE_ERR_LR, "rite_set_lr(NaN)", rite_set_lr(f->layer, NAN));
+    REJECT(f, RITE_ERR_LR, "rite_set_lr(Inf)", rite_set_lr(f->layer, INFINITY));
+    REJECT(f, RITE_ERR_LR, "rite_set_lr(-Inf)", rite_set_lr(f->layer, -INFINITY));
+    REJECT(f, RITE_ERR_NULL_ARGUMENT, "rite_set_config(layer, NULL)", rite_set_config(f->layer, NULL));
+    REJECT(f, RITE_ERR_NULL_ARGUMENT, "rite_set_config(NULL, cfg)", rite_set_config(NULL, &f->cfg));
+    REJECT(f, RITE_ERR_NULL_ARGUMENT, "rite_set_lr(NULL, lr)", rite_set_lr(NULL, 1e-3));
+    /* a legal lr through rite_set_lr is applied, and undone */
+    check_status(rite_set_lr(f->layer, 0.5), RITE_OK, "rite_set_lr(0.5)");
+    now = rite_get_config(f->layer);
+    assert_true(now.lr == 0.5);
+    check_status(rite_set_lr(f->layer, f->cfg.lr), RITE_OK, "rite_set_lr(restore)");
+    fx_sync_step(f, "rite_set_lr(0.5) then restore");
 }
 
 /* ---------------------------------------------------- NULL layer buffers */
 
-static void test_null_pointers(void **state) {
-    int v;
-    (void)state;
-    for (v = 0; v < NVARIANTS; v++) {
-        fx f;
-        void *b[4];
-        double sq = 0;
-        size_t size;
-        unsigned char *dst;
-        int k;
-        fx_setup(&f, &variants[v], 200 + (uint64_t)v);
-        REJECT(&f, RITE_ERR_NULL_ARGUMENT, "step(NULL layer)", fx_step(&f, NULL, f.buf));
-        REJECT(&f, RITE_ERR_NULL_ARGUMENT, "prepare(NULL layer)", fx_prepare(&f, NULL, f.buf, &sq));
-        for (k = 0; k < 4; k++) {
-            char what[64];
-            memcpy(b, f.buf, sizeof b);
-            b[k] = NULL;
-            snprintf(what, sizeof what, "step(%s = NULL)", buf_name[k]);
-            REJECT(&f, RITE_ERR_NULL_ARGUMENT, what, fx_step(&f, f.layer, b));
-            snprintf(what, sizeof what, "prepare(%s = NULL)", buf_name[k]);
-            REJECT(&f, RITE_ERR_NULL_ARGUMENT, what, fx_prepare(&f, f.layer, b, &sq));
-        }
-        REJECT(&f, RITE_ERR_NULL_ARGUMENT, "prepare(sumsq = NULL)", fx_prepare(&f, f.layer, f.buf, NULL));
-        REJECT(&f, RITE_ERR_NULL_ARGUMENT, "rite_apply(NULL)", rite_apply(NULL, 1.0));
-        size = rite_state_size(f.layer);
-        dst = (unsigned char *)malloc(size);
-        assert_non_null(dst);
-        REJECT(&f, RITE_ERR_NULL_ARGUMENT, "rite_state_copy(NULL layer)", rite_state_copy(NULL, dst, size));
-        REJECT(&f, RITE_ERR_NULL_ARGUMENT, "rite_state_copy(dst = NULL)", rite_state_copy(f.layer, NULL, size));
-        free(dst);
-        fx_teardown(&f);
+static void check_null_pointers(fx *f) {
+    void *b[4];
+    double sq = 0;
+    size_t size;
+    unsigned char *dst;
+    int k;
+    REJECT(f, RITE_ERR_NULL_ARGUMENT, "step(NULL layer)", fx_step(f, NULL, f->buf));
+    REJECT(f, RITE_ERR_NULL_ARGUMENT, "prepare(NULL layer)", fx_prepare(f, NULL, f->buf, &sq));
+    for (k = 0; k < 4; k++) {
+        char what[64];
+        memcpy(b, f->buf, sizeof b);
+        b[k] = NULL;
+        snprintf(what, sizeof what, "step(%s = NULL)", buf_name[k]);
+        REJECT(f, RITE_ERR_NULL_ARGUMENT, what, fx_step(f, f->layer, b));
+        snprintf(what, sizeof what, "prepare(%s = NULL)", buf_name[k]);
+        REJECT(f, RITE_ERR_NULL_ARGUMENT, what, fx_prepare(f, f->layer, b, &sq));
     }
+    REJECT(f, RITE_ERR_NULL_ARGUMENT, "prepare(sumsq = NULL)", fx_prepare(f, f->layer, f->buf, NULL));
+    REJECT(f, RITE_ERR_NULL_ARGUMENT, "rite_apply(NULL)", rite_apply(NULL, 1.0));
+    size = rite_state_size(f->layer);
+    dst = (unsigned char *)malloc(size);
+    assert_non_null(dst);
+    REJECT(f, RITE_ERR_NULL_ARGUMENT, "rite_state_copy(NULL layer)", rite_state_copy(NULL, dst, size));
+    REJECT(f, RITE_ERR_NULL_ARGUMENT, "rite_state_copy(dst = NULL)", rite_state_copy(f->layer, NULL, size));
+    free(dst);
 }
 
 /* ------------------------------------------------ functions of the other precision */
 
-static void test_precision_mismatch(void **state) {
-    int v, b, phase;
-    (void)state;
-    for (v = 0; v < NVARIANTS; v++) {
-        fx f;
-        double sq = 0;
-        void *o[4], *ocopy[4];
-        size_t oes;
-        fx_setup(&f, &variants[v], 300 + (uint64_t)v);
-        /* valid buffers of the other precision, with the same values */
-        oes = f.es == sizeof(float) ? sizeof(double) : sizeof(float);
-        for (b = 0; b < 4; b++) {
-            size_t i;
-            o[b] = malloc(f.count[b] * oes);
-            ocopy[b] = malloc(f.count[b] * oes);
-            assert_non_null(o[b]);
-            assert_non_null(ocopy[b]);
-            for (i = 0; i < f.count[b]; i++) {
-                if (f.es == sizeof(float))
-                    ((double *)o[b])[i] = ((float *)f.buf[b])[i];
-                else
-                    ((float *)o[b])[i] = (float)((double *)f.buf[b])[i];
-            }
-            memcpy(ocopy[b], o[b], f.count[b] * oes);
-        }
-        for (phase = 0; phase < 2; phase++) {
-            const char *what = f.es == sizeof(float) ? (phase ? "rite_prepare_f64 on a float32 layer"
-                                                               : "rite_step_f64 on a float32 layer")
-                                                     : (phase ? "rite_prepare_f32 on a float64 layer"
-                                                              : "rite_step_f32 on a float64 layer");
-            rite_status st;
-            snap s;
-            snap_take(&s, &f);
-            if (f.es == sizeof(float))
-                st = phase ? rite_prepare_f64(f.layer, (double *)o[0], (double *)o[1], (const double *)o[2],
-                                              (const double *)o[3], &sq)
-                           : rite_step_f64(f.layer, (double *)o[0], (double *)o[1], (const double *)o[2],
-                                           (const double *)o[3]);
+static void check_precision_mismatch(fx *f) {
+    size_t oes = f->es == sizeof(float) ? sizeof(double) : sizeof(float);
+    void *o[4], *ocopy[4];
+    int b, prepare;
+    /* valid buffers of the other precision, with the same values */
+    for (b = 0; b < 4; b++) {
+        size_t i;
+        o[b] = malloc(f->count[b] * oes);
+        ocopy[b] = malloc(f->count[b] * oes);
+        assert_non_null(o[b]);
+        assert_non_null(ocopy[b]);
+        for (i = 0; i < f->count[b]; i++) {
+            if (f->es == sizeof(float))
+                ((double *)o[b])[i] = ((float *)f->buf[b])[i];
             else
-                st = phase ? rite_prepare_f32(f.layer, (float *)o[0], (float *)o[1], (const float *)o[2],
-                                              (const float *)o[3], &sq)
-                           : rite_step_f32(f.layer, (float *)o[0], (float *)o[1], (const float *)o[2],
-                                           (const float *)o[3]);
-            check_status(st, RITE_ERR_PRECISION, what);
-            snap_check(&s, &f, what);
-            /* a rejected call prepares nothing */
-            check_status(rite_apply(f.layer, 1.0), RITE_ERR_NOT_PREPARED, what);
-            snap_check(&s, &f, what);
-            snap_free(&s);
-            for (b = 0; b < 4; b++) assert_memory_equal(o[b], ocopy[b], f.count[b] * oes);
-            fx_sync_step(&f, what);
+                ((float *)o[b])[i] = (float)((double *)f->buf[b])[i];
         }
-        for (b = 0; b < 4; b++) {
-            assert_memory_equal(o[b], ocopy[b], f.count[b] * oes);
-            free(o[b]);
-            free(ocopy[b]);
-        }
-        fx_teardown(&f);
+        memcpy(ocopy[b], o[b], f->count[b] * oes);
     }
+    for (prepare = 0; prepare < 2; prepare++) {
+        char what[64];
+        double sq = 0;
+        snap s;
+        snprintf(what, sizeof what, "%s_%s on a %s layer", prepare ? "rite_prepare" : "rite_step",
+                 oes == sizeof(float) ? "f32" : "f64", f->es == sizeof(float) ? "float32" : "float64");
+        snap_take(&s, f);
+        /* a rejected call prepares nothing */
+        check_rejected(f, &s, call_entry(oes, prepare, f->layer, o, &sq), RITE_ERR_PRECISION, 1, what);
+        snap_free(&s);
+        for (b = 0; b < 4; b++) assert_memory_equal(o[b], ocopy[b], f->count[b] * oes);
+        fx_sync_step(f, what);
+    }
+    for (b = 0; b < 4; b++) assert_memory_equal(o[b], ocopy[b], f->count[b] * oes);
+    free_each(o, 4);
+    free_each(ocopy, 4);
 }
 
 /* ------------------------------------------- non-finite gradients and factors */
 
-static void test_nonfinite_inputs(void **state) {
+/* `value` in the first, middle or last (pos 0, 1, 2) element of buffer b,
+   then a step or a prepare: rejected, nothing changed, nothing prepared. */
+static void check_nonfinite_element(fx *f, int b, int pos, double value, const char *value_name, int prepare) {
+    static const char *const pos_name[3] = {"first", "middle", "last"};
+    int k = f->rows[b];
+    int i = pos == 0 ? 0 : pos == 1 ? k / 2 : k - 1;
+    int j = pos == 0 ? 0 : pos == 1 ? NR / 2 : NR - 1;
+    size_t idx = fx_index(f, b, i, j);
+    unsigned char saved[sizeof(double)];
+    rite_status want = b <= B_R ? RITE_ERR_NONFINITE_FACTOR : RITE_ERR_NONFINITE_GRADIENT;
+    char what[160];
+    snap s;
+    double sq = 0;
+
+    snprintf(what, sizeof what, "%s with %s in the %s element of %s", prepare ? "prepare" : "step", value_name,
+             pos_name[pos], buf_name[b]);
+    fx_new_grads(f);
+    memcpy(saved, (unsigned char *)f->buf[b] + idx * f->es, f->es);
+    fx_put(f, f->buf[b], b, i, j, value);
+    snap_take(&s, f);
+    check_rejected(f, &s, call_entry(f->es, prepare, f->layer, f->buf, &sq), want, prepare, what);
+    snap_free(&s);
+    memcpy((unsigned char *)f->buf[b] + idx * f->es, saved, f->es);
+    fx_sync_step(f, what);
+}
+
+static void check_nonfinite_inputs(fx *f) {
     static const double values[3] = {NAN, INFINITY, -INFINITY};
     static const char *const value_name[3] = {"NaN", "+Inf", "-Inf"};
-    static const char *const pos_name[3] = {"first", "middle", "last"};
-    int v, b, pos, val, phase;
-    (void)state;
-    for (v = 0; v < NVARIANTS; v++) {
-        fx f;
-        fx_setup(&f, &variants[v], 400 + (uint64_t)v);
-        for (b = 0; b < 4; b++)
-            for (pos = 0; pos < 3; pos++)
-                for (val = 0; val < 3; val++)
-                    for (phase = 0; phase < 2; phase++) {
-                        int k = f.rows[b];
-                        int i = pos == 0 ? 0 : pos == 1 ? k / 2 : k - 1;
-                        int j = pos == 0 ? 0 : pos == 1 ? NR / 2 : NR - 1;
-                        size_t idx = fx_index(&f, b, i, j);
-                        unsigned char saved[sizeof(double)];
-                        rite_status want = b <= B_R ? RITE_ERR_NONFINITE_FACTOR : RITE_ERR_NONFINITE_GRADIENT;
-                        char what[160];
-                        snap s;
-                        double sq = 0;
-
-                        snprintf(what, sizeof what, "%s with %s in the %s element of %s", phase ? "prepare" : "step",
-                                 value_name[val], pos_name[pos], buf_name[b]);
-                        fx_new_grads(&f);
-                        memcpy(saved, (unsigned char *)f.buf[b] + idx * f.es, f.es);
-                        fx_put(&f, f.buf[b], b, i, j, values[val]);
-                        snap_take(&s, &f);
-                        if (phase == 0) {
-                            check_status(fx_step(&f, f.layer, f.buf), want, what);
-                        } else {
-                            check_status(fx_prepare(&f, f.layer, f.buf, &sq), want, what);
-                            snap_check(&s, &f, what);
-                            /* nothing was prepared */
-                            check_status(rite_apply(f.layer, 1.0), RITE_ERR_NOT_PREPARED, what);
-                        }
-                        snap_check(&s, &f, what);
-                        snap_free(&s);
-                        memcpy((unsigned char *)f.buf[b] + idx * f.es, saved, f.es);
-                        fx_sync_step(&f, what);
-                    }
-        fx_teardown(&f);
-    }
+    int b, pos, val, prepare;
+    for (b = 0; b < 4; b++)
+        for (pos = 0; pos < 3; pos++)
+            for (val = 0; val < 3; val++)
+                for (prepare = 0; prepare < 2; prepare++)
+                    check_nonfinite_element(f, b, pos, values[val], value_name[val], prepare);
 }
 
 /* Non-finite values in the padding are not matrix elements: no error, no
    effect, and the padding is left as it was. */
-static void test_padding_not_read(void **state) {
-    int v, b, s;
-    (void)state;
-    for (v = 0; v < NVARIANTS; v++) {
-        fx f;
-        fx_setup(&f, &variants[v], 500 + (uint64_t)v);
-        for (s = 0; s < 3; s++) {
-            fx_new_grads(&f);
-            for (b = 0; b < 4; b++) fx_fill_padding(&f, f.buf[b], b, NAN);
-            check_status(fx_step(&f, f.layer, f.buf), RITE_OK, "step with NaN padding");
-            check_status(fx_step(&f, f.twin, f.tbuf), RITE_OK, "step with finite padding");
-            for (b = 0; b < 4; b++) {
-                size_t idx;
-                for (idx = 0; idx < f.count[b]; idx++) {
-                    if (fx_is_padding(&f, b, idx)) {
-                        double x = f.es == sizeof(float) ? ((float *)f.buf[b])[idx] : ((double *)f.buf[b])[idx];
-                        double y = f.es == sizeof(float) ? ((float *)f.tbuf[b])[idx] : ((double *)f.tbuf[b])[idx];
-                        assert_true(isnan(x));
-                        assert_true(y == PAD_VALUE);
-                    }
+static void check_padding_not_read(fx *f) {
+    int b, s;
+    for (s = 0; s < 3; s++) {
+        fx_new_grads(f);
+        for (b = 0; b < 4; b++) fx_fill_padding(f, f->buf[b], b, NAN);
+        check_status(fx_step(f, f->layer, f->buf), RITE_OK, "step with NaN padding");
+        check_status(fx_step(f, f->twin, f->tbuf), RITE_OK, "step with finite padding");
+        for (b = 0; b < 4; b++) {
+            size_t idx;
+            for (idx = 0; idx < f->count[b]; idx++) {
+                if (fx_is_padding(f, b, idx)) {
+                    double x = f->es == sizeof(float) ? ((float *)f->buf[b])[idx] : ((double *)f->buf[b])[idx];
+                    double y = f->es == sizeof(float) ? ((float *)f->tbuf[b])[idx] : ((double *)f->tbuf[b])[idx];
+                    assert_true(isnan(x));
+                    assert_true(y == PAD_VALUE);
                 }
-                fx_fill_padding(&f, f.buf[b], b, PAD_VALUE);
             }
-            fx_assert_twin(&f, "NaN padding");
+            fx_fill_padding(f, f->buf[b], b, PAD_VALUE);
         }
-        fx_teardown(&f);
+        fx_assert_twin(f, "NaN padding");
     }
 }
 
 /* ------------------------------------------------------- prepare / apply */
 
-static void test_apply_errors(void **state) {
-    int v, i;
-    (void)state;
-    for (v = 0; v < NVARIANTS; v++) {
-        fx f;
-        snap s;
-        double sq = -1, sq2 = -1, bad[8];
-        int nbad = 0;
-        rite_layer *fresh = NULL;
-        unsigned char *z0, *z1;
-        size_t zs0, zs1;
+/* A layer that was never prepared has nothing to apply, and stays as it was. */
+static void check_apply_on_new_layer(const rite_desc *desc) {
+    rite_layer *fresh = NULL;
+    unsigned char *z0, *z1;
+    size_t zs0, zs1;
+    check_status(rite_init(&fresh, desc), RITE_OK, "init fresh");
+    z0 = state_of(fresh, &zs0);
+    check_status(rite_apply(fresh, 1.0), RITE_ERR_NOT_PREPARED, "apply on a new layer");
+    z1 = state_of(fresh, &zs1);
+    assert_int_equal(zs0, zs1);
+    assert_memory_equal(z0, z1, zs0);
+    assert_true(rite_step_count(fresh) == 0);
+    free(z0);
+    free(z1);
+    rite_free(fresh);
+}
 
-        fx_setup(&f, &variants[v], 600 + (uint64_t)v);
-
-        /* a layer that was never prepared */
-        check_status(rite_init(&fresh, &f.desc), RITE_OK, "init fresh");
-        z0 = state_of(fresh, &zs0);
-        check_status(rite_apply(fresh, 1.0), RITE_ERR_NOT_PREPARED, "apply on a new layer");
-        z1 = state_of(fresh, &zs1);
-        assert_int_equal(zs0, zs1);
-        assert_memory_equal(z0, z1, zs0);
-        assert_true(rite_step_count(fresh) == 0);
-        free(z0);
-        free(z1);
-        rite_free(fresh);
-
-        /* a stepped layer: the step consumed its own prepare */
-        REJECT(&f, RITE_ERR_NOT_PREPARED, "apply after a step", rite_apply(f.layer, 1.0));
-
-        /* prepare changes nothing, then rejected totals, then the right one */
-        fx_new_grads(&f);
-        snap_take(&s, &f);
-        check_status(fx_prepare(&f, f.layer, f.buf, &sq), RITE_OK, "prepare");
-        snap_check(&s, &f, "prepare");
-        if (f.v.opt == RITE_ADAMW) {
-            assert_true(sq == 0.0);
-        } else {
-            assert_true(sq > 0.0 && isfinite(sq));
-        }
-        bad[nbad++] = -1.0;
-        bad[nbad++] = -DBL_MIN;
-        bad[nbad++] = -INFINITY;
-        bad[nbad++] = NAN;
-        if (sq > 0) {
-            bad[nbad++] = 0.0;
-            bad[nbad++] = 0.5 * sq;
-            bad[nbad++] = nextafter(sq, 0.0);
-        }
-        for (i = 0; i < nbad; i++) {
-            char what[96];
-            snprintf(what, sizeof what, "apply(total = %.17g) with own sumsq %.17g", bad[i], sq);
-            check_status(rite_apply(f.layer, bad[i]), RITE_ERR_SUMSQ, what);
-            snap_check(&s, &f, what);
-        }
-        snap_free(&s);
-        /* the prepared step survives rejected totals */
-        check_status(rite_apply(f.layer, sq), RITE_OK, "apply(own sumsq) after rejected totals");
-        check_status(fx_step(&f, f.twin, f.tbuf), RITE_OK, "twin step");
-        fx_assert_twin(&f, "apply after rejected totals");
-
-        /* one prepare, two applies */
-        REJECT(&f, RITE_ERR_NOT_PREPARED, "second apply after one prepare", rite_apply(f.layer, sq));
-
-        /* a larger global total is legal: same two-phase step on both */
-        fx_new_grads(&f);
-        check_status(fx_prepare(&f, f.layer, f.buf, &sq), RITE_OK, "prepare (global)");
-        check_status(fx_prepare(&f, f.twin, f.tbuf, &sq2), RITE_OK, "prepare twin (global)");
-        assert_memory_equal(&sq, &sq2, sizeof sq);
-        check_status(rite_apply(f.layer, 4 * sq + 1), RITE_OK, "apply (global)");
-        check_status(rite_apply(f.twin, 4 * sq + 1), RITE_OK, "apply twin (global)");
-        fx_assert_twin(&f, "two-phase step with a global total");
-        fx_sync_step(&f, "two-phase step");
-
-        fx_teardown(&f);
+/* A prepared layer refuses totals below its own sum of squares sq, which
+   changes nothing; then applies with sq as its twin's step would. */
+static void check_apply_refuses_small_totals(fx *f, double sq, const snap *s) {
+    double bad[8];
+    int nbad = 0, i;
+    bad[nbad++] = -1.0;
+    bad[nbad++] = -DBL_MIN;
+    bad[nbad++] = -INFINITY;
+    bad[nbad++] = NAN;
+    if (sq > 0) {
+        bad[nbad++] = 0.0;
+        bad[nbad++] = 0.5 * sq;
+        bad[nbad++] = nextafter(sq, 0.0);
     }
+    for (i = 0; i < nbad; i++) {
+        char what[96];
+        snprintf(what, sizeof what, "apply(total = %.17g) with own sumsq %.17g", bad[i], sq);
+        check_status(rite_apply(f->layer, bad[i]), RITE_ERR_SUMSQ, what);
+        snap_check(s, f, what);
+    }
+}
+
+static void check_apply_errors(fx *f) {
+    snap s;
+    double sq = -1, sq2 = -1;
+
+    check_apply_on_new_layer(&f->desc);
+
+    /* a stepped layer: the step consumed its own prepare */
+    REJECT(f, RITE_ERR_NOT_PREPARED, "apply after a step", rite_apply(f->layer, 1.0));
+
+    /* prepare changes nothing, then rejected totals, then the right one */
+    fx_new_grads(f);
+    snap_take(&s, f);
+    check_status(fx_prepare(f, f->layer, f->buf, &sq), RITE_OK, "prepare");
+    snap_check(&s, f, "prepare");
+    if (f->v.opt == RITE_ADAMW) {
+        assert_true(sq == 0.0);
+    } else {
+        assert_true(sq > 0.0 && isfinite(sq));
+    }
+    check_apply_refuses_small_totals(f, sq, &s);
+    snap_free(&s);
+    /* the prepared step survives rejected totals */
+    check_status(rite_apply(f->layer, sq), RITE_OK, "apply(own sumsq) after rejected totals");
+    check_status(fx_step(f, f->twin, f->tbuf), RITE_OK, "twin step");
+    fx_assert_twin(f, "apply after rejected totals");
+
+    /* one prepare, two applies */
+    REJECT(f, RITE_ERR_NOT_PREPARED, "second apply after one prepare", rite_apply(f->layer, sq));
+
+    /* a larger global total is legal: same two-phase step on both */
+    fx_new_grads(f);
+    check_status(fx_prepare(f, f->layer, f->buf, &sq), RITE_OK, "prepare (global)");
+    check_status(fx_prepare(f, f->twin, f->tbuf, &sq2), RITE_OK, "prepare twin (global)");
+    assert_memory_equal(&sq, &sq2, sizeof sq);
+    check_status(rite_apply(f->layer, 4 * sq + 1), RITE_OK, "apply (global)");
+    check_status(rite_apply(f->twin, 4 * sq + 1), RITE_OK, "apply twin (global)");
+    fx_assert_twin(f, "two-phase step with a global total");
+    fx_sync_step(f, "two-phase step");
 }
 
 /* --------------------------------------------------------- rite_state_copy */
 
-static void test_state_copy_size(void **state) {
-    int v;
-    (void)state;
-    for (v = 0; v < NVARIANTS; v++) {
-        fx f;
-        size_t size, i;
-        unsigned char *dst;
-        int bad_write = 0;
-        fx_setup(&f, &variants[v], 700 + (uint64_t)v);
-        size = rite_state_size(f.layer);
-        assert_true(size > 0);
-        dst = (unsigned char *)malloc(size + 16);
-        assert_non_null(dst);
-        memset(dst, 0x5A, size + 16);
-        REJECT(&f, RITE_ERR_BUFFER_SIZE, "rite_state_copy(size - 1)", rite_state_copy(f.layer, dst, size - 1));
-        REJECT(&f, RITE_ERR_BUFFER_SIZE, "rite_state_copy(0)", rite_state_copy(f.layer, dst, 0));
-        for (i = 0; i < size + 16; i++) bad_write |= dst[i] != 0x5A;
-        assert_false(bad_write);
-        /* a larger buffer is fine; nothing is written past the state */
-        check_status(rite_state_copy(f.layer, dst, size + 8), RITE_OK, "rite_state_copy(size + 8)");
-        for (i = size; i < size + 16; i++) bad_write |= dst[i] != 0x5A;
-        assert_false(bad_write);
-        free(dst);
-        fx_teardown(&f);
-    }
+static void check_state_copy_size(fx *f) {
+    size_t size, i;
+    unsigned char *dst;
+    int bad_write = 0;
+    size = rite_state_size(f->layer);
+    assert_true(size > 0);
+    dst = (unsigned char *)malloc(size + 16);
+    assert_non_null(dst);
+    memset(dst, 0x5A, size + 16);
+    REJECT(f, RITE_ERR_BUFFER_SIZE, "rite_state_copy(size - 1)", rite_state_copy(f->layer, dst, size - 1));
+    REJECT(f, RITE_ERR_BUFFER_SIZE, "rite_state_copy(0)", rite_state_copy(f->layer, dst, 0));
+    for (i = 0; i < size + 16; i++) bad_write |= dst[i] != 0x5A;
+    assert_false(bad_write);
+    /* a larger buffer is fine; nothing is written past the state */
+    check_status(rite_state_copy(f->layer, dst, size + 8), RITE_OK, "rite_state_copy(size + 8)");
+    for (i = size; i < size + 16; i++) bad_write |= dst[i] != 0x5A;
+    assert_false(bad_write);
+    free(dst);
 }
 
 /* --------------------------------------------------- non-finite updates */
 
-static void test_nonfinite_update(void **state) {
-    int v;
-    (void)state;
-    for (v = 0; v < NVARIANTS; v++) {
-        fx f;
-        rite_config huge;
-        snap s;
-        double sq = 0;
-        const char *what;
-        rite_status st;
+/* lr * weight_decay * L overflows the factor's precision:
+   double 1e300 * 1e20 = 1e320, float 1e30 * 1e10 = 1e40 */
+static void check_overflowing_lr(fx *f) {
+    rite_config huge = f->cfg;
+    snap s;
+    double sq = 0;
+    rite_status st;
+    huge.lr = f->es == sizeof(double) ? 1e300 : 1e30;
+    huge.weight_decay = f->es == sizeof(double) ? 1e20 : 1e10;
+    check_status(rite_set_config(f->layer, &huge), RITE_OK, "set huge lr");
+    fx_new_grads(f);
 
-        fx_setup(&f, &variants[v], 800 + (uint64_t)v);
+    snap_take(&s, f);
+    check_rejected(f, &s, fx_step(f, f->layer, f->buf), RITE_ERR_NONFINITE_UPDATE, 0, "step with an overflowing lr");
+    /* prepare may already see it (AdamW needs no global total); if it
+       does not, apply must */
+    st = fx_prepare(f, f->layer, f->buf, &sq);
+    if (st == RITE_OK) st = rite_apply(f->layer, sq);
+    check_rejected(f, &s, st, RITE_ERR_NONFINITE_UPDATE, 0, "prepare + apply with an overflowing lr");
+    snap_free(&s);
 
-        /* lr * weight_decay * L overflows the factor's precision:
-           double 1e300 * 1e20 = 1e320, float 1e30 * 1e10 = 1e40 */
-        huge = f.cfg;
-        huge.lr = f.es == sizeof(double) ? 1e300 : 1e30;
-        huge.weight_decay = f.es == sizeof(double) ? 1e20 : 1e10;
-        check_status(rite_set_config(f.layer, &huge), RITE_OK, "set huge lr");
-        fx_new_grads(&f);
+    check_status(rite_set_config(f->layer, &f->cfg), RITE_OK, "restore config");
+    fx_sync_step(f, "an overflowing lr");
+}
 
-        what = "step with an overflowing lr";
-        snap_take(&s, &f);
-        check_status(fx_step(&f, f.layer, f.buf), RITE_ERR_NONFINITE_UPDATE, what);
-        snap_check(&s, &f, what);
-
-        /* prepare may already see it (AdamW needs no global total); if it
-           does not, apply must */
-        what = "prepare + apply with an overflowing lr";
-        st = fx_prepare(&f, f.layer, f.buf, &sq);
-        if (st == RITE_OK) st = rite_apply(f.layer, sq);
-        check_status(st, RITE_ERR_NONFINITE_UPDATE, what);
-        snap_check(&s, &f, what);
-        snap_free(&s);
-
-        check_status(rite_set_config(f.layer, &f.cfg), RITE_OK, "restore config");
-        fx_sync_step(&f, "an overflowing lr");
-
-        /* a finite gradient whose square overflows the second moment (double) */
-        if (f.es == sizeof(double)) {
-            rite_config noclip = f.cfg;
-            int b;
-            if (f.v.opt == RITE_LORA_RITE) {
-                noclip.clip = 0; /* neither clip nor skip may hide the gradient */
-                noclip.skip = 0;
-            }
-            check_status(rite_set_config(f.layer, &noclip), RITE_OK, "set clip = skip = 0");
-            check_status(rite_set_config(f.twin, &noclip), RITE_OK, "set clip = skip = 0 (twin)");
-            fx_sync_step(&f, "clip = skip = 0");
-            for (b = B_GL; b <= B_GR; b++) {
-                char msg[96];
-                snprintf(msg, sizeof msg, "step with 1e200 in %s", buf_name[b]);
-                fx_new_grads(&f);
-                fx_put(&f, f.buf[b], b, f.rows[b] / 2, NR / 2, 1e200);
-                fx_put(&f, f.tbuf[b], b, f.rows[b] / 2, NR / 2, 1e200);
-                snap_take(&s, &f);
-                check_status(fx_step(&f, f.layer, f.buf), RITE_ERR_NONFINITE_UPDATE, msg);
-                snap_check(&s, &f, msg);
-                snap_free(&s);
-                fx_sync_step(&f, msg);
-            }
-        }
-        fx_teardown(&f);
+/* a finite gradient whose square overflows the second moment (double) */
+static void check_overflowing_gradient_square(fx *f) {
+    rite_config noclip = f->cfg;
+    int b;
+    if (f->v.opt == RITE_LORA_RITE) {
+        noclip.clip = 0; /* neither clip nor skip may hide the gradient */
+        noclip.skip = 0;
     }
+    check_status(rite_set_config(f->layer, &noclip), RITE_OK, "set clip = skip = 0");
+    check_status(rite_set_config(f->twin, &noclip), RITE_OK, "set clip = skip = 0 (twin)");
+    fx_sync_step(f, "clip = skip = 0");
+    for (b = B_GL; b <= B_GR; b++) {
+        char msg[96];
+        snap s;
+        snprintf(msg, sizeof msg, "step with 1e200 in %s", buf_name[b]);
+        fx_new_grads(f);
+        fx_put(f, f->buf[b], b, f->rows[b] / 2, NR / 2, 1e200);
+        fx_put(f, f->tbuf[b], b, f->rows[b] / 2, NR / 2, 1e200);
+        snap_take(&s, f);
+        check_rejected(f, &s, fx_step(f, f->layer, f->buf), RITE_ERR_NONFINITE_UPDATE, 0, msg);
+        snap_free(&s);
+        fx_sync_step(f, msg);
+    }
+}
+
+static void check_nonfinite_update(fx *f) {
+    check_overflowing_lr(f);
+    if (f->es == sizeof(double)) check_overflowing_gradient_square(f);
 }
 
 /* Finite inputs: a step either succeeds with finite factors or is rejected
@@ -1141,124 +1070,120 @@ static void test_huge_factor(void **state) {
 
 /* ------------------------------------------------------------ allocator */
 
-static void test_out_of_memory(void **state) {
-    int opt, prec;
-    (void)state;
-    for (opt = 0; opt < 2; opt++)
-        for (prec = 0; prec < 2; prec++) {
-            rite_desc d;
-            count_alloc ca;
-            rite_layer *layer = NULL;
-            long n, k;
-            d = tu_desc(20, 16, 4, (rite_optimizer)opt, (rite_precision)prec);
-            d.layout_L = RITE_RANK_FIRST;
+/* rite_init with each of its allocations refused in turn: out of memory,
+   *layer set to NULL, and everything it took given back. */
+static void check_out_of_memory(rite_optimizer opt, rite_precision prec) {
+    rite_desc d = tu_desc(20, 16, 4, opt, prec);
+    tu_count_alloc ca;
+    rite_layer *layer = NULL;
+    long n, k;
+    d.layout_L = RITE_RANK_FIRST;
 
-            /* how many allocations a successful init makes */
-            memset(&ca, 0, sizeof ca);
-            d.allocator = ca_hooks(&ca);
-            check_status(rite_init(&layer, &d), RITE_OK, "init with counting hook");
-            assert_non_null(layer);
-            n = ca.allocs;
-            assert_true(n >= 1);
-            rite_free(layer);
-            assert_int_equal(ca.nlive, 0);
-            assert_int_equal(ca.bad_frees, 0);
+    /* how many allocations a successful init makes */
+    memset(&ca, 0, sizeof ca);
+    d.allocator = tu_count_hooks(&ca);
+    check_status(rite_init(&layer, &d), RITE_OK, "init with counting hook");
+    assert_non_null(layer);
+    n = ca.allocs;
+    assert_true(n >= 1);
+    rite_free(layer);
+    assert_int_equal(ca.nlive, 0);
+    assert_int_equal(ca.bad_frees, 0);
 
-            /* refuse each one in turn */
-            for (k = 1; k <= n; k++) {
-                char what[96];
-                snprintf(what, sizeof what, "init with allocation %ld of %ld refused (opt %d prec %d)", k, n, opt,
-                         prec);
-                memset(&ca, 0, sizeof ca);
-                ca.fail_at = k;
-                d.allocator = ca_hooks(&ca);
-                layer = (rite_layer *)&ca;
-                check_status(rite_init(&layer, &d), RITE_ERR_OUT_OF_MEMORY, what);
-                assert_null(layer);
-                if (ca.nlive || ca.bad_frees || ca.allocs != ca.frees) {
-                    print_error("%s: %ld allocs, %ld frees, %ld bad frees\n", what, ca.allocs, ca.frees,
-                                ca.bad_frees);
-                    fail();
-                }
-            }
+    /* refuse each one in turn */
+    for (k = 1; k <= n; k++) {
+        char what[96];
+        snprintf(what, sizeof what, "init with allocation %ld of %ld refused (opt %d prec %d)", k, n, (int)opt,
+                 (int)prec);
+        memset(&ca, 0, sizeof ca);
+        ca.fail_at = k;
+        d.allocator = tu_count_hooks(&ca);
+        layer = (rite_layer *)&ca;
+        check_status(rite_init(&layer, &d), RITE_ERR_OUT_OF_MEMORY, what);
+        assert_null(layer);
+        if (ca.nlive || ca.bad_frees || ca.allocs != ca.frees) {
+            print_error("%s: %ld allocs, %ld frees, %ld bad frees\n", what, ca.allocs, ca.frees, ca.bad_frees);
+            fail();
         }
+    }
 }
 
 /* Only one of the two hooks set: a required pointer is missing. rite_init,
    rite_desc_check and rite_memory_query must agree, and nothing may be
    allocated through the half-set hook. */
+static void check_half_allocator(rite_allocator half, const char *what) {
+    rite_desc d = tu_desc(8, 6, 2, RITE_LORA_RITE, RITE_FLOAT32);
+    tu_count_alloc *ca = (tu_count_alloc *)half.user_data;
+    memset(ca, 0, sizeof *ca);
+    d.allocator = half;
+    check_bad_desc(&d, RITE_ERR_NULL_ARGUMENT, what);
+    assert_int_equal(ca->nlive, 0);
+    assert_int_equal(ca->requests, 0);
+}
+
 static void test_half_allocator(void **state) {
-    int half;
+    tu_count_alloc ca;
+    const rite_allocator alloc_only = {.alloc = tu_count_malloc, .user_data = &ca};
+    const rite_allocator release_only = {.release = tu_count_free, .user_data = &ca};
     (void)state;
-    for (half = 0; half < 2; half++) {
-        rite_desc d;
-        count_alloc ca;
-        memset(&d, 0, sizeof d);
-        memset(&ca, 0, sizeof ca);
-        d.m = 8;
-        d.n = 6;
-        d.r = 2;
-        d.allocator.user_data = &ca;
-        if (half == 0)
-            d.allocator.alloc = ca_alloc;
-        else
-            d.allocator.release = ca_free;
-        check_bad_desc(&d, RITE_ERR_NULL_ARGUMENT, half == 0 ? "allocator.release = NULL" : "allocator.alloc = NULL");
-        assert_int_equal(ca.nlive, 0);
-        assert_int_equal(ca.requests, 0);
-    }
+    check_half_allocator(alloc_only, "allocator.release = NULL");
+    check_half_allocator(release_only, "allocator.alloc = NULL");
 }
 
 /* A pending prepare survives a rejected prepare: prepare (good), prepare
    (NaN gradient, rejected), apply -> the first prepare is applied, equal to
-   a twin that never saw the rejected call. Both optimizers and precisions. */
-static void test_pending_prepare_survives(void **state) {
-    int opt, prec;
-    (void)state;
-    for (opt = 0; opt < 2; opt++)
-        for (prec = 0; prec < 2; prec++) {
-            rite_desc d;
-            rite_layer *a, *b;
-            double Ld[12], Rd[8], gLd[12], gRd[8], Ld2[12], Rd2[8], bad[12], sq = 0;
-            float Lf[12], Rf[8], gLf[12], gRf[8], Lf2[12], Rf2[8], badf[12];
-            int i;
-            d = tu_desc(6, 4, 2, opt ? RITE_ADAMW : RITE_LORA_RITE, prec ? RITE_FLOAT64 : RITE_FLOAT32);
-            assert_int_equal(rite_init(&a, &d), RITE_OK);
-            assert_int_equal(rite_init(&b, &d), RITE_OK);
-            for (i = 0; i < 12; i++) {
-                Ld[i] = Ld2[i] = 0.1 * (i + 1) - 0.5 * (i % 3);
-                gLd[i] = bad[i] = 0.01 * (i % 5) - 0.02;
-                Lf[i] = Lf2[i] = (float)Ld[i];
-                gLf[i] = badf[i] = (float)gLd[i];
-            }
-            for (i = 0; i < 8; i++) {
-                Rd[i] = Rd2[i] = 0.2 * (i % 4) - 0.3 + 0.05 * i;
-                gRd[i] = 0.03 * (i % 3) - 0.01;
-                Rf[i] = Rf2[i] = (float)Rd[i];
-                gRf[i] = (float)gRd[i];
-            }
-            bad[5] = NAN;
-            badf[5] = NAN;
-            if (prec) {
-                assert_int_equal(rite_prepare_f64(a, Ld, Rd, gLd, gRd, &sq), RITE_OK);
-                assert_int_equal(rite_prepare_f64(a, Ld, Rd, bad, gRd, &sq), RITE_ERR_NONFINITE_GRADIENT);
-                assert_int_equal(rite_apply(a, 1e300), RITE_OK);
-                assert_int_equal(rite_prepare_f64(b, Ld2, Rd2, gLd, gRd, &sq), RITE_OK);
-                assert_int_equal(rite_apply(b, 1e300), RITE_OK);
-                assert_memory_equal(Ld, Ld2, sizeof Ld);
-                assert_memory_equal(Rd, Rd2, sizeof Rd);
-            } else {
-                assert_int_equal(rite_prepare_f32(a, Lf, Rf, gLf, gRf, &sq), RITE_OK);
-                assert_int_equal(rite_prepare_f32(a, Lf, Rf, badf, gRf, &sq), RITE_ERR_NONFINITE_GRADIENT);
-                assert_int_equal(rite_apply(a, 1e300), RITE_OK);
-                assert_int_equal(rite_prepare_f32(b, Lf2, Rf2, gLf, gRf, &sq), RITE_OK);
-                assert_int_equal(rite_apply(b, 1e300), RITE_OK);
-                assert_memory_equal(Lf, Lf2, sizeof Lf);
-                assert_memory_equal(Rf, Rf2, sizeof Rf);
-            }
-            rite_free(a);
-            rite_free(b);
-        }
+   a twin that never saw the rejected call. */
+typedef union small_buf {
+    float f[12];
+    double d[12];
+} small_buf;
+
+/* n values into b as floats (es = sizeof(float)) or doubles */
+static void small_store(small_buf *b, size_t es, const double *v, int n) {
+    int i;
+    for (i = 0; i < n; i++) {
+        if (es == sizeof(float))
+            b->f[i] = (float)v[i];
+        else
+            b->d[i] = v[i];
+    }
+}
+
+static void check_pending_prepare_survives(rite_optimizer opt, rite_precision prec) {
+    const rite_desc d = tu_desc(6, 4, 2, opt, prec);
+    const size_t es = prec == RITE_FLOAT64 ? sizeof(double) : sizeof(float);
+    double L[12], R[8], gL[12], gR[8], sq = 0;
+    small_buf La, Ra, Lb, Rb, gLs, gRs, bad;
+    void *first[4] = {&La, &Ra, &gLs, &gRs}, *rejected[4] = {&La, &Ra, &bad, &gRs}, *twin[4] = {&Lb, &Rb, &gLs, &gRs};
+    rite_layer *a, *b;
+    int i;
+    for (i = 0; i < 12; i++) {
+        L[i] = 0.1 * (i + 1) - 0.5 * (i % 3);
+        gL[i] = 0.01 * (i % 5) - 0.02;
+    }
+    for (i = 0; i < 8; i++) {
+        R[i] = 0.2 * (i % 4) - 0.3 + 0.05 * i;
+        gR[i] = 0.03 * (i % 3) - 0.01;
+    }
+    small_store(&La, es, L, 12);
+    small_store(&Lb, es, L, 12);
+    small_store(&Ra, es, R, 8);
+    small_store(&Rb, es, R, 8);
+    small_store(&gLs, es, gL, 12);
+    small_store(&gRs, es, gR, 8);
+    gL[5] = NAN;
+    small_store(&bad, es, gL, 12);
+    assert_int_equal(rite_init(&a, &d), RITE_OK);
+    assert_int_equal(rite_init(&b, &d), RITE_OK);
+    assert_int_equal(call_entry(es, 1, a, first, &sq), RITE_OK);
+    assert_int_equal(call_entry(es, 1, a, rejected, &sq), RITE_ERR_NONFINITE_GRADIENT);
+    assert_int_equal(rite_apply(a, 1e300), RITE_OK);
+    assert_int_equal(call_entry(es, 1, b, twin, &sq), RITE_OK);
+    assert_int_equal(rite_apply(b, 1e300), RITE_OK);
+    assert_memory_equal(&La, &Lb, 12 * es);
+    assert_memory_equal(&Ra, &Rb, 8 * es);
+    rite_free(a);
+    rite_free(b);
 }
 
 /* Clipping acts before g^T g is formed (SPEC 5 before 7): float gradients
@@ -1326,24 +1251,29 @@ static void test_float_extremes(void **state) {
     rite_free(af);
 }
 
+/* a test's name and the body that runs on every fixture variant (its seed) */
+#define VARIANT_TEST(x, seed) {"test_" #x, run_on_every_variant, NULL, NULL, &(variant_test){check_##x, seed}}
+/* a test's name and the body that runs for both optimizers and precisions */
+#define KIND_TEST(x) {"test_" #x, run_for_every_kind, NULL, NULL, &(kind_test){check_##x}}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_strings),
         cmocka_unit_test(test_desc_errors),
         cmocka_unit_test(test_desc_too_large),
-        cmocka_unit_test(test_config_in_desc),
-        cmocka_unit_test(test_set_config),
-        cmocka_unit_test(test_null_pointers),
-        cmocka_unit_test(test_precision_mismatch),
-        cmocka_unit_test(test_nonfinite_inputs),
-        cmocka_unit_test(test_padding_not_read),
-        cmocka_unit_test(test_apply_errors),
-        cmocka_unit_test(test_state_copy_size),
-        cmocka_unit_test(test_nonfinite_update),
+        KIND_TEST(config_in_desc),
+        VARIANT_TEST(set_config, 100),
+        VARIANT_TEST(null_pointers, 200),
+        VARIANT_TEST(precision_mismatch, 300),
+        VARIANT_TEST(nonfinite_inputs, 400),
+        VARIANT_TEST(padding_not_read, 500),
+        VARIANT_TEST(apply_errors, 600),
+        VARIANT_TEST(state_copy_size, 700),
+        VARIANT_TEST(nonfinite_update, 800),
         cmocka_unit_test(test_huge_factor),
-        cmocka_unit_test(test_out_of_memory),
+        KIND_TEST(out_of_memory),
         cmocka_unit_test(test_half_allocator),
-        cmocka_unit_test(test_pending_prepare_survives),
+        KIND_TEST(pending_prepare_survives),
         cmocka_unit_test(test_float_extremes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -434,6 +434,42 @@ static void free_twins(rite_model *m, rite_model *t, net *a, net *b) {
     free(b);
 }
 
+/* A model on net a and the layer API's path on a's clone b: twins that
+   get the same gradients and must stay equal. */
+typedef struct model_and_path {
+    net *a, *b;
+    rite_model *m;
+    layer_path p;
+} model_and_path;
+
+/* the twins of net a, which they take over (twins_free frees it) */
+static void twins_make(model_and_path *t, net *a, rite_optimizer opt, const rite_config *cfg, int keep_basis) {
+    t->a = a;
+    t->b = net_clone(a);
+    t->m = model_new(a, opt, cfg, keep_basis);
+    path_make(&t->p, t->b, opt, cfg, keep_basis);
+}
+
+static void twins_free(model_and_path *t) {
+    path_free(&t->p);
+    free_twins(t->m, NULL, t->a, t->b);
+}
+
+/* the gradients of step s, the same for both */
+static void twins_grad(model_and_path *t, int s) {
+    net_grad(t->a, grad_scale(s));
+    net_copy_grads(t->b, t->a);
+}
+
+/* the model's factors and every layer's state are the layer path's */
+static void assert_twins_equal(const model_and_path *t, const char *what) {
+    snap want;
+    assert_true(net_factors_equal(t->a, t->b));
+    snap_path(&want, &t->p);
+    assert_model_state(t->m, &want, what);
+    snap_free(&want);
+}
+
 /* ---------------------------------------------------------------- configs */
 
 static ref_config rc_rite(double lr, double clip) {
@@ -545,6 +581,22 @@ static void model_layers_have_the_modules_sizes_layouts_and_lr(void **state) {
 
 /* ============================= 1. a model step is the layer API's path */
 
+/* the layer API's checkpoint of a model's layer is the standalone layer's */
+static void assert_layer_checkpoints_equal(const model_and_path *t) {
+    int i;
+    for (i = 0; i < MAXL; i++) {
+        size_t n1 = rite_checkpoint_size(rite_model_layer(t->m, i)), n2 = rite_checkpoint_size(t->p.l[i]);
+        unsigned char *c1 = (unsigned char *)malloc(n1), *c2 = (unsigned char *)malloc(n2);
+        assert_true(c1 && c2);
+        assert_int_equal(n1, n2);
+        check_status(rite_checkpoint_save(rite_model_layer(t->m, i), c1, n1), RITE_OK, "checkpoint of a model's layer");
+        check_status(rite_checkpoint_save(t->p.l[i], c2, n2), RITE_OK, "checkpoint of a standalone layer");
+        assert_memory_equal(c1, c2, n1);
+        free(c1);
+        free(c2);
+    }
+}
+
 /* STEPS steps of the model and of standalone layers from the same start
    with the same gradients: factors and state bytes equal after each. When
    `must_clip`, global clipping is active at every step; when `must_skip`,
@@ -553,51 +605,31 @@ static void model_layers_have_the_modules_sizes_layouts_and_lr(void **state) {
 static void check_equals_layer_path(rite_optimizer opt, rite_precision prec, const ref_config *rc, int keep_basis,
                                     int must_clip, int must_skip, int lora_init) {
     rite_config cfg = tu_rite_config(rc, opt);
-    net *a = net_new(MAXL, SHAPES, prec, 0x5eed0001ull), *b;
-    rite_model *m;
-    layer_path p;
+    net *a = net_new(MAXL, SHAPES, prec, 0x5eed0001ull);
+    model_and_path t;
     int s, i, clipped = 0, skipped = 0;
     if (lora_init) net_zero_B(a, 1);
-    b = net_clone(a);
-    m = model_new(a, opt, &cfg, keep_basis);
-    path_make(&p, b, opt, &cfg, keep_basis);
+    twins_make(&t, a, opt, &cfg, keep_basis);
     for (s = 0; s < STEPS; s++) {
-        snap want;
         double total;
         char what[64];
         snprintf(what, sizeof what, "step %d", s);
-        net_grad(a, grad_scale(s));
-        net_copy_grads(b, a);
-        check_status(net_step(m, a), RITE_OK, "rite_model_step");
-        total = path_step(&p, b, 0.0);
+        twins_grad(&t, s);
+        check_status(net_step(t.m, t.a), RITE_OK, "rite_model_step");
+        total = path_step(&t.p, t.b, 0.0);
         if (cfg.clip > 0 && sqrt(total) > cfg.clip) clipped++;
         for (i = 0; i < MAXL; i++) {
             rite_diagnostics dg = {0, 0, 0, 0, 0, 0, 0};
-            check_status(rite_layer_diagnostics(p.l[i], &dg), RITE_OK, "rite_layer_diagnostics");
+            check_status(rite_layer_diagnostics(t.p.l[i], &dg), RITE_OK, "rite_layer_diagnostics");
             skipped += dg.skipped;
         }
-        assert_true(net_factors_equal(a, b));
-        snap_path(&want, &p);
-        assert_model_state(m, &want, what);
-        snap_free(&want);
-        assert_int_equal(rite_model_step_count(m), s + 1);
+        assert_twins_equal(&t, what);
+        assert_int_equal(rite_model_step_count(t.m), s + 1);
     }
     if (must_clip) assert_int_equal(clipped, STEPS);
     if (must_skip) assert_true(skipped > 0 && skipped < STEPS * MAXL * 2);
-    /* the layer API's checkpoint of a model's layer is the standalone layer's */
-    for (i = 0; i < MAXL; i++) {
-        size_t n1 = rite_checkpoint_size(rite_model_layer(m, i)), n2 = rite_checkpoint_size(p.l[i]);
-        unsigned char *c1 = (unsigned char *)malloc(n1), *c2 = (unsigned char *)malloc(n2);
-        assert_true(c1 && c2);
-        assert_int_equal(n1, n2);
-        check_status(rite_checkpoint_save(rite_model_layer(m, i), c1, n1), RITE_OK, "checkpoint of a model's layer");
-        check_status(rite_checkpoint_save(p.l[i], c2, n2), RITE_OK, "checkpoint of a standalone layer");
-        assert_memory_equal(c1, c2, n1);
-        free(c1);
-        free(c2);
-    }
-    path_free(&p);
-    free_twins(m, NULL, a, b);
+    assert_layer_checkpoints_equal(&t);
+    twins_free(&t);
 }
 
 static void run_equals_layer_path(const model_case *c) {
@@ -825,14 +857,12 @@ static void check_overflow_refused(rite_model *m, net *a, const char *what) {
    AdamW update is lr * sign(g)). Layers 0 and 1, before it, would step
    fine; nothing changes, and the message names layer 2. */
 static void model_step_that_would_overflow_changes_no_layer(void **state) {
-    ref_config rc = rc_adamw(1e37);
-    rite_config cfg;
+    rite_config cfg = cfg_of(rc_adamw(1e37), RITE_ADAMW);
     net *a = net_new(MAXL, SHAPES, RITE_FLOAT32, 0x0f0f0004ull), *tn;
     rite_model *m, *t;
     size_t e;
     (void)state;
-    rc.weight_decay = 0;
-    cfg = tu_rite_config(&rc, RITE_ADAMW);
+    cfg.weight_decay = 0;
     m = model_new(a, RITE_ADAMW, &cfg, 0);
     net_grad(a, 1.0);
     e = 5;
@@ -855,15 +885,13 @@ static void model_step_that_would_overflow_changes_no_layer(void **state) {
    and with lr 100 (x 2) its lora_A update leaves float's range. The other
    layers' updates are large but finite; no layer changes. */
 static void rite_model_step_that_would_overflow_changes_no_layer(void **state) {
-    ref_config rc = rc_rite(100.0, 0.0);
-    rite_config cfg;
+    rite_config cfg = cfg_of(rc_rite(100.0, 0.0), RITE_LORA_RITE);
     net *a = net_new(MAXL, SHAPES, RITE_FLOAT32, 0x0f0f0018ull);
     rite_model *m;
     rite_diagnostics d0, d1;
     size_t e;
     (void)state;
-    rc.skip = 0;
-    cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    cfg.skip = 0;
     for (e = 0; e < buf_count(a, 2, BUF_B); e++) a->f[2][BUF_B][e] *= 1e-37f;
     m = model_new(a, RITE_LORA_RITE, &cfg, 0);
     net_grad(a, 1.0);
@@ -919,39 +947,33 @@ static void model_step_refuses_bad_arrays(void **state) {
    the first prepare exactly as the layer path does. */
 static void model_failed_prepare_leaves_nothing_half_done(void **state) {
     rite_config cfg = cfg_of(rc_rite(0.01, 0.05), RITE_LORA_RITE);
-    net *a = net_new(MAXL, SHAPES, RITE_FLOAT64, 0x4a1f001aull), *b, *bad;
-    rite_model *m = model_new(a, RITE_LORA_RITE, &cfg, 0);
-    layer_path p;
+    model_and_path t;
+    net *bad;
     double sq = -1, sq2 = -1;
     rite_status st;
-    snap st0, want;
+    snap st0;
     (void)state;
-    b = net_clone(a);
-    path_make(&p, b, RITE_LORA_RITE, &cfg, 0);
-    net_grad(a, 1.0);
-    net_copy_grads(b, a);
-    snap_model(&st0, m);
-    check_status(net_prepare(m, a, &sq), RITE_OK, "first prepare");
-    bad = net_clone(a);
+    twins_make(&t, net_new(MAXL, SHAPES, RITE_FLOAT64, 0x4a1f001aull), RITE_LORA_RITE, &cfg, 0);
+    net_grad(t.a, 1.0);
+    net_copy_grads(t.b, t.a);
+    snap_model(&st0, t.m);
+    check_status(net_prepare(t.m, t.a, &sq), RITE_OK, "first prepare");
+    bad = net_clone(t.a);
     bad->d[3][BUF_GA][0] = NAN;
-    check_status(net_prepare(m, bad, &sq2), RITE_ERR_NONFINITE_GRADIENT, "second prepare, NaN in layer 3");
+    check_status(net_prepare(t.m, bad, &sq2), RITE_ERR_NONFINITE_GRADIENT, "second prepare, NaN in layer 3");
     assert_true(sq2 == -1);
-    st = rite_model_apply(m, sq);
+    st = rite_model_apply(t.m, sq);
     if (st == RITE_OK) {
-        path_step(&p, b, 0.0);
-        assert_true(net_factors_equal(a, b));
-        snap_path(&want, &p);
-        assert_model_state(m, &want, "the first prepare applied");
-        snap_free(&want);
-        assert_true(memcmp(bad->d[0][BUF_A], a->d[0][BUF_A], sizeof a->d[0][BUF_A]) != 0);   /* it moved */
+        path_step(&t.p, t.b, 0.0);
+        assert_twins_equal(&t, "the first prepare applied");
+        assert_true(memcmp(bad->d[0][BUF_A], t.a->d[0][BUF_A], sizeof t.a->d[0][BUF_A]) != 0);   /* it moved */
     } else {
         check_status(st, RITE_ERR_NOT_PREPARED, "apply after a failed prepare");
-        assert_model_state(m, &st0, "nothing applied");
-        assert_true(net_factors_equal(a, b));
+        assert_model_state(t.m, &st0, "nothing applied");
+        assert_true(net_factors_equal(t.a, t.b));
     }
     snap_free(&st0);
-    path_free(&p);
-    free_twins(m, NULL, a, b);
+    twins_free(&t);
     free(bad);
 }
 
@@ -959,37 +981,29 @@ static void model_failed_prepare_leaves_nothing_half_done(void **state) {
    apply, as rite_set_lr on each layer of the layer path */
 static void model_set_lr_between_prepare_and_apply_is_used(void **state) {
     rite_config cfg = cfg_of(rc_rite(0.01, 0.05), RITE_LORA_RITE);
-    net *a = net_new(MAXL, SHAPES, RITE_FLOAT32, 0x5c4e001bull), *b;
-    rite_model *m = model_new(a, RITE_LORA_RITE, &cfg, 0);
-    layer_path p;
-    snap want;
+    model_and_path t;
     int s, i;
     (void)state;
-    b = net_clone(a);
-    path_make(&p, b, RITE_LORA_RITE, &cfg, 0);
+    twins_make(&t, net_new(MAXL, SHAPES, RITE_FLOAT32, 0x5c4e001bull), RITE_LORA_RITE, &cfg, 0);
     for (s = 0; s < 3; s++) {
         double sq = -1, total = 0, lr = 0.02 / (s + 1);
-        net_grad(a, grad_scale(s));
-        net_copy_grads(b, a);
-        check_status(net_prepare(m, a, &sq), RITE_OK, "model prepare");
-        check_status(rite_model_set_lr(m, lr), RITE_OK, "set_lr between the phases");
-        check_status(rite_model_apply(m, sq), RITE_OK, "model apply");
+        net *b = t.b;
+        twins_grad(&t, s);
+        check_status(net_prepare(t.m, t.a, &sq), RITE_OK, "model prepare");
+        check_status(rite_model_set_lr(t.m, lr), RITE_OK, "set_lr between the phases");
+        check_status(rite_model_apply(t.m, sq), RITE_OK, "model apply");
         for (i = 0; i < MAXL; i++) {
             double own = -1;
-            check_status(rite_prepare_f32(p.l[i], b->f[i][BUF_A], b->f[i][BUF_B], b->f[i][BUF_GA], b->f[i][BUF_GB],
+            check_status(rite_prepare_f32(t.p.l[i], b->f[i][BUF_A], b->f[i][BUF_B], b->f[i][BUF_GA], b->f[i][BUF_GB],
                                           &own),
                          RITE_OK, "layer prepare");
             total += own;
-            check_status(rite_set_lr(p.l[i], lr * SHAPES[i].lr_scale), RITE_OK, "layer set_lr");
+            check_status(rite_set_lr(t.p.l[i], lr * SHAPES[i].lr_scale), RITE_OK, "layer set_lr");
         }
-        for (i = 0; i < MAXL; i++) check_status(rite_apply(p.l[i], total), RITE_OK, "layer apply");
-        assert_true(net_factors_equal(a, b));
-        snap_path(&want, &p);
-        assert_model_state(m, &want, "after apply");
-        snap_free(&want);
+        for (i = 0; i < MAXL; i++) check_status(rite_apply(t.p.l[i], total), RITE_OK, "layer apply");
+        assert_twins_equal(&t, "after apply");
     }
-    path_free(&p);
-    free_twins(m, NULL, a, b);
+    twins_free(&t);
 }
 
 /* ===================================================== 4. two-phase model API */
@@ -1001,51 +1015,44 @@ static void model_set_lr_between_prepare_and_apply_is_used(void **state) {
 static void check_two_phase(rite_precision prec) {
     ref_config rc = rc_rite(0.01, 0.3);
     rite_config cfg = tu_rite_config(&rc, RITE_LORA_RITE);
-    net *a = net_new(MAXL, SHAPES, prec, 0x2fa5e005ull), *b, *before;
-    rite_model *m = model_new(a, RITE_LORA_RITE, &cfg, 0);
-    layer_path p;
+    model_and_path t;
     int s;
-    b = net_clone(a);
-    path_make(&p, b, RITE_LORA_RITE, &cfg, 0);
+    twins_make(&t, net_new(MAXL, SHAPES, prec, 0x2fa5e005ull), RITE_LORA_RITE, &cfg, 0);
     for (s = 0; s < STEPS; s++) {
         double sq = -1, total, extra = (0.5 + s) * 0.7, path_total;
         rite_diagnostics dg = {0, 0, 0, 0, 0, 0, 0};
-        snap st0, want;
-        net_grad(a, grad_scale(s));
-        net_copy_grads(b, a);
-        snap_model(&st0, m);
-        before = net_clone(a);
-        check_status(net_prepare(m, a, &sq), RITE_OK, "rite_model_prepare");
+        net *before;
+        snap st0;
+        twins_grad(&t, s);
+        snap_model(&st0, t.m);
+        before = net_clone(t.a);
+        check_status(net_prepare(t.m, t.a, &sq), RITE_OK, "rite_model_prepare");
         assert_true(sq > 0);
-        assert_true(net_factors_equal(a, before));
-        assert_model_state(m, &st0, "after prepare");
+        assert_true(net_factors_equal(t.a, before));
+        assert_model_state(t.m, &st0, "after prepare");
         /* a total below the model's own sum, or not a number: refused, nothing changes */
-        check_status(rite_model_apply(m, sq * 0.5), RITE_ERR_SUMSQ, "apply with half the own sum");
-        check_status(rite_model_apply(m, NAN), RITE_ERR_SUMSQ, "apply with NaN");
-        check_status(rite_model_apply(m, -1.0), RITE_ERR_SUMSQ, "apply with -1");
-        assert_true(net_factors_equal(a, before));
-        assert_model_state(m, &st0, "after a refused apply");
+        check_status(rite_model_apply(t.m, sq * 0.5), RITE_ERR_SUMSQ, "apply with half the own sum");
+        check_status(rite_model_apply(t.m, NAN), RITE_ERR_SUMSQ, "apply with NaN");
+        check_status(rite_model_apply(t.m, -1.0), RITE_ERR_SUMSQ, "apply with -1");
+        assert_true(net_factors_equal(t.a, before));
+        assert_model_state(t.m, &st0, "after a refused apply");
         /* the prepare was kept: apply with own + another process's share */
         total = sq + extra;
-        check_status(rite_model_apply(m, total), RITE_OK, "rite_model_apply");
-        path_total = path_step(&p, b, extra);
+        check_status(rite_model_apply(t.m, total), RITE_OK, "rite_model_apply");
+        path_total = path_step(&t.p, t.b, extra);
         assert_true(path_total == total);   /* the same sum, added in layer order */
-        assert_true(net_factors_equal(a, b));
-        snap_path(&want, &p);
-        assert_model_state(m, &want, "after apply");
-        check_status(rite_model_diagnostics(m, &dg), RITE_OK, "rite_model_diagnostics");
+        assert_twins_equal(&t, "after apply");
+        check_status(rite_model_diagnostics(t.m, &dg), RITE_OK, "rite_model_diagnostics");
         assert_rel(dg.grad_norm, sqrt(total), 1e-15, "grad_norm: sqrt of the total clipping used");
         assert_rel(dg.clip_factor, sqrt(total) > rc.clip ? rc.clip / sqrt(total) : 1.0, 1e-15, "clip_factor");
         assert_int_equal(dg.step, s + 1);
         /* applied: a second apply has nothing to apply */
-        check_status(rite_model_apply(m, total), RITE_ERR_NOT_PREPARED, "a second apply");
-        assert_model_state(m, &want, "after a second apply");
+        check_status(rite_model_apply(t.m, total), RITE_ERR_NOT_PREPARED, "a second apply");
+        assert_twins_equal(&t, "after a second apply");
         snap_free(&st0);
-        snap_free(&want);
         free(before);
     }
-    path_free(&p);
-    free_twins(m, NULL, a, b);
+    twins_free(&t);
 }
 
 static void run_two_phase(const model_case *c) {
@@ -1075,18 +1082,32 @@ static void model_apply_without_prepare_is_refused(void **state) {
 /* One module (in 7, out 5, r 2, PEFT storage), double, against the naive
    reference. L = lora_A has orthogonal columns of norms 1 and 10 (its T is
    diag(1, 10) up to signs: condition number 10), R = lora_B orthogonal
-   columns of norms 1 and 3 (condition 3). Gradients are normal
-   (deviation gscale), gL times gl_mult; the same for model and reference. */
+   columns of norms 1 and 3 (condition 3), or 0 (LoRA's init). Gradients are
+   normal (deviation 0.05), gL times gl_mult; the same for model and
+   reference. */
 enum { DM = 7, DN = 5, DR = 2 };
+#define DIAG_GRAD_SCALE 0.05
 
 typedef struct diag_run {
     rite_diagnostics model, layer;     /* after the last step */
-    ref_layer ref;                     /* the reference after the same steps */
+    ref_layer ref;                     /* the reference after the same steps (its cfg: the run's) */
     long ref_skips_last;               /* factors the reference skipped in the last step */
     double gamma_last;                 /* the reference's global norm of the last step */
     double Lm[DM * DR], Rm[DN * DR];   /* the model's factors after the steps */
     double Lr[DM * DR], Rr[DN * DR];   /* the reference's */
 } diag_run;
+
+/* One diagnostics test: the run (rc_rite(lr, clip) with cap and escape,
+   `steps` steps, gL times gl_mult, B = 0 when lora_init) and the check of
+   its diagnostics. */
+typedef struct diag_case {
+    const char *name;
+    double lr, clip, cap;
+    int escape, steps;
+    double gl_mult;
+    int lora_init;
+    void (*check)(const diag_run *r);
+} diag_case;
 
 /* columns of X (k x 2 logical) made orthogonal (Gram-Schmidt), with norms n0, n1 */
 static void orthogonal_columns(double *X, int k, double n0, double n1) {
@@ -1105,35 +1126,44 @@ static void orthogonal_columns(double *X, int k, double n0, double n1) {
     }
 }
 
-static void diag_run_do(diag_run *out, const ref_config *rc, int steps, double gscale, double gl_mult, int zero_B) {
-    static const rite_lora one[1] = {{DM, DN, DR, RITE_RANK_FIRST, RITE_RANK_LAST, 1.0}};
-    rite_config cfg = tu_rite_config(rc, RITE_LORA_RITE);
-    net *n = net_new(1, one, RITE_FLOAT64, 0xd1a90006ull);
-    rite_model *m;
-    tu_rng g;
+/* the steps of case c on the model and on the reference (rc) */
+static void diag_run_steps(diag_run *out, const diag_case *c, rite_model *m, net *n, tu_rng *g) {
     int s;
-    memset(out, 0, sizeof *out);
-    g.s = 0xd1a9d1a9ull;
-    tu_fill_normal(&g, out->Lr, DM * DR, 1.0);
-    tu_fill_normal(&g, out->Rr, DN * DR, 1.0);
-    orthogonal_columns(out->Lr, DM, 1.0, 10.0);
-    orthogonal_columns(out->Rr, DN, 1.0, 3.0);
-    if (zero_B) memset(out->Rr, 0, sizeof out->Rr);
-    net_put(n, 0, BUF_A, out->Lr);
-    net_put(n, 0, BUF_B, out->Rr);
-    m = model_new(n, RITE_LORA_RITE, &cfg, 0);
-    ref_init(&out->ref, DM, DN, DR, rc);
-    for (s = 0; s < steps; s++) {
+    for (s = 0; s < c->steps; s++) {
         double gL[DM * DR], gR[DN * DR];
         long skips = out->ref.n_skip;
-        tu_fill_normal(&g, gL, DM * DR, gscale * gl_mult);
-        tu_fill_normal(&g, gR, DN * DR, gscale);
+        tu_fill_normal(g, gL, DM * DR, DIAG_GRAD_SCALE * c->gl_mult);
+        tu_fill_normal(g, gR, DN * DR, DIAG_GRAD_SCALE);
         net_put(n, 0, BUF_GA, gL);
         net_put(n, 0, BUF_GB, gR);
         check_status(net_step(m, n), RITE_OK, "rite_model_step_f64");
         out->gamma_last = ref_step(&out->ref, out->Lr, out->Rr, gL, gR);
         out->ref_skips_last = out->ref.n_skip - skips;
     }
+}
+
+static void diag_run_do(diag_run *out, const diag_case *c) {
+    static const rite_lora one[1] = {{DM, DN, DR, RITE_RANK_FIRST, RITE_RANK_LAST, 1.0}};
+    ref_config rc = rc_rite(c->lr, c->clip);
+    rite_config cfg;
+    net *n = net_new(1, one, RITE_FLOAT64, 0xd1a90006ull);
+    rite_model *m;
+    tu_rng g;
+    rc.cap = c->cap;
+    rc.escape = c->escape;
+    cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    memset(out, 0, sizeof *out);
+    g.s = 0xd1a9d1a9ull;
+    tu_fill_normal(&g, out->Lr, DM * DR, 1.0);
+    tu_fill_normal(&g, out->Rr, DN * DR, 1.0);
+    orthogonal_columns(out->Lr, DM, 1.0, 10.0);
+    orthogonal_columns(out->Rr, DN, 1.0, 3.0);
+    if (c->lora_init) memset(out->Rr, 0, sizeof out->Rr);
+    net_put(n, 0, BUF_A, out->Lr);
+    net_put(n, 0, BUF_B, out->Rr);
+    m = model_new(n, RITE_LORA_RITE, &cfg, 0);
+    ref_init(&out->ref, DM, DN, DR, &rc);
+    diag_run_steps(out, c, m, n, &g);
     net_get(n, 0, BUF_A, out->Lm);
     net_get(n, 0, BUF_B, out->Rm);
     /* the model followed the reference (a sanity check of the setup) */
@@ -1143,6 +1173,15 @@ static void diag_run_do(diag_run *out, const ref_config *rc, int steps, double g
     check_status(rite_layer_diagnostics(rite_model_layer(m, 0), &out->layer), RITE_OK, "rite_layer_diagnostics");
     rite_model_free(m);
     free(n);
+}
+
+/* the runner of every diagnostics case: its case is cmocka's state */
+static void run_diag_case(void **state) {
+    const diag_case *c = (const diag_case *)*state;
+    diag_run r;
+    diag_run_do(&r, c);
+    c->check(&r);
+    ref_free(&r.ref);
 }
 
 /* lr rms(U), U = M / max(1, rms(M) / cap) per factor (SPEC 11), from the
@@ -1171,94 +1210,77 @@ static void diag_equal(const rite_diagnostics *a, const rite_diagnostics *b) {
 
 /* step 1, clipping active: grad_norm = sqrt(sum ||gbar||^2), clip_factor =
    clip / grad_norm, update_rms = lr rms(gbar Q) (at step 1 M = S), cond 10 */
-static void diagnostics_at_step_one_match_hand_values(void **state) {
-    ref_config rc = rc_rite(0.01, 0.05);
-    diag_run r;
-    (void)state;
-    diag_run_do(&r, &rc, 1, 0.05, 1.0, 0);
-    assert_true(r.gamma_last > rc.clip);   /* clipping was active */
-    assert_int_equal(r.ref.n_clip, 1);
-    assert_int_equal(r.model.step, 1);
-    assert_rel(r.model.grad_norm, r.gamma_last, 1e-12, "grad_norm");
-    assert_rel(r.model.clip_factor, rc.clip / r.gamma_last, 1e-12, "clip_factor");
-    assert_int_equal(r.model.skipped, 0);
-    assert_rel(r.model.update_rms, expected_update_rms(&r.ref), 1e-9, "update_rms");
-    assert_true(r.model.rho_max == 0.0);   /* escape off */
-    assert_rel(r.model.cond_max, 10.0, 1e-9, "cond_max");
-    diag_equal(&r.model, &r.layer);        /* one layer: the model's are the layer's */
-    ref_free(&r.ref);
+static void check_hand_values_at_step_one(const diag_run *r) {
+    assert_true(r->gamma_last > r->ref.cfg.clip);   /* clipping was active */
+    assert_int_equal(r->ref.n_clip, 1);
+    assert_int_equal(r->model.step, 1);
+    assert_rel(r->model.grad_norm, r->gamma_last, 1e-12, "grad_norm");
+    assert_rel(r->model.clip_factor, r->ref.cfg.clip / r->gamma_last, 1e-12, "clip_factor");
+    assert_int_equal(r->model.skipped, 0);
+    assert_rel(r->model.update_rms, expected_update_rms(&r->ref), 1e-9, "update_rms");
+    assert_true(r->model.rho_max == 0.0);   /* escape off */
+    assert_rel(r->model.cond_max, 10.0, 1e-9, "cond_max");
+    diag_equal(&r->model, &r->layer);       /* one layer: the model's are the layer's */
 }
 
-static void diagnostics_without_clipping_have_clip_factor_one(void **state) {
-    ref_config rc = rc_rite(0.01, 100.0);
-    diag_run r;
-    (void)state;
-    diag_run_do(&r, &rc, 1, 0.05, 1.0, 0);
-    assert_true(r.gamma_last < rc.clip);
-    assert_rel(r.model.grad_norm, r.gamma_last, 1e-12, "grad_norm");
-    assert_true(r.model.clip_factor == 1.0);
-    assert_rel(r.model.update_rms, expected_update_rms(&r.ref), 1e-9, "update_rms");
-    ref_free(&r.ref);
-    rc.clip = 0;   /* off */
-    diag_run_do(&r, &rc, 1, 0.05, 1.0, 0);
-    assert_rel(r.model.grad_norm, r.gamma_last, 1e-12, "grad_norm, clip off");
-    assert_true(r.model.clip_factor == 1.0);
-    ref_free(&r.ref);
+/* a global norm below clip */
+static void check_clip_factor_one_below_clip(const diag_run *r) {
+    assert_true(r->gamma_last < r->ref.cfg.clip);
+    assert_rel(r->model.grad_norm, r->gamma_last, 1e-12, "grad_norm");
+    assert_true(r->model.clip_factor == 1.0);
+    assert_rel(r->model.update_rms, expected_update_rms(&r->ref), 1e-9, "update_rms");
+}
+
+/* clip = 0: off */
+static void check_clip_factor_one_with_clip_off(const diag_run *r) {
+    assert_rel(r->model.grad_norm, r->gamma_last, 1e-12, "grad_norm, clip off");
+    assert_true(r->model.clip_factor == 1.0);
 }
 
 /* gL 1e4 times larger: gbar_L's rms is far above skip, gbar_R's below */
-static void diagnostics_count_a_skipped_factor(void **state) {
-    ref_config rc = rc_rite(0.01, 1.0);
-    diag_run r;
-    (void)state;
-    diag_run_do(&r, &rc, 1, 0.05, 1e4, 0);
-    assert_int_equal(r.ref_skips_last, 1);
-    assert_int_equal(r.model.skipped, 1);
+static void check_one_factor_skipped(const diag_run *r) {
+    assert_int_equal(r->ref_skips_last, 1);
+    assert_int_equal(r->model.skipped, 1);
     /* the norm after skipping is gbar_R's alone */
-    assert_rel(r.model.grad_norm, sqrt(ref__sumsq(r.ref.gbR, DN * DR)), 1e-12, "grad_norm");
-    assert_rel(r.model.update_rms, expected_update_rms(&r.ref), 1e-9, "update_rms");
-    ref_free(&r.ref);
+    assert_rel(r->model.grad_norm, sqrt(ref__sumsq(r->ref.gbR, DN * DR)), 1e-12, "grad_norm");
+    assert_rel(r->model.update_rms, expected_update_rms(&r->ref), 1e-9, "update_rms");
 }
 
 /* escape on, lr large enough to turn the bases: escaped mass at step 2 */
-static void diagnostics_rho_max_is_the_escaped_mass(void **state) {
-    ref_config rc = rc_rite(0.2, 1.0);
-    diag_run r;
-    double rho;
-    (void)state;
-    rc.escape = 1;
-    diag_run_do(&r, &rc, 2, 0.05, 1.0, 0);
-    assert_true(r.ref.n_escape > 0);
-    rho = r.ref.rhoL > r.ref.rhoR ? r.ref.rhoL : r.ref.rhoR;
+static void check_rho_max_is_the_escaped_mass(const diag_run *r) {
+    double rho = r->ref.rhoL > r->ref.rhoR ? r->ref.rhoL : r->ref.rhoR;
+    assert_true(r->ref.n_escape > 0);
     assert_true(rho > 0);
-    assert_int_equal(r.model.step, 2);
-    assert_rel(r.model.rho_max, rho, 1e-6, "rho_max");
-    assert_rel(r.model.grad_norm, r.gamma_last, 1e-9, "grad_norm at step 2");
-    assert_rel(r.model.update_rms, expected_update_rms(&r.ref), 1e-7, "update_rms at step 2");
-    ref_free(&r.ref);
+    assert_int_equal(r->model.step, 2);
+    assert_rel(r->model.rho_max, rho, 1e-6, "rho_max");
+    assert_rel(r->model.grad_norm, r->gamma_last, 1e-9, "grad_norm at step 2");
+    assert_rel(r->model.update_rms, expected_update_rms(&r->ref), 1e-7, "update_rms at step 2");
 }
 
 /* cap active: update_rms is that of the capped U, not of M */
-static void diagnostics_update_rms_is_after_capping(void **state) {
-    ref_config rc = rc_rite(0.01, 1.0);
-    diag_run r;
-    (void)state;
-    rc.cap = 0.2;
-    diag_run_do(&r, &rc, 2, 0.05, 1.0, 0);
-    assert_true(r.ref.n_cap > 0);
-    assert_rel(r.model.update_rms, expected_update_rms(&r.ref), 1e-9, "update_rms");
-    ref_free(&r.ref);
+static void check_update_rms_after_capping(const diag_run *r) {
+    assert_true(r->ref.n_cap > 0);
+    assert_rel(r->model.update_rms, expected_update_rms(&r->ref), 1e-9, "update_rms");
 }
 
 /* LoRA's B = 0: a rank-deficient factor's condition is infinite */
-static void diagnostics_cond_max_is_inf_for_lora_init(void **state) {
-    ref_config rc = rc_rite(0.01, 1.0);
-    diag_run r;
-    (void)state;
-    diag_run_do(&r, &rc, 1, 0.05, 1.0, 1);
-    assert_true(isinf(r.model.cond_max) && r.model.cond_max > 0);
-    ref_free(&r.ref);
+static void check_cond_max_is_inf(const diag_run *r) {
+    assert_true(isinf(r->model.cond_max) && r->model.cond_max > 0);
 }
+
+static const diag_case diag_cases[] = {
+    /* name, lr, clip, cap, escape, steps, gl_mult, lora_init, check */
+    {"diagnostics_at_step_one_match_hand_values", 0.01, 0.05, 0, 0, 1, 1.0, 0, check_hand_values_at_step_one},
+    {"diagnostics_without_clipping_have_clip_factor_one", 0.01, 100.0, 0, 0, 1, 1.0, 0, check_clip_factor_one_below_clip},
+    {"diagnostics_with_clipping_off_have_clip_factor_one", 0.01, 0, 0, 0, 1, 1.0, 0, check_clip_factor_one_with_clip_off},
+    {"diagnostics_count_a_skipped_factor", 0.01, 1.0, 0, 0, 1, 1e4, 0, check_one_factor_skipped},
+    {"diagnostics_rho_max_is_the_escaped_mass", 0.2, 1.0, 0, 1, 2, 1.0, 0, check_rho_max_is_the_escaped_mass},
+    {"diagnostics_update_rms_is_after_capping", 0.01, 1.0, 0.2, 0, 2, 1.0, 0, check_update_rms_after_capping},
+    {"diagnostics_cond_max_is_inf_for_lora_init", 0.01, 1.0, 0, 0, 1, 1.0, 1, check_cond_max_is_inf},
+};
+
+/* the cmocka entry of diagnostics case i */
+#define DIAG_TEST(i) {diag_cases[i].name, run_diag_case, NULL, NULL, (void *)&diag_cases[i]}
 
 static void diagnostics_are_zero_before_the_first_step(void **state) {
     net *n = net_new(3, SHAPES, RITE_FLOAT32, 99);
@@ -1329,47 +1351,51 @@ static model_case adamw_diagnostics_cases[] = {
    layers' squares, the same clip factor everywhere (global clipping),
    skipped a sum, rho_max and cond_max maxima, update_rms the rms over every
    entry (each layer's weighted by its (in + out) r entries). */
+static void assert_aggregate_of_layers(const rite_model *m, const rite_diagnostics *md) {
+    double sq = 0, usq = 0, cnt = 0, rho = 0, cond = 0;
+    int skipped = 0, i;
+    for (i = 0; i < MAXL; i++) {
+        double k = (double)(SHAPES[i].in_features + SHAPES[i].out_features) * SHAPES[i].r;
+        rite_diagnostics ld = {0, 0, 0, 0, 0, 0, 0};
+        check_status(rite_layer_diagnostics(rite_model_layer(m, i), &ld), RITE_OK, "rite_layer_diagnostics");
+        assert_int_equal(ld.step, md->step);
+        assert_true(ld.clip_factor == md->clip_factor);
+        sq += ld.grad_norm * ld.grad_norm;
+        usq += ld.update_rms * ld.update_rms * k;
+        cnt += k;
+        skipped += ld.skipped;
+        if (ld.rho_max > rho) rho = ld.rho_max;
+        if (ld.cond_max > cond) cond = ld.cond_max;
+    }
+    assert_rel(md->grad_norm, sqrt(sq), 1e-12, "model grad_norm");
+    assert_int_equal(md->skipped, skipped);
+    assert_rel(md->update_rms, sqrt(usq / cnt), 1e-12, "model update_rms");
+    assert_true(md->rho_max == rho);
+    assert_true(md->cond_max == cond);
+}
+
+/* three steps with global clipping active and layer 2's lora_A skipped */
 static void model_diagnostics_aggregate_the_layers(void **state) {
-    ref_config rc = rc_rite(0.02, 0.05);
-    rite_config cfg;
+    rite_config cfg = cfg_of(rc_rite(0.02, 0.05), RITE_LORA_RITE);
     net *n = net_new(MAXL, SHAPES, RITE_FLOAT32, 0xa99e0008ull);
     rite_model *m;
     int s, i;
     (void)state;
-    rc.escape = 1;
-    rc.skip = 0.6;
-    cfg = tu_rite_config(&rc, RITE_LORA_RITE);
+    cfg.escape = 1;
+    cfg.skip = 0.6;
     m = model_new(n, RITE_LORA_RITE, &cfg, 0);
     for (s = 0; s < 3; s++) {
-        rite_diagnostics md = {0, 0, 0, 0, 0, 0, 0}, ld = {0, 0, 0, 0, 0, 0, 0};
-        double sq = 0, usq = 0, cnt = 0, rho = 0, cond = 0;
-        int skipped = 0;
+        rite_diagnostics md = {0, 0, 0, 0, 0, 0, 0};
         net_grad(n, grad_scale(s));
         /* layer 2's lora_A gradient far too large: skipped */
         for (i = 0; i < (int)buf_count(n, 2, BUF_GA); i++) n->f[2][BUF_GA][i] *= 1000.0f;
         check_status(net_step(m, n), RITE_OK, "model step");
         check_status(rite_model_diagnostics(m, &md), RITE_OK, "rite_model_diagnostics");
-        for (i = 0; i < MAXL; i++) {
-            double k = (double)(SHAPES[i].in_features + SHAPES[i].out_features) * SHAPES[i].r;
-            check_status(rite_layer_diagnostics(rite_model_layer(m, i), &ld), RITE_OK, "rite_layer_diagnostics");
-            assert_int_equal(ld.step, s + 1);
-            assert_true(ld.clip_factor == md.clip_factor);
-            sq += ld.grad_norm * ld.grad_norm;
-            usq += ld.update_rms * ld.update_rms * k;
-            cnt += k;
-            skipped += ld.skipped;
-            if (ld.rho_max > rho) rho = ld.rho_max;
-            if (ld.cond_max > cond) cond = ld.cond_max;
-        }
-        assert_int_equal(md.step, s + 1);
-        assert_rel(md.grad_norm, sqrt(sq), 1e-12, "model grad_norm");
-        assert_true(md.grad_norm > rc.clip);   /* clipping was active */
-        assert_rel(md.clip_factor, rc.clip / md.grad_norm, 1e-12, "model clip_factor");
-        assert_true(skipped >= 1);
-        assert_int_equal(md.skipped, skipped);
-        assert_rel(md.update_rms, sqrt(usq / cnt), 1e-12, "model update_rms");
-        assert_true(md.rho_max == rho);
-        assert_true(md.cond_max == cond);
+        assert_int_equal(md.step, s + 1);   /* and so each layer's (assert_aggregate_of_layers) */
+        assert_true(md.grad_norm > cfg.clip);   /* clipping was active */
+        assert_rel(md.clip_factor, cfg.clip / md.grad_norm, 1e-12, "model clip_factor");
+        assert_aggregate_of_layers(m, &md);
+        assert_true(md.skipped >= 1);
     }
     rite_model_free(m);
     free(n);
@@ -1402,17 +1428,8 @@ static void put_le64(unsigned char *p, uint64_t v) {
     int i;
     for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
-static uint64_t fnv1a(const unsigned char *p, size_t n) {
-    uint64_t h = 14695981039346656037ull;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
 /* a checksum recomputed after an edit ("resealed") */
-static void reseal(unsigned char *buf, size_t size) { put_le64(buf + size - 8, fnv1a(buf, size - 8)); }
+static void reseal(unsigned char *buf, size_t size) { put_le64(buf + size - 8, tu_fnv1a(buf, size - 8)); }
 
 static int host_little_endian(void) {
     const uint16_t one = 1;
@@ -1589,8 +1606,8 @@ static void model_checkpoint_layout_is_the_documented_one(void **state) {
         assert_int_equal(le32(q + 16), SHAPES[i].layout_B);
         assert_true(scale == SHAPES[i].lr_scale);
     }
-    assert_true(le64(buf + size - 8) == fnv1a(buf, size - 8));
-    assert_true(le64(nof + size0 - 8) == fnv1a(nof, size0 - 8));
+    assert_true(le64(buf + size - 8) == tu_fnv1a(buf, size - 8));
+    assert_true(le64(nof + size0 - 8) == tu_fnv1a(nof, size0 - 8));
     /* the states as rite_state_copy gives them, then lora_A and lora_B
        (little-endian: as in memory on a little-endian host) */
     off = CK_HEAD + CK_LAYER * MAXL;
@@ -1942,50 +1959,31 @@ static void model_reset_is_a_fresh_model(void **state) {
 /* rite_model_factors_changed is rite_factors_changed on every layer */
 static void model_factors_changed_equals_layer_path(void **state) {
     rite_config cfg = cfg_of(rc_rite(0.01, 0.05), RITE_LORA_RITE);
-    net *a = net_new(MAXL, SHAPES, RITE_FLOAT64, 0xfc0017ull), *b;
-    rite_model *m = model_new(a, RITE_LORA_RITE, &cfg, 0);
-    layer_path p;
-    snap want;
+    model_and_path t;
     int s, i;
     size_t e;
     (void)state;
-    b = net_clone(a);
-    path_make(&p, b, RITE_LORA_RITE, &cfg, 0);
+    twins_make(&t, net_new(MAXL, SHAPES, RITE_FLOAT64, 0xfc0017ull), RITE_LORA_RITE, &cfg, 0);
     for (s = 0; s < 4; s++) {
+        net *a = t.a;
         if (s == 2) {   /* the trainer rescales the factors: L R^T unchanged, bases kept */
             for (i = 0; i < MAXL; i++) {
                 for (e = 0; e < buf_count(a, i, BUF_A); e++) a->d[i][BUF_A][e] *= 2.0;
                 for (e = 0; e < buf_count(a, i, BUF_B); e++) a->d[i][BUF_B][e] *= 0.5;
-                rite_factors_changed(p.l[i]);
+                rite_factors_changed(t.p.l[i]);
             }
-            memcpy(b->d, a->d, sizeof a->d);
-            rite_model_factors_changed(m);
+            memcpy(t.b->d, a->d, sizeof a->d);
+            rite_model_factors_changed(t.m);
         }
-        net_grad(a, grad_scale(s));
-        net_copy_grads(b, a);
-        check_status(net_step(m, a), RITE_OK, "model step");
-        path_step(&p, b, 0.0);
-        assert_true(net_factors_equal(a, b));
-        snap_path(&want, &p);
-        assert_model_state(m, &want, "after factors_changed");
-        snap_free(&want);
+        twins_grad(&t, s);
+        check_status(net_step(t.m, a), RITE_OK, "model step");
+        path_step(&t.p, t.b, 0.0);
+        assert_twins_equal(&t, "after factors_changed");
     }
-    path_free(&p);
-    free_twins(m, NULL, a, b);
+    twins_free(&t);
 }
 
 /* ============================================================== 7. schedule */
-
-static rite_schedule sched(double lr, long long warmup, long long total, double final_lr, rite_decay decay) {
-    rite_schedule s;
-    memset(&s, 0, sizeof s);
-    s.lr = lr;
-    s.warmup_steps = warmup;
-    s.total_steps = total;
-    s.final_lr = final_lr;
-    s.decay = decay;
-    return s;
-}
 
 static void assert_lr(const rite_schedule *s, long long step, double want) {
     double got = rite_schedule_lr(s, step);
@@ -1995,83 +1993,82 @@ static void assert_lr(const rite_schedule *s, long long step, double want) {
     }
 }
 
-/* warmup: lr * (step + 1) / warmup for the first warmup steps, then lr */
-static void schedule_warmup_then_constant(void **state) {
-    rite_schedule s = sched(0.1, 4, 0, 0, RITE_DECAY_CONSTANT);
-    (void)state;
-    assert_lr(&s, 0, 0.025);
-    assert_lr(&s, 1, 0.05);
-    assert_lr(&s, 2, 0.075);
-    assert_lr(&s, 3, 0.1);   /* end of warmup */
-    assert_lr(&s, 4, 0.1);
-    assert_lr(&s, 1000000, 0.1);
-    s = sched(0.3, 0, 0, 0, RITE_DECAY_CONSTANT);   /* no warmup */
-    assert_lr(&s, 0, 0.3);
-    assert_lr(&s, 7, 0.3);
-}
+/* the lr a schedule gives at a step */
+typedef struct lr_point {
+    long long step;
+    double lr;
+} lr_point;
 
-/* linear decay from lr at the end of warmup (step 10) to final_lr at step 110 */
-static void schedule_linear_decay(void **state) {
-    rite_schedule s = sched(0.1, 10, 110, 0.01, RITE_DECAY_LINEAR);
-    (void)state;
-    assert_lr(&s, 0, 0.01);
-    assert_lr(&s, 4, 0.05);
-    assert_lr(&s, 9, 0.1);
-    assert_lr(&s, 10, 0.1);
-    assert_lr(&s, 35, 0.1 - 0.09 * 0.25);
-    assert_lr(&s, 60, 0.055);   /* the middle */
-    assert_lr(&s, 110, 0.01);   /* the end */
-    assert_lr(&s, 111, 0.01);
-    assert_lr(&s, 100000, 0.01);
-    s = sched(0.2, 0, 100, 0, RITE_DECAY_LINEAR);   /* no warmup */
-    assert_lr(&s, 0, 0.2);
-    assert_lr(&s, 50, 0.1);
-    assert_lr(&s, 75, 0.05);
-    assert_lr(&s, 100, 0.0);
-}
+#define LR_END {-1, 0}   /* the end of a case's points */
+#define COS_PI_4 0.70710678118654752440
 
-/* cosine: final + (lr - final) (1 + cos(pi p)) / 2, p the decay's progress */
-static void schedule_cosine_decay(void **state) {
-    rite_schedule s = sched(0.1, 10, 110, 0.01, RITE_DECAY_COSINE);
-    const double pi = 3.14159265358979323846;
-    (void)state;
-    assert_lr(&s, 0, 0.01);
-    assert_lr(&s, 9, 0.1);
-    assert_lr(&s, 10, 0.1);
-    assert_lr(&s, 35, 0.01 + 0.09 * 0.5 * (1 + cos(pi / 4)));
-    assert_lr(&s, 60, 0.055);
-    assert_lr(&s, 85, 0.01 + 0.09 * 0.5 * (1 - cos(pi / 4)));
-    assert_lr(&s, 110, 0.01);
-    assert_lr(&s, 5000, 0.01);
-}
+/* One schedule test: the schedule and its lr at some steps, by hand. */
+typedef struct schedule_case {
+    const char *name;
+    rite_schedule s;   /* lr, warmup_steps, total_steps, final_lr, decay */
+    lr_point at[10];   /* up to LR_END */
+} schedule_case;
 
-static void schedule_that_makes_no_sense_is_nan(void **state) {
-    rite_schedule bad[12];
+static const schedule_case schedule_cases[] = {
+    /* warmup: lr * (step + 1) / warmup for the first warmup steps, then lr */
+    {"schedule_warmup_then_constant", {0.1, 4, 0, 0, RITE_DECAY_CONSTANT},
+     {{0, 0.025}, {1, 0.05}, {2, 0.075}, {3, 0.1} /* end of warmup */, {4, 0.1}, {1000000, 0.1}, LR_END}},
+    {"schedule_constant_without_warmup", {0.3, 0, 0, 0, RITE_DECAY_CONSTANT}, {{0, 0.3}, {7, 0.3}, LR_END}},
+    /* a constant lr needs no total_steps */
+    {"schedule_constant_ignores_total_steps", {0.1, 20, 10, 0, RITE_DECAY_CONSTANT}, {{30, 0.1}, LR_END}},
+    /* linear decay from lr at the end of warmup (step 10) to final_lr at step 110 */
+    {"schedule_linear_decay", {0.1, 10, 110, 0.01, RITE_DECAY_LINEAR},
+     {{0, 0.01}, {4, 0.05}, {9, 0.1}, {10, 0.1}, {35, 0.1 - 0.09 * 0.25}, {60, 0.055} /* the middle */,
+      {110, 0.01} /* the end */, {111, 0.01}, {100000, 0.01}, LR_END}},
+    {"schedule_linear_decay_without_warmup", {0.2, 0, 100, 0, RITE_DECAY_LINEAR},
+     {{0, 0.2}, {50, 0.1}, {75, 0.05}, {100, 0.0}, LR_END}},
+    /* cosine: final + (lr - final) (1 + cos(pi p)) / 2, p the decay's progress */
+    {"schedule_cosine_decay", {0.1, 10, 110, 0.01, RITE_DECAY_COSINE},
+     {{0, 0.01}, {9, 0.1}, {10, 0.1}, {35, 0.01 + 0.09 * 0.5 * (1 + COS_PI_4)}, {60, 0.055},
+      {85, 0.01 + 0.09 * 0.5 * (1 - COS_PI_4)}, {110, 0.01}, {5000, 0.01}, LR_END}},
+};
+
+/* the runner of every schedule case: its case is cmocka's state */
+static void run_schedule_case(void **state) {
+    const schedule_case *c = (const schedule_case *)*state;
     int i;
-    (void)state;
-    bad[0] = sched(0.1, -1, 100, 0, RITE_DECAY_LINEAR);        /* negative warmup */
-    bad[1] = sched(0.1, 0, -5, 0, RITE_DECAY_LINEAR);          /* negative total */
-    bad[2] = sched(NAN, 10, 100, 0, RITE_DECAY_COSINE);        /* lr not a number */
-    bad[3] = sched(-0.1, 10, 100, 0, RITE_DECAY_COSINE);       /* negative lr */
-    bad[4] = sched(INFINITY, 0, 0, 0, RITE_DECAY_CONSTANT);    /* infinite lr */
-    bad[5] = sched(0.1, 10, 100, NAN, RITE_DECAY_LINEAR);      /* final_lr not a number */
-    bad[6] = sched(0.1, 10, 100, -0.01, RITE_DECAY_LINEAR);    /* negative final_lr */
-    bad[7] = sched(0.1, 10, 100, INFINITY, RITE_DECAY_COSINE); /* infinite final_lr */
-    bad[8] = sched(0.1, 20, 10, 0, RITE_DECAY_LINEAR);         /* decay ends before warmup does */
-    bad[9] = sched(0.1, 20, 10, 0, RITE_DECAY_COSINE);
-    bad[10] = sched(0.1, 10, 100, 0, (rite_decay)7);           /* no such decay */
-    bad[11] = sched(0.1, -3, 0, 0, RITE_DECAY_CONSTANT);       /* negative warmup, constant */
-    for (i = 0; i < 12; i++) {
-        double lr = rite_schedule_lr(&bad[i], 5);
+    for (i = 0; c->at[i].step >= 0; i++) assert_lr(&c->s, c->at[i].step, c->at[i].lr);
+}
+
+/* the cmocka entry of schedule case i */
+#define SCHEDULE_TEST(i) {schedule_cases[i].name, run_schedule_case, NULL, NULL, (void *)&schedule_cases[i]}
+
+/* every schedule of bad[n] gives NaN at `step` */
+static void assert_nan_lr(const rite_schedule *bad, int n, long long step) {
+    int i;
+    for (i = 0; i < n; i++) {
+        double lr = rite_schedule_lr(&bad[i], step);
         if (!isnan(lr)) {
             print_error("bad schedule %d: lr %g, want NaN\n", i, lr);
             fail();
         }
     }
+}
+
+static void schedule_that_makes_no_sense_is_nan(void **state) {
+    static const rite_schedule bad[] = {
+        /* lr, warmup_steps, total_steps, final_lr, decay */
+        {0.1, -1, 100, 0, RITE_DECAY_LINEAR},        /* negative warmup */
+        {0.1, 0, -5, 0, RITE_DECAY_LINEAR},          /* negative total */
+        {NAN, 10, 100, 0, RITE_DECAY_COSINE},        /* lr not a number */
+        {-0.1, 10, 100, 0, RITE_DECAY_COSINE},       /* negative lr */
+        {INFINITY, 0, 0, 0, RITE_DECAY_CONSTANT},    /* infinite lr */
+        {0.1, 10, 100, NAN, RITE_DECAY_LINEAR},      /* final_lr not a number */
+        {0.1, 10, 100, -0.01, RITE_DECAY_LINEAR},    /* negative final_lr */
+        {0.1, 10, 100, INFINITY, RITE_DECAY_COSINE}, /* infinite final_lr */
+        {0.1, 20, 10, 0, RITE_DECAY_LINEAR},         /* decay ends before warmup does */
+        {0.1, 20, 10, 0, RITE_DECAY_COSINE},
+        {0.1, 10, 100, 0, (rite_decay)7},            /* no such decay */
+        {0.1, -3, 0, 0, RITE_DECAY_CONSTANT},        /* negative warmup, constant */
+    };
+    (void)state;
+    assert_nan_lr(bad, (int)(sizeof bad / sizeof bad[0]), 5);
     assert_true(isnan(rite_schedule_lr(NULL, 0)));
-    /* a constant lr needs no total_steps */
-    bad[0] = sched(0.1, 20, 10, 0, RITE_DECAY_CONSTANT);
-    assert_lr(&bad[0], 30, 0.1);
 }
 
 /* The header: NaN for "negative counts, lr or final_lr not finite and
@@ -2079,13 +2076,13 @@ static void schedule_that_makes_no_sense_is_nan(void **state) {
    to a decay. So a constant schedule with a negative total_steps or a
    final_lr that is not a number makes no sense either. */
 static void schedule_constant_with_bad_total_or_final_is_nan(void **state) {
-    rite_schedule s = sched(0.1, 0, -1, 0, RITE_DECAY_CONSTANT);
+    static const rite_schedule bad[] = {
+        {0.1, 0, -1, 0, RITE_DECAY_CONSTANT},
+        {0.1, 0, 0, NAN, RITE_DECAY_CONSTANT},
+        {0.1, 0, 0, -1.0, RITE_DECAY_CONSTANT},
+    };
     (void)state;
-    assert_true(isnan(rite_schedule_lr(&s, 3)));
-    s = sched(0.1, 0, 0, NAN, RITE_DECAY_CONSTANT);
-    assert_true(isnan(rite_schedule_lr(&s, 3)));
-    s = sched(0.1, 0, 0, -1.0, RITE_DECAY_CONSTANT);
-    assert_true(isnan(rite_schedule_lr(&s, 3)));
+    assert_nan_lr(bad, (int)(sizeof bad / sizeof bad[0]), 3);
 }
 
 /* ============================================================== 8. set_lr */
@@ -2139,58 +2136,6 @@ static void model_set_lr_beyond_float_range_changes_no_layer(void **state) {
 
 /* =========================================================== 9. bad descs */
 
-/* Counting allocator hook: the live blocks and bytes, and every request. */
-enum { CA_MAX = 256 };
-typedef struct count_alloc {
-    long requests, frees, bad_frees, fail_at;   /* fail_at: refuse that request (1-based; 0 never) */
-    size_t requested, live_bytes;
-    void *live[CA_MAX];
-    size_t size[CA_MAX];
-    int nlive;
-} count_alloc;
-
-static void *ca_alloc(size_t size, void *user) {
-    count_alloc *c = (count_alloc *)user;
-    void *p;
-    c->requests++;
-    if (c->fail_at && c->requests == c->fail_at) return NULL;
-    c->requested += size;
-    if (c->nlive == CA_MAX) return NULL;
-    p = malloc(size);
-    if (p) {
-        c->live[c->nlive] = p;
-        c->size[c->nlive++] = size;
-        c->live_bytes += size;
-    }
-    return p;
-}
-
-static void ca_free(void *ptr, void *user) {
-    count_alloc *c = (count_alloc *)user;
-    int i;
-    if (!ptr) return;
-    for (i = 0; i < c->nlive; i++)
-        if (c->live[i] == ptr) break;
-    if (i == c->nlive) {
-        c->bad_frees++;
-        return;
-    }
-    c->live_bytes -= c->size[i];
-    c->live[i] = c->live[c->nlive - 1];
-    c->size[i] = c->size[c->nlive - 1];
-    c->nlive--;
-    c->frees++;
-    free(ptr);
-}
-
-static rite_allocator ca_hooks(count_alloc *c) {
-    rite_allocator a;
-    a.alloc = ca_alloc;
-    a.release = ca_free;
-    a.user_data = c;
-    return a;
-}
-
 /* init refuses the desc with `want`, sets *model to NULL, leaks nothing, and
    the detail contains `word` (when given); memory_query refuses it too and
    leaves its output alone */
@@ -2198,10 +2143,10 @@ static void check_bad_model_desc(const rite_model_desc *d0, rite_status want, co
     rite_model_desc d = *d0;
     rite_model *m;
     rite_memory mem, ref;
-    count_alloc ca;
+    tu_count_alloc ca;
     char detail[256];
     memset(&ca, 0, sizeof ca);
-    d.allocator = ca_hooks(&ca);
+    d.allocator = tu_count_hooks(&ca);
     m = (rite_model *)&ca;
     strcpy(detail, "untouched");
     check_status(rite_model_init(&m, &d, detail, sizeof detail), want, what);
@@ -2312,12 +2257,12 @@ static void model_init_out_of_memory_leaks_nothing(void **state) {
     (void)state;
     for (threads = 1; threads <= 3; threads += 2) {
         rite_model_desc d = model_desc(n, RITE_LORA_RITE, NULL, 1);
-        count_alloc ca;
+        tu_count_alloc ca;
         rite_model *m;
         long k, total;
         d.threads = threads;
         memset(&ca, 0, sizeof ca);
-        d.allocator = ca_hooks(&ca);
+        d.allocator = tu_count_hooks(&ca);
         m = model_from(&d);
         total = ca.requests;
         rite_model_free(m);
@@ -2326,7 +2271,7 @@ static void model_init_out_of_memory_leaks_nothing(void **state) {
             char detail[256];
             memset(&ca, 0, sizeof ca);
             ca.fail_at = k;
-            d.allocator = ca_hooks(&ca);
+            d.allocator = tu_count_hooks(&ca);
             m = (rite_model *)&ca;
             check_status(rite_model_init(&m, &d, detail, sizeof detail), RITE_ERR_OUT_OF_MEMORY, "a refused allocation");
             assert_null(m);
@@ -2347,14 +2292,14 @@ static void check_memory_query(rite_optimizer opt, rite_precision prec, int keep
     rite_model_desc d = model_desc(n, opt, NULL, keep_basis);
     rite_memory mem;
     rite_model *m;
-    count_alloc ca;
+    tu_count_alloc ca;
     size_t state = 0;
     long requests;
     int i, s;
     d.threads = threads;
     check_status(rite_model_memory_query(&d, &mem), RITE_OK, "rite_model_memory_query");
     memset(&ca, 0, sizeof ca);
-    d.allocator = ca_hooks(&ca);
+    d.allocator = tu_count_hooks(&ca);
     m = model_from(&d);
     /* everything init allocates, and nothing more, is what the query said */
     assert_int_equal(ca.requested, mem.total_bytes);
@@ -2434,12 +2379,13 @@ int main(void) {
         cmocka_unit_test(model_failed_prepare_leaves_nothing_half_done),
         cmocka_unit_test(model_set_lr_between_prepare_and_apply_is_used),
         /* 5. diagnostics */
-        cmocka_unit_test(diagnostics_at_step_one_match_hand_values),
-        cmocka_unit_test(diagnostics_without_clipping_have_clip_factor_one),
-        cmocka_unit_test(diagnostics_count_a_skipped_factor),
-        cmocka_unit_test(diagnostics_rho_max_is_the_escaped_mass),
-        cmocka_unit_test(diagnostics_update_rms_is_after_capping),
-        cmocka_unit_test(diagnostics_cond_max_is_inf_for_lora_init),
+        DIAG_TEST(0),
+        DIAG_TEST(1),
+        DIAG_TEST(2),
+        DIAG_TEST(3),
+        DIAG_TEST(4),
+        DIAG_TEST(5),
+        DIAG_TEST(6),
         cmocka_unit_test(diagnostics_are_zero_before_the_first_step),
         CASE_TEST(adamw_diagnostics_cases, 0),
         CASE_TEST(adamw_diagnostics_cases, 1),
@@ -2460,9 +2406,12 @@ int main(void) {
         cmocka_unit_test(model_reset_is_a_fresh_model),
         cmocka_unit_test(model_factors_changed_equals_layer_path),
         /* 7. schedule */
-        cmocka_unit_test(schedule_warmup_then_constant),
-        cmocka_unit_test(schedule_linear_decay),
-        cmocka_unit_test(schedule_cosine_decay),
+        SCHEDULE_TEST(0),
+        SCHEDULE_TEST(1),
+        SCHEDULE_TEST(2),
+        SCHEDULE_TEST(3),
+        SCHEDULE_TEST(4),
+        SCHEDULE_TEST(5),
         cmocka_unit_test(schedule_that_makes_no_sense_is_nan),
         cmocka_unit_test(schedule_constant_with_bad_total_or_final_is_nan),
         /* 8. lr */

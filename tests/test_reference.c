@@ -81,12 +81,7 @@ static void problem_free(problem *p) {
    multiplied by `spike` (if nonzero): an outlier batch, for skipping. */
 static void problem_grad(problem *p, const double *L, const double *R, int s, double spike,
                          double *gL, double *gR) {
-    int i;
-    tu_lsq_loss_grad(L, R, p->A, p->m, p->n, p->r, gL, gR, p->work);
-    if (spike > 0 && s % 7 == 3) {
-        for (i = 0; i < p->m * p->r; i++) gL[i] *= spike;
-        for (i = 0; i < p->n * p->r; i++) gR[i] *= spike;
-    }
+    tu_lsq_grad_spiked(L, R, p->A, p->m, p->n, p->r, s, spike, gL, gR, p->work);
 }
 
 /* ------------------------------------------------------------------ cases */
@@ -323,47 +318,63 @@ static void run_report_free(const case_spec *c) {
     ref_free(&r.ref);
 }
 
-static ref_config all_options(void) {
-    ref_config cfg = ref_config_default();
-    cfg.lr = 0.02;
-    cfg.escape = 1;
-    cfg.clip = 0.5;
-    cfg.skip = 0.5;
-    cfg.cap = 0.7;
-    cfg.weight_decay = 0.05;
-    cfg.balance = 1;
-    cfg.relative_eps = 1;
-    cfg.eps_root = 0.05;
-    return cfg;
-}
-
 /* ------------------------------------------------------------ option cases */
 
-/* One configuration run against the reference (base_case with `spike`):
-   `set` (if any) switches the option(s) on in cfg and leaves in `others`
-   (others[0] comes as a copy of base_case's cfg) the configurations whose
-   reference runs must end elsewhere (the same run without the option, or
-   with it off), returning how many; `check` (if any) asserts on the run's
-   counters. */
+/* A field of ref_config that an option case sets; ALL_OPTIONS makes the
+   whole config ref_config_all_options(), KEEP changes nothing. */
+typedef enum option_field {
+    KEEP, ESCAPE, CLIP, SKIP, CAP, WEIGHT_DECAY, BALANCE, EPS_ROOT, RELATIVE_EPS, ALL_OPTIONS
+} option_field;
+
+typedef struct option_setting {
+    option_field field;
+    double value;   /* 0 or 1 for the switches */
+} option_setting;
+
+static void apply_setting(ref_config *cfg, option_setting s) {
+    switch (s.field) {
+    case KEEP: break;
+    case ESCAPE: cfg->escape = (int)s.value; break;
+    case CLIP: cfg->clip = s.value; break;
+    case SKIP: cfg->skip = s.value; break;
+    case CAP: cfg->cap = s.value; break;
+    case WEIGHT_DECAY: cfg->weight_decay = s.value; break;
+    case BALANCE: cfg->balance = (int)s.value; break;
+    case EPS_ROOT: cfg->eps_root = s.value; break;
+    case RELATIVE_EPS: cfg->relative_eps = (int)s.value; break;
+    case ALL_OPTIONS: *cfg = ref_config_all_options(); break;
+    }
+}
+
+/* One configuration run against the reference: base_case's with `spike`
+   and the settings `on` (the option(s) under test); the reference runs
+   with base_case's config and each of the n_others settings of `others`
+   (the same run without the option, or with it off) must end elsewhere;
+   `check` (if any) asserts on the run's counters. `label` names the run
+   in the report. */
 typedef struct option_case {
-    const char *name;
+    const char *name, *label;
     double spike;
-    int (*set)(ref_config *cfg, ref_config *others);
+    option_setting on[2];
+    int n_others;
+    option_setting others[2];
     void (*check)(const case_result *r);
 } option_case;
 
 static void run_option_case(void **state) {
     const option_case *oc = (const option_case *)*state;
-    case_spec c = base_case(oc->name);
-    ref_config others[2];
+    case_spec c = base_case(oc->label);
     case_result r;
-    int n = 0, i;
+    int i;
     c.spike = oc->spike;
-    others[0] = c.cfg;
-    if (oc->set) n = oc->set(&c.cfg, others);
+    for (i = 0; i < 2; i++) apply_setting(&c.cfg, oc->on[i]);
     run_and_report(&c, &r);
     if (oc->check) oc->check(&r);
-    for (i = 0; i < n; i++) assert_option_matters(&c, &r, &others[i]);
+    for (i = 0; i < oc->n_others; i++) {
+        ref_config other = base_case(oc->label).cfg;
+        apply_setting(&other, oc->others[i]);
+        assert_option_matters(&c, &r, &other);
+    }
     ref_free(&r.ref);
 }
 
@@ -374,115 +385,60 @@ static void check_defaults(const case_result *r) {
     assert_int_equal(r->ref.n_skip, 0);
     assert_int_equal(r->ref.n_cap, 0);
 }
-static option_case case_defaults = {"defaults", 0, NULL, check_defaults};
 
-static int set_escape(ref_config *cfg, ref_config *others) {
-    (void)others;
-    cfg->escape = 1;
-    return 1;
-}
 static void check_escape(const case_result *r) {
     print_message("    escape: largest escaped mass %.3e\n", r->max_rho);
     assert_true(r->ref.n_escape > 0);
     assert_true(r->max_rho > 1e-8);
 }
-static option_case case_escape = {"escape", 0, set_escape, check_escape};
 
-static int set_clip_active(ref_config *cfg, ref_config *others) {
-    cfg->clip = 0.5;
-    others[0].clip = 0;
-    return 1;
-}
 static void check_clip_active(const case_result *r) { assert_true(r->ref.n_clip > 0); }
-static option_case case_clip_active = {"clip 0.5", 0, set_clip_active, check_clip_active};
 
-static int set_clip_off(ref_config *cfg, ref_config *others) {
-    (void)others; /* default clip = 1.0, active in this problem */
-    cfg->clip = 0;
-    return 1;
-}
 static void check_clip_off(const case_result *r) {
     assert_int_equal(r->ref.n_clip, 0);
     assert_true(r->ref.max_gamma > 1.0); /* clipping at 1.0 would have acted */
 }
-static option_case case_clip_off = {"clip 0 (off)", 0, set_clip_off, check_clip_off};
 
-/* Outlier batches (gradients x5 every 7th step) exceed skip = 0.5 early on,
-   ordinary batches never do. */
-static int set_skip_active(ref_config *cfg, ref_config *others) {
-    cfg->skip = 0.5;
-    others[0].skip = 0;
-    return 1;
-}
+/* outlier batches (gradients x5 every 7th step) exceed skip = 0.5 early on,
+   ordinary batches never do */
 static void check_skip_active(const case_result *r) {
     assert_true(r->ref.n_skip > 0);
     assert_true(r->ref.n_skip < STEPS); /* sometimes, not always */
 }
-static option_case case_skip_active = {"skip 0.5, outliers", 5.0, set_skip_active, check_skip_active};
 
-static int set_skip_off(ref_config *cfg, ref_config *others) {
-    cfg->skip = 0;
-    others[0].skip = 0.5; /* would skip here (see test_skip_active) */
-    return 1;
-}
 static void check_skip_off(const case_result *r) { assert_int_equal(r->ref.n_skip, 0); }
-static option_case case_skip_off = {"skip 0 (off), outliers", 5.0, set_skip_off, check_skip_off};
 
-static int set_cap(ref_config *cfg, ref_config *others) {
-    (void)others;
-    cfg->cap = 0.7;
-    return 1;
-}
 static void check_cap(const case_result *r) {
     assert_true(r->ref.n_cap > 0);
     assert_true(r->ref.n_cap < 2 * STEPS);
 }
-static option_case case_cap = {"cap 0.7", 0, set_cap, check_cap};
 
-static int set_weight_decay(ref_config *cfg, ref_config *others) {
-    (void)others;
-    cfg->weight_decay = 0.1;
-    return 1;
-}
-static option_case case_weight_decay = {"weight_decay 0.1", 0, set_weight_decay, NULL};
-
-static int set_balance(ref_config *cfg, ref_config *others) {
-    (void)others;
-    cfg->balance = 1;
-    return 1;
-}
-static option_case case_balance = {"balance", 0, set_balance, NULL};
-
-static int set_relative_eps(ref_config *cfg, ref_config *others) {
-    cfg->eps_root = 0.1;
-    cfg->relative_eps = 1;
-    others[0] = *cfg;
-    others[0].relative_eps = 0; /* eps_root = 0.1 absolute ends elsewhere */
-    others[1] = others[0];
-    others[1].eps_root = 0;     /* and so does no eps_root at all */
-    return 2;
-}
-static option_case case_relative_eps = {"relative_eps, eps_root 0.1", 0, set_relative_eps, NULL};
-
-static int set_eps_root(ref_config *cfg, ref_config *others) {
-    (void)others;
-    cfg->eps_root = 1e-3;
-    return 1;
-}
-static option_case case_eps_root = {"eps_root 1e-3", 0, set_eps_root, NULL};
-
-static int set_all_options(ref_config *cfg, ref_config *others) {
-    (void)others;
-    *cfg = all_options();
-    return 0;
-}
 static void check_all_options(const case_result *r) {
     assert_true(r->ref.n_skip > 0);
     assert_true(r->ref.n_clip > 0);
     assert_true(r->ref.n_cap > 0);
     assert_true(r->ref.n_escape > 0);
 }
-static option_case case_all_options = {"all options", 5.0, set_all_options, check_all_options};
+
+static const option_case option_cases[] = {
+    /* name, label, spike, on, n_others, others, check */
+    {"test_defaults", "defaults", 0, {{KEEP, 0}}, 0, {{KEEP, 0}}, check_defaults},
+    {"test_escape", "escape", 0, {{ESCAPE, 1}}, 1, {{KEEP, 0}}, check_escape},
+    {"test_clip_active", "clip 0.5", 0, {{CLIP, 0.5}}, 1, {{CLIP, 0}}, check_clip_active},
+    /* the default clip = 1.0 is active in this problem */
+    {"test_clip_off", "clip 0 (off)", 0, {{CLIP, 0}}, 1, {{KEEP, 0}}, check_clip_off},
+    {"test_skip_active", "skip 0.5, outliers", 5.0, {{SKIP, 0.5}}, 1, {{SKIP, 0}}, check_skip_active},
+    /* skip = 0.5 would skip here (see test_skip_active) */
+    {"test_skip_off", "skip 0 (off), outliers", 5.0, {{SKIP, 0}}, 1, {{SKIP, 0.5}}, check_skip_off},
+    {"test_cap", "cap 0.7", 0, {{CAP, 0.7}}, 1, {{KEEP, 0}}, check_cap},
+    {"test_weight_decay", "weight_decay 0.1", 0, {{WEIGHT_DECAY, 0.1}}, 1, {{KEEP, 0}}, NULL},
+    {"test_balance", "balance", 0, {{BALANCE, 1}}, 1, {{KEEP, 0}}, NULL},
+    /* eps_root = 0.1 absolute ends elsewhere, and so does no eps_root at all */
+    {"test_relative_eps", "relative_eps, eps_root 0.1", 0, {{EPS_ROOT, 0.1}, {RELATIVE_EPS, 1}}, 2,
+     {{EPS_ROOT, 0.1}, {KEEP, 0}}, NULL},
+    {"test_eps_root", "eps_root 1e-3", 0, {{EPS_ROOT, 1e-3}}, 1, {{KEEP, 0}}, NULL},
+    {"test_all_options", "all options", 5.0, {{ALL_OPTIONS, 0}}, 0, {{KEEP, 0}}, check_all_options},
+};
 
 /* ------------------------------------------------------------------ tests */
 static void test_layouts(void **state) {
@@ -503,7 +459,7 @@ static void test_layouts(void **state) {
 static void test_padded(void **state) {
     case_spec c = base_case("padded A, all options");
     (void)state;
-    c.cfg = all_options();
+    c.cfg = ref_config_all_options();
     c.spike = 5.0;
     c.layout_L = RITE_RANK_LAST;
     c.ld_L = RK + 3;
@@ -535,7 +491,7 @@ static void test_float32(void **state) {
     run_report_free(&c);
 
     c.name = "float32 all options, R first";
-    c.cfg = all_options();
+    c.cfg = ref_config_all_options();
     c.cfg.pinv_eps = FLT_EPSILON;
     c.spike = 5.0;
     c.layout_R = RITE_RANK_FIRST;
@@ -616,7 +572,7 @@ static void test_adamw(void **state) {
 static void test_reference_invariance(void **state) {
     problem p;
     ref_layer a, b;
-    ref_config cfg = all_options();
+    ref_config cfg = ref_config_all_options();
     double S[RK * RK], Sit[RK * RK], La[M * RK], Ra[N * RK], Lb[M * RK], Rb[N * RK];
     double gL[M * RK], gR[N * RK], Za[M * N], Zb[M * N], worst = 0;
     tu_rng g;
@@ -665,24 +621,24 @@ static void test_reference_invariance(void **state) {
     problem_free(&p);
 }
 
-/* A test named test_<x> that runs option case case_<x>. */
-#define OPTION_TEST(x) { "test_" #x, run_option_case, NULL, NULL, &case_##x }
+/* the cmocka entry of option case i */
+#define OPTION_TEST(i) {option_cases[i].name, run_option_case, NULL, NULL, (void *)&option_cases[i]}
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reference_invariance),
-        OPTION_TEST(defaults),
-        OPTION_TEST(escape),
-        OPTION_TEST(clip_active),
-        OPTION_TEST(clip_off),
-        OPTION_TEST(skip_active),
-        OPTION_TEST(skip_off),
-        OPTION_TEST(cap),
-        OPTION_TEST(weight_decay),
-        OPTION_TEST(balance),
-        OPTION_TEST(relative_eps),
-        OPTION_TEST(eps_root),
-        OPTION_TEST(all_options),
+        OPTION_TEST(0),
+        OPTION_TEST(1),
+        OPTION_TEST(2),
+        OPTION_TEST(3),
+        OPTION_TEST(4),
+        OPTION_TEST(5),
+        OPTION_TEST(6),
+        OPTION_TEST(7),
+        OPTION_TEST(8),
+        OPTION_TEST(9),
+        OPTION_TEST(10),
+        OPTION_TEST(11),
         cmocka_unit_test(test_layouts),
         cmocka_unit_test(test_padded),
         cmocka_unit_test(test_float32),

@@ -106,20 +106,9 @@ typedef struct train_config {
 
 static train_config config_default(void)
 {
-    train_config c;
-    memset(&c, 0, sizeof c);
-    c.steps = 200;
-    c.optimizer = RITE_LORA_RITE;
-    c.precision = RITE_FLOAT64;
-    c.layers = 5;
-    c.rank = 4;
-    c.lr = 0.01;
-    c.clip = 1.0;
-    c.batch = 64;
-    c.samples = 512;
-    c.seed = 1;
-    c.assign = ASSIGN_BALANCED;
-    c.print_every = 20;
+    const train_config c = {.steps = 200, .optimizer = RITE_LORA_RITE, .precision = RITE_FLOAT64, .layers = 5,
+                            .rank = 4, .lr = 0.01, .clip = 1.0, .batch = 64, .samples = 512, .seed = 1,
+                            .assign = ASSIGN_BALANCED, .print_every = 20};
     return c;
 }
 
