@@ -133,6 +133,14 @@ typedef struct scenario {
     uint64_t seed;
 } scenario;
 
+/* the AdamW layer a scenario describes */
+static rite_desc scenario_desc(const scenario *sc) {
+    const rite_desc d = {.m = sc->m, .n = sc->n, .r = sc->r, .optimizer = RITE_ADAMW, .precision = sc->prec,
+                         .layout_L = sc->layout_L, .layout_R = sc->layout_R, .ld_L = sc->ld_L, .ld_R = sc->ld_R,
+                         .ld_gL = sc->ld_gL, .ld_gR = sc->ld_gR, .config = sc->config};
+    return d;
+}
+
 /* Gradient element (i, j) of a step: mixed magnitudes and signs, one exact
    zero (then m = v = 0 and the update term is 0 / (0 + eps) = 0). */
 static void make_gradient(tu_rng *g, double *x, int k, int r, int zero_at) {
@@ -150,7 +158,7 @@ static void run_scenario(const scenario *sc) {
     const int is_f64 = sc->prec == RITE_FLOAT64;
     const double tol = is_f64 ? 1e-13 : 1e-6;
     rite_config cfg = sc->config ? *sc->config : rite_config_default(RITE_ADAMW);
-    rite_desc desc;
+    const rite_desc desc = scenario_desc(sc);
     rite_layer *layer = NULL;
     tu_rng rng;
     buf L, R, gL, gR;
@@ -166,14 +174,6 @@ static void run_scenario(const scenario *sc) {
     assert_non_null(m1R); assert_non_null(m2R); assert_non_null(xL); assert_non_null(xR);
     assert_non_null(oldL); assert_non_null(oldR);
 
-    desc = tu_desc(m, n, r, RITE_ADAMW, sc->prec);
-    desc.layout_L = sc->layout_L;
-    desc.layout_R = sc->layout_R;
-    desc.ld_L = sc->ld_L;
-    desc.ld_R = sc->ld_R;
-    desc.ld_gL = sc->ld_gL;
-    desc.ld_gR = sc->ld_gR;
-    desc.config = sc->config;
     assert_int_equal(rite_init(&layer, &desc), RITE_OK);
     assert_non_null(layer);
 
@@ -253,27 +253,27 @@ static rite_config custom_config(void) {
 
 /* ---- tests -------------------------------------------------------------- */
 
+/* the AdamW defaults SPEC.md lists */
+static void assert_spec_defaults(const rite_config *c) {
+    assert_true(c->lr == 1e-3);
+    assert_true(c->beta1 == 0.9);
+    assert_true(c->beta2 == 0.999);
+    assert_true(c->eps == 1e-8);
+    assert_true(c->weight_decay == 0.0);
+}
+
 /* rite_config_default(RITE_ADAMW) holds the SPEC.md values, and a layer
    created with config == NULL uses them. */
 static void test_defaults(void **state) {
-    rite_config c = rite_config_default(RITE_ADAMW), g;
-    rite_desc desc;
+    const rite_config c = rite_config_default(RITE_ADAMW);
+    const rite_desc desc = tu_desc(3, 2, 1, RITE_ADAMW, RITE_FLOAT64);
+    rite_config g;
     rite_layer *layer = NULL;
     (void)state;
-    assert_true(c.lr == 1e-3);
-    assert_true(c.beta1 == 0.9);
-    assert_true(c.beta2 == 0.999);
-    assert_true(c.eps == 1e-8);
-    assert_true(c.weight_decay == 0.0);
-
-    desc = tu_desc(3, 2, 1, RITE_ADAMW, RITE_FLOAT64);
+    assert_spec_defaults(&c);
     assert_int_equal(rite_init(&layer, &desc), RITE_OK);
     g = rite_get_config(layer);
-    assert_true(g.lr == 1e-3);
-    assert_true(g.beta1 == 0.9);
-    assert_true(g.beta2 == 0.999);
-    assert_true(g.eps == 1e-8);
-    assert_true(g.weight_decay == 0.0);
+    assert_spec_defaults(&g);
     assert_int_equal(rite_get_desc(layer).optimizer, RITE_ADAMW);
     assert_int_equal(rite_step_count(layer), 0);
     rite_free(layer);
@@ -300,7 +300,7 @@ static void test_one_step_defaults_tiny(void **state) {
 static void check_sign_step(rite_precision prec) {
     const int m = 4, n = 3, r = 2;
     const double lr = 1e-3;
-    rite_desc desc;
+    const rite_desc desc = tu_desc(m, n, r, RITE_ADAMW, prec);
     rite_layer *layer = NULL;
     tu_rng rng = {77};
     double L0[8], R0[6], gl[8], gr[6], L1[8], R1[6];
@@ -309,10 +309,6 @@ static void check_sign_step(rite_precision prec) {
     /* float: p ~ 1 is stored with an error of ~6e-8, i.e. 6e-5 of lr */
     const double tol = prec == RITE_FLOAT64 ? 2e-7 : 2e-4;
 
-    memset(&desc, 0, sizeof desc);
-    desc.m = m; desc.n = n; desc.r = r;
-    desc.optimizer = RITE_ADAMW;
-    desc.precision = prec;
     assert_int_equal(rite_init(&layer, &desc), RITE_OK);
 
     tu_fill_normal(&rng, L0, 8, 1.0);
@@ -360,10 +356,7 @@ static void test_weight_decay_alone(void **state) {
     c.weight_decay = 0.5;
     memcpy(L0, L, sizeof L);
     memcpy(R0, R, sizeof R);
-    memset(&desc, 0, sizeof desc);
-    desc.m = 3; desc.n = 2; desc.r = 2;
-    desc.optimizer = RITE_ADAMW;
-    desc.precision = RITE_FLOAT64;
+    desc = tu_desc(3, 2, 2, RITE_ADAMW, RITE_FLOAT64);
     desc.config = &c;
     assert_int_equal(rite_init(&layer, &desc), RITE_OK);
     for (t = 1; t <= 3; t++) {
@@ -437,10 +430,7 @@ static void test_reset_restarts_bias_correction(void **state) {
     int i;
     (void)state;
     c.lr = 1e-2;
-    memset(&desc, 0, sizeof desc);
-    desc.m = 3; desc.n = 2; desc.r = 1;
-    desc.optimizer = RITE_ADAMW;
-    desc.precision = RITE_FLOAT64;
+    desc = tu_desc(3, 2, 1, RITE_ADAMW, RITE_FLOAT64);
     desc.config = &c;
     assert_int_equal(rite_init(&layer, &desc), RITE_OK);
     assert_int_equal(rite_step_f64(layer, L, R, gl, gr), RITE_OK);

@@ -46,6 +46,15 @@ static void fill_d(double *x, size_t n, double scale, uint64_t seed) {
     tu_fill_normal(&g, x, n, scale);
 }
 
+/* a float problem from seeds seed .. seed + 3: factors L (M x RK) and R
+   (N x RK) of about 1, gradients gL and gR (either may be NULL) of about gscale */
+static void fill_problem_f(float *L, float *R, float *gL, float *gR, double gscale, uint64_t seed) {
+    fill_f(L, M * RK, 1.0, seed);
+    fill_f(R, N * RK, 1.0, seed + 1);
+    if (gL) fill_f(gL, M * RK, gscale, seed + 2);
+    if (gR) fill_f(gR, N * RK, gscale, seed + 3);
+}
+
 static int all_finite_f(const float *x, size_t n) {
     size_t i;
     for (i = 0; i < n; i++)
@@ -202,9 +211,7 @@ static void test_rite_gradient_may_share_a_factor(void **state) {
     rite_layer *a = make_layer(RITE_LORA_RITE, RITE_FLOAT32, NULL), *b = make_layer(RITE_LORA_RITE, RITE_FLOAT32, NULL);
     int s;
     (void)state;
-    fill_f(La, M * RK, 1.0, 15);
-    fill_f(Ra, N * RK, 1.0, 16);
-    fill_f(gLa, M * RK, 0.05, 17);
+    fill_problem_f(La, Ra, gLa, NULL, 0.05, 15);
     memcpy(Lb, La, sizeof La);
     memcpy(Rb, Ra, sizeof Ra);
     for (s = 0; s < 3; s++) {
@@ -294,10 +301,7 @@ static void test_set_lr_keeps_pending_prepare(void **state) {
     double sa, sb;
     rite_config c;
     (void)state;
-    fill_f(La, M * RK, 1.0, 20);
-    fill_f(Ra, N * RK, 1.0, 21);
-    fill_f(g1, M * RK, 0.05, 22);
-    fill_f(g2, N * RK, 0.05, 23);
+    fill_problem_f(La, Ra, g1, g2, 0.05, 20);
     memcpy(Lb, La, sizeof La);
     memcpy(Rb, Ra, sizeof Ra);
     assert_int_equal(rite_prepare_f32(a, La, Ra, g1, g2, &sa), RITE_OK);
@@ -325,10 +329,7 @@ static void test_dropped_prepares_are_counted(void **state) {
     rite_layer *l = make_layer(RITE_ADAMW, RITE_FLOAT32, NULL);
     double s;
     (void)state;
-    fill_f(L, M * RK, 1.0, 24);
-    fill_f(R, N * RK, 1.0, 25);
-    fill_f(g1, M * RK, 0.05, 26);
-    fill_f(g2, N * RK, 0.05, 27);
+    fill_problem_f(L, R, g1, g2, 0.05, 24);
     assert_int_equal(rite_prepares_dropped(l), 0);
     assert_int_equal(rite_prepare_f32(l, L, R, g1, g2, &s), RITE_OK);
     assert_int_equal(rite_prepare_f32(l, L, R, g1, g2, &s), RITE_OK);   /* the first is never applied */
@@ -375,9 +376,7 @@ static void test_error_detail_names_the_argument(void **state) {
     assert_int_equal(rite_checkpoint_load(b, ck, n), RITE_ERR_CHECKPOINT_MISMATCH);
     assert_non_null(strstr(rite_last_error(b), "r differs: checkpoint 4, layer 3"));
     /* a buffer holding NaN */
-    fill_f(L, M * RK, 1.0, 28);
-    fill_f(R, N * RK, 1.0, 29);
-    fill_f(g, M * RK, 0.1, 30);
+    fill_problem_f(L, R, g, NULL, 0.1, 28);
     g[7] = NAN;
     assert_int_equal(rite_step_f32(a, L, R, g, g), RITE_ERR_NONFINITE_GRADIENT);
     assert_non_null(strstr(rite_last_error(a), "gL holds NaN or Inf"));

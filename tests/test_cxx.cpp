@@ -53,24 +53,35 @@ struct Problem {
     }
 };
 
+// The defaults SPEC.md lists for both optimizers.
+struct SpecDefaults {
+    const char *name;
+    rite_optimizer opt;
+    double lr, beta1, beta2, eps, weight_decay;
+};
+const SpecDefaults spec_defaults[] = {
+    {"LoRA-RITE", RITE_LORA_RITE, 1e-3, 0.9, 0.999, 1e-6, 0},
+    {"AdamW", RITE_ADAMW, 1e-3, 0.9, 0.999, 1e-8, 0},
+};
+
 void test_defaults() {
+    for (const SpecDefaults &d : spec_defaults) {
+        const int before = failures;
+        const rite_config c = rite_config_default(d.opt);
+        CHECK(c.lr == d.lr);
+        CHECK(c.beta1 == d.beta1);
+        CHECK(c.beta2 == d.beta2);
+        CHECK(c.eps == d.eps);
+        CHECK(c.weight_decay == d.weight_decay);
+        if (failures != before) std::fprintf(stderr, "  (the defaults of %s)\n", d.name);
+    }
+    // the options of LoRA-RITE only
     const rite_config c = rite_config_default(RITE_LORA_RITE);
-    CHECK(c.lr == 1e-3);
-    CHECK(c.beta1 == 0.9);
-    CHECK(c.beta2 == 0.999);
-    CHECK(c.eps == 1e-6);
     CHECK(c.eps_root == 0);
     CHECK(c.clip == 1.0);
     CHECK(c.skip == 1.0);
     CHECK(c.cap == 0);
-    CHECK(c.weight_decay == 0);
     CHECK(c.escape == 0 && c.relative_eps == 0 && c.balance == 0);
-    const rite_config a = rite_config_default(RITE_ADAMW);
-    CHECK(a.lr == 1e-3);
-    CHECK(a.beta1 == 0.9);
-    CHECK(a.beta2 == 0.999);
-    CHECK(a.eps == 1e-8);
-    CHECK(a.weight_decay == 0);
 }
 
 void test_rank_error() {

@@ -157,27 +157,32 @@ static void distances(int lora_start, double cond, uint64_t seed, int steps, dou
     *d_hh = exp(sh / SEEDS);
 }
 
-/* slack1, slack50: how much farther than Householder the library's float run
-   may be after 1 and after STEPS steps (0: printed, not compared) */
-static void compare(const char *name, int lora_start, double cond, uint64_t seed, double slack1, double slack50) {
+/* A float run against the double run, from the start make_problem builds
+   with lora_start, cond and seed. slack1, slack50: how much farther than
+   Householder the library's float run may be after 1 and after STEPS steps
+   (0: printed, not compared). */
+typedef struct accuracy_case {
+    const char *name;
+    int lora_start;
+    double cond;
+    uint64_t seed;
+    double slack1, slack50;
+} accuracy_case;
+
+static void run_accuracy_case(void **state) {
+    const accuracy_case *c = (const accuracy_case *)*state;
     double a1, b1, a50, b50;
-    distances(lora_start, cond, seed, 1, &a1, &b1);
-    distances(lora_start, cond, seed, STEPS, &a50, &b50);
-    print_message("    %-18s float vs double: 1 step %.3e (Householder float %.3e), %d steps %.3e (%.3e)\n", name,
-                  a1, b1, STEPS, a50, b50);
-    assert_true(a1 <= slack1 * b1);
-    if (slack50 > 0) assert_true(a50 <= slack50 * b50);
+    distances(c->lora_start, c->cond, c->seed, 1, &a1, &b1);
+    distances(c->lora_start, c->cond, c->seed, STEPS, &a50, &b50);
+    print_message("    %-18s float vs double: 1 step %.3e (Householder float %.3e), %d steps %.3e (%.3e)\n",
+                  c->name, a1, b1, STEPS, a50, b50);
+    assert_true(a1 <= c->slack1 * b1);
+    if (c->slack50 > 0) assert_true(a50 <= c->slack50 * b50);
 }
 
-static void test_random_start_is_as_accurate_as_householder(void **state) {
-    (void)state;
-    compare("random start", 0, 1, 11, 1.05, 1.05);
-}
+static accuracy_case random_start_is_as_accurate_as_householder = {"random start", 0, 1, 11, 1.05, 1.05};
 
-static void test_lora_start_is_as_accurate_as_householder(void **state) {
-    (void)state;
-    compare("LoRA start R = 0", 1, 1, 21, 1.05, 1.05);
-}
+static accuracy_case lora_start_is_as_accurate_as_householder = {"LoRA start R = 0", 1, 1, 21, 1.05, 1.05};
 
 /* Ill-conditioned factors: the float runs' distance to the double run is
    then about cond * 2^-24 after one step, the sensitivity of the step to the
@@ -186,100 +191,90 @@ static void test_lora_start_is_as_accurate_as_householder(void **state) {
    with nothing but OpenBLAS's kernels (double-precision r x r work), so it
    is bounded by 1.25. Fifty steps at cond 1e5 (a distance of about 0.17)
    leave both runs far from the double run: that comparison is printed only. */
-static void test_cond_1e3_is_close_to_householder(void **state) {
-    (void)state;
-    compare("cond 1e3 factors", 0, 1e3, 31, 1.25, 1.25);
-}
+static accuracy_case cond_1e3_is_close_to_householder = {"cond 1e3 factors", 0, 1e3, 31, 1.25, 1.25};
 
 /* beyond the Cholesky threshold L falls back to Householder QR */
-static void test_cond_1e5_is_close_to_householder(void **state) {
-    (void)state;
-    compare("cond 1e5 factors", 0, 1e5, 41, 1.10, 0);
+static accuracy_case cond_1e5_is_close_to_householder = {"cond 1e5 factors", 0, 1e5, 41, 1.10, 0};
+
+/* Three steps from pb's start with pb's loss, of a float layer lf and a
+   double layer ld, both with factors in layout lay. */
+static void step_both(const problem *pb, rite_layout lay, rite_layer *lf, rite_layer *ld) {
+    const int ldL = lay == RITE_RANK_FIRST ? M : RK, ldR = lay == RITE_RANK_FIRST ? N : RK;
+    double gL[M * RK], gR[N * RK], work[M * N], Lp[M * RK], Rp[N * RK], Ld[M * RK], Rd[N * RK];
+    float Lf[M * RK], Rf[N * RK], gLf[M * RK], gRf[N * RK];
+    int s;
+    tu_to_layout_f(pb->L0, M, RK, lay, ldL, Lf);
+    tu_to_layout_f(pb->R0, N, RK, lay, ldR, Rf);
+    tu_to_layout_d(pb->L0, M, RK, lay, ldL, Ld);
+    tu_to_layout_d(pb->R0, N, RK, lay, ldR, Rd);
+    for (s = 0; s < 3; s++) {
+        tu_from_layout_d(Ld, M, RK, lay, ldL, Lp);
+        tu_from_layout_d(Rd, N, RK, lay, ldR, Rp);
+        tu_lsq_loss_grad(Lp, Rp, pb->A, M, N, RK, gL, gR, work);
+        tu_to_layout_f(gL, M, RK, lay, ldL, gLf);
+        tu_to_layout_f(gR, N, RK, lay, ldR, gRf);
+        tu_to_layout_d(gL, M, RK, lay, ldL, work);
+        tu_to_layout_d(gR, N, RK, lay, ldR, work + M * RK);
+        assert_int_equal(rite_step_f32(lf, Lf, Rf, gLf, gRf), RITE_OK);
+        assert_int_equal(rite_step_f64(ld, Ld, Rd, work, work + M * RK), RITE_OK);
+    }
 }
 
 /* A float layer keeps its first moments row-major in memory for its row
    kernels; rite_state_copy and checkpoints store them column-major k x r,
    as a double layer's. Both forced to Householder QR (the same sign
    convention, so the same basis), the two layers' stored moments agree to
-   float rounding, for both layouts. */
-static void test_float_moments_are_stored_column_major(void **state) {
-    int lay;
-    (void)state;
-    for (lay = 0; lay < 2; lay++) {
-        problem pb;
-        rite_desc d;
-        rite_layer *lf, *ld;
-        double gL[M * RK], gR[N * RK], work[M * N], Lp[M * RK], Rp[N * RK], Ld[M * RK], Rd[N * RK];
-        float Lf[M * RK], Rf[N * RK], gLf[M * RK], gRf[N * RK];
-        unsigned char *bf, *bd;
-        size_t nf, nd;
-        double worst = 0, big = 0;
-        int s, i;
-        rite_config c = rite_config_default(RITE_LORA_RITE);
-        c.skip = 0;
-        make_problem(&pb, 0, 1, 51);
-        memset(&d, 0, sizeof d);
-        d.config = &c;
-        d.m = M;
-        d.n = N;
-        d.r = RK;
-        d.layout_L = d.layout_R = (rite_layout)lay;
-        assert_int_equal(rite_init(&lf, &d), RITE_OK);
-        d.precision = RITE_FLOAT64;
-        assert_int_equal(rite_init(&ld, &d), RITE_OK);
-        lf->chol_cond = 0;
-        tu_to_layout_f(pb.L0, M, RK, (rite_layout)lay, lay ? M : RK, Lf);
-        tu_to_layout_f(pb.R0, N, RK, (rite_layout)lay, lay ? N : RK, Rf);
-        tu_to_layout_d(pb.L0, M, RK, (rite_layout)lay, lay ? M : RK, Ld);
-        tu_to_layout_d(pb.R0, N, RK, (rite_layout)lay, lay ? N : RK, Rd);
-        for (s = 0; s < 3; s++) {
-            tu_from_layout_d(Ld, M, RK, (rite_layout)lay, lay ? M : RK, Lp);
-            tu_from_layout_d(Rd, N, RK, (rite_layout)lay, lay ? N : RK, Rp);
-            tu_lsq_loss_grad(Lp, Rp, pb.A, M, N, RK, gL, gR, work);
-            tu_to_layout_f(gL, M, RK, (rite_layout)lay, lay ? M : RK, gLf);
-            tu_to_layout_f(gR, N, RK, (rite_layout)lay, lay ? N : RK, gRf);
-            tu_to_layout_d(gL, M, RK, (rite_layout)lay, lay ? M : RK, work);
-            tu_to_layout_d(gR, N, RK, (rite_layout)lay, lay ? N : RK, work + M * RK);
-            assert_int_equal(rite_step_f32(lf, Lf, Rf, gLf, gRf), RITE_OK);
-            assert_int_equal(rite_step_f64(ld, Ld, Rd, work, work + M * RK), RITE_OK);
-        }
-        nf = rite_state_size(lf);
-        nd = rite_state_size(ld);
-        bf = (unsigned char *)malloc(nf);
-        bd = (unsigned char *)malloc(nd);
-        assert_true(bf && bd);
-        assert_int_equal(rite_state_copy(lf, bf, nf), RITE_OK);
-        assert_int_equal(rite_state_copy(ld, bd, nd), RITE_OK);
-        /* layout: step count (8 bytes), then M_L (m r numbers) */
-        for (i = 0; i < M * RK; i++) {
-            float vf;
-            double vd;
-            memcpy(&vf, bf + 8 + (size_t)i * sizeof(float), sizeof vf);
-            memcpy(&vd, bd + 8 + (size_t)i * sizeof(double), sizeof vd);
-            worst = fabs(vf - vd) > worst ? fabs(vf - vd) : worst;
-            big = fabs(vd) > big ? fabs(vd) : big;
-        }
-        print_message("    layout %d: stored M_L float vs double: %.3e relative\n", lay, worst / big);
-        assert_true(big > 0);
-        assert_true(worst <= 1e-4 * big);
-        free(bf);
-        free(bd);
-        rite_free(lf);
-        rite_free(ld);
+   float rounding, here for layout lay. */
+static void check_moments_stored_column_major(rite_layout lay) {
+    problem pb;
+    rite_config c = rite_config_default(RITE_LORA_RITE);
+    rite_desc d = tu_desc(M, N, RK, RITE_LORA_RITE, RITE_FLOAT32);
+    rite_layer *lf, *ld;
+    unsigned char *bf, *bd;
+    size_t nf, nd;
+    double worst = 0, big = 0;
+    int i;
+    c.skip = 0;
+    make_problem(&pb, 0, 1, 51);
+    d.config = &c;
+    d.layout_L = d.layout_R = lay;
+    assert_int_equal(rite_init(&lf, &d), RITE_OK);
+    d.precision = RITE_FLOAT64;
+    assert_int_equal(rite_init(&ld, &d), RITE_OK);
+    lf->chol_cond = 0;
+    step_both(&pb, lay, lf, ld);
+    nf = rite_state_size(lf);
+    nd = rite_state_size(ld);
+    bf = (unsigned char *)malloc(nf);
+    bd = (unsigned char *)malloc(nd);
+    assert_true(bf && bd);
+    assert_int_equal(rite_state_copy(lf, bf, nf), RITE_OK);
+    assert_int_equal(rite_state_copy(ld, bd, nd), RITE_OK);
+    /* layout: step count (8 bytes), then M_L (m r numbers) */
+    for (i = 0; i < M * RK; i++) {
+        float vf;
+        double vd;
+        memcpy(&vf, bf + 8 + (size_t)i * sizeof(float), sizeof vf);
+        memcpy(&vd, bd + 8 + (size_t)i * sizeof(double), sizeof vd);
+        worst = fabs(vf - vd) > worst ? fabs(vf - vd) : worst;
+        big = fabs(vd) > big ? fabs(vd) : big;
     }
+    print_message("    layout %d: stored M_L float vs double: %.3e relative\n", (int)lay, worst / big);
+    assert_true(big > 0);
+    assert_true(worst <= 1e-4 * big);
+    free(bf);
+    free(bd);
+    rite_free(lf);
+    rite_free(ld);
+}
+
+static void test_float_moments_are_stored_column_major(void **state) {
+    (void)state;
+    check_moments_stored_column_major(RITE_RANK_LAST);
+    check_moments_stored_column_major(RITE_RANK_FIRST);
 }
 
 /* ---- Gram kernels ---- */
-
-static void naive_gram(const double *X, int k, int r, double *A) {
-    int i, l, j;
-    for (l = 0; l < r; l++)
-        for (j = 0; j < r; j++) {
-            double s = 0;
-            for (i = 0; i < k; i++) s += X[(size_t)i * r + l] * X[(size_t)i * r + j];
-            A[(size_t)j * r + l] = s;
-        }
-}
 
 typedef void (*gram_kernel)(const float *, rite_layout, int, int, int, double *, int, int, double *);
 
@@ -293,8 +288,9 @@ static double kernel_error(gram_kernel kern, int k, int r, rite_layout lay, int 
     assert_true(X && Ref && D && x);
     tu_fill_normal(&g, X, (size_t)k * r, 1.0);
     tu_to_layout_f(X, k, r, lay, ld, x);
-    tu_from_layout_f(x, k, r, lay, ld, X); /* the float values */
-    naive_gram(X, k, r, Ref);
+    /* the float values as X^T (r x k): the same storage read in the other layout */
+    tu_from_layout_f(x, r, k, lay == RITE_RANK_LAST ? RITE_RANK_FIRST : RITE_RANK_LAST, ld, X);
+    tu_product(X, X, r, r, k, Ref); /* the naive Gram matrix X^T X */
     memset(A, 0, (size_t)r * r * sizeof(double));
     kern(x, lay, ld, 0, split, D, r, rp, A);
     kern(x, lay, ld, split, k, D, r, rp, A);
@@ -353,12 +349,15 @@ static void test_gram_kernels_match_naive_gram(void **state) {
 #endif
 }
 
+/* a test's name and its row */
+#define ACCURACY_TEST(x) {"test_" #x, run_accuracy_case, NULL, NULL, &x}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_random_start_is_as_accurate_as_householder),
-        cmocka_unit_test(test_lora_start_is_as_accurate_as_householder),
-        cmocka_unit_test(test_cond_1e3_is_close_to_householder),
-        cmocka_unit_test(test_cond_1e5_is_close_to_householder),
+        ACCURACY_TEST(random_start_is_as_accurate_as_householder),
+        ACCURACY_TEST(lora_start_is_as_accurate_as_householder),
+        ACCURACY_TEST(cond_1e3_is_close_to_householder),
+        ACCURACY_TEST(cond_1e5_is_close_to_householder),
         cmocka_unit_test(test_float_moments_are_stored_column_major),
         cmocka_unit_test(test_gram_kernels_match_naive_gram),
     };

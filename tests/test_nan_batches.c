@@ -119,20 +119,18 @@ static int ld_of(int l, int side, int k, int r) { return lay_of(l, side) == RITE
 
 static void layer_make(tlayer *t, int l, rite_optimizer opt, rite_precision prec) {
     const problem *p = &g_prob[l];
-    rite_desc d;
+    rite_desc d = tu_desc(p->m, p->n, p->r, opt, prec);
     rite_config c = rite_config_default(opt);
     rite_status st;
     int side;
     memset(t, 0, sizeof *t);
+    t->m = p->m;
+    t->n = p->n;
+    t->r = p->r;
+    t->prec = prec;
     c.lr = 2e-2;
-    memset(&d, 0, sizeof d);
-    t->m = d.m = p->m;
-    t->n = d.n = p->n;
-    t->r = d.r = p->r;
-    t->prec = d.precision = prec;
-    d.optimizer = opt;
-    d.layout_L = LAYOUT_L[l];
-    d.layout_R = LAYOUT_R[l];
+    d.layout_L = lay_of(l, 0);
+    d.layout_R = lay_of(l, 1);
     d.config = &c;
     st = rite_init(&t->layer, &d);
     if (st != RITE_OK) print_error("rite_init: %s\n", rite_status_string(st));

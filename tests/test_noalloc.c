@@ -542,28 +542,16 @@ static void run_case(rite_optimizer opt, rite_precision prec, rite_layout lL, ri
     big_teardown(&b);
 }
 
-static void test_rite_f32(void **state) {
-    (void)state;
-    run_case(RITE_LORA_RITE, RITE_FLOAT32, RITE_RANK_LAST, RITE_RANK_FIRST, 0);
-    run_case(RITE_LORA_RITE, RITE_FLOAT32, RITE_RANK_FIRST, RITE_RANK_LAST, 1);
-}
+/* One optimizer in one precision, in both layouts (the second padded). */
+typedef struct step_case {
+    rite_optimizer opt;
+    rite_precision prec;
+} step_case;
 
-static void test_rite_f64(void **state) {
-    (void)state;
-    run_case(RITE_LORA_RITE, RITE_FLOAT64, RITE_RANK_LAST, RITE_RANK_FIRST, 0);
-    run_case(RITE_LORA_RITE, RITE_FLOAT64, RITE_RANK_FIRST, RITE_RANK_LAST, 1);
-}
-
-static void test_adamw_f32(void **state) {
-    (void)state;
-    run_case(RITE_ADAMW, RITE_FLOAT32, RITE_RANK_LAST, RITE_RANK_FIRST, 0);
-    run_case(RITE_ADAMW, RITE_FLOAT32, RITE_RANK_FIRST, RITE_RANK_LAST, 1);
-}
-
-static void test_adamw_f64(void **state) {
-    (void)state;
-    run_case(RITE_ADAMW, RITE_FLOAT64, RITE_RANK_LAST, RITE_RANK_FIRST, 0);
-    run_case(RITE_ADAMW, RITE_FLOAT64, RITE_RANK_FIRST, RITE_RANK_LAST, 1);
+static void run_step_case(void **state) {
+    const step_case *c = (const step_case *)*state;
+    run_case(c->opt, c->prec, RITE_RANK_LAST, RITE_RANK_FIRST, 0);
+    run_case(c->opt, c->prec, RITE_RANK_FIRST, RITE_RANK_LAST, 1);
 }
 
 /* ------------------------------------------------------------ the model */
@@ -698,6 +686,9 @@ static void test_model_steps_allocate_nothing(void **state) {
     model_case(RITE_ADAMW, RITE_FLOAT32);
 }
 
+/* a test's name, and the optimizer and precision its steps run with */
+#define STEP_TEST(name, opt, prec) {"test_" #name, run_step_case, NULL, NULL, &(step_case){opt, prec}}
+
 int main(void) {
 #if NOALLOC_INTERPOSE
     void *frames[2];
@@ -705,10 +696,10 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         /* the steps come first, so that the first warm-up step is the
            first use of BLAS and LAPACK in the process */
-        cmocka_unit_test(test_rite_f32),
-        cmocka_unit_test(test_rite_f64),
-        cmocka_unit_test(test_adamw_f32),
-        cmocka_unit_test(test_adamw_f64),
+        STEP_TEST(rite_f32, RITE_LORA_RITE, RITE_FLOAT32),
+        STEP_TEST(rite_f64, RITE_LORA_RITE, RITE_FLOAT64),
+        STEP_TEST(adamw_f32, RITE_ADAMW, RITE_FLOAT32),
+        STEP_TEST(adamw_f64, RITE_ADAMW, RITE_FLOAT64),
         cmocka_unit_test(test_model_steps_allocate_nothing),
         cmocka_unit_test(test_init_takes_reported_memory),
         cmocka_unit_test(test_counter_sees_allocations),

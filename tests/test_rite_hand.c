@@ -171,6 +171,40 @@ static void hand1_step(hand1 *h, const rite_config *c, double *l, double *q, con
 static const double EX_L[3] = {1, 2, 2}, EX_Q[2] = {3, 4};
 static const double EX_GL[3] = {0.3, -0.6, 0.9}, EX_GQ[2] = {0.8, -0.4};
 
+/* the defaults with lr and eps */
+static rite_config config_lr_eps(double lr, double eps) {
+    rite_config c = rite_config_default(RITE_LORA_RITE);
+    c.lr = lr;
+    c.eps = eps;
+    return c;
+}
+
+/* A step of `layer` from the example's factors with gradients gl, gq:
+   l and q get the factors after it. */
+static void example_step(rite_layer *layer, const double *gl, const double *gq, double l[3], double q[2]) {
+    memcpy(l, EX_L, sizeof EX_L);
+    memcpy(q, EX_Q, sizeof EX_Q);
+    assert_int_equal(rite_step_f64(layer, l, q, gl, gq), RITE_OK);
+}
+
+/* a new layer's first step from the example (gradients EX_GL, EX_GQ): l
+   and q get the factors after it */
+static void first_example_step(const rite_config *c, double l[3], double q[2]) {
+    rite_layer *layer = make_layer(3, 2, 1, c);
+    example_step(layer, EX_GL, EX_GQ, l, q);
+    rite_free(layer);
+}
+
+/* hand1's first step from the example's factors with gradients gl, gq:
+   hl and hq get the factors after it, h the state. */
+static void hand1_example_step(hand1 *h, const rite_config *c, const double *gl, const double *gq, double hl[3],
+                               double hq[2]) {
+    hand1_init(h, 3, 2);
+    memcpy(hl, EX_L, sizeof EX_L);
+    memcpy(hq, EX_Q, sizeof EX_Q);
+    hand1_step(h, c, hl, hq, gl, gq);
+}
+
 /* ---- r = 1, first step, fully written out ------------------------------ */
 
 /* g_L = (0.3, -0.6, 0.9) / 5 = (0.06, -0.12, 0.18), ||g_L||^2 = 0.0504
@@ -178,69 +212,66 @@ static const double EX_GL[3] = {0.3, -0.6, 0.9}, EX_GQ[2] = {0.8, -0.4};
    gamma = sqrt(0.0504 + 0.0888...) = 0.373 < clip = 1: no clipping;
    rms(g_L) = 0.130, rms(g_R) = 0.211 < skip = 1: no skipping.
    k = 0: bh = 0, so V_L = 0.0504 / 3 = 0.0168, V_R = (0.8 / 9) / 2,
-   M = S = g / (sqrt(V) + eps), D_L = M_L / 5, D_R = M_R / 3. */
-static void test_r1_first_step(void **state) {
-    rite_config c = rite_config_default(RITE_LORA_RITE);
-    double l[3], q[2], el[3], eq[2];
-    double VL = 0.0504 / 3.0, VR = (0.8 / 9.0) / 2.0;
-    double gL[3] = {0.06, -0.12, 0.18}, gR[2] = {0.8 / 3.0, -0.4 / 3.0};
-    rite_layer *layer;
+   M = S = g / (sqrt(V) + eps), D_L = M_L / 5 + wd l, D_R = M_R / 3 + wd q.
+   A new layer's first step from the example is that; l gets its L. */
+static void check_first_step_written_out(const rite_config *c, double l[3]) {
+    const double VL = 0.0504 / 3.0, VR = (0.8 / 9.0) / 2.0;
+    const double gL[3] = {0.06, -0.12, 0.18}, gR[2] = {0.8 / 3.0, -0.4 / 3.0};
+    double q[2], el[3], eq[2];
+    rite_layer *layer = make_layer(3, 2, 1, c);
     int i;
-    (void)state;
-    c.lr = 0.1;
-    c.eps = 1e-3; /* large enough that its place (outside the root) matters */
-    layer = make_layer(3, 2, 1, &c);
-    memcpy(l, EX_L, sizeof l);
-    memcpy(q, EX_Q, sizeof q);
-    for (i = 0; i < 3; i++) el[i] = EX_L[i] - c.lr * gL[i] / (sqrt(VL) + c.eps) / 5.0;
-    for (i = 0; i < 2; i++) eq[i] = EX_Q[i] - c.lr * gR[i] / (sqrt(VR) + c.eps) / 3.0;
-    assert_int_equal(rite_step_f64(layer, l, q, EX_GL, EX_GQ), RITE_OK);
+    for (i = 0; i < 3; i++)
+        el[i] = EX_L[i] - c->lr * (gL[i] / (sqrt(VL) + c->eps) / 5.0 + c->weight_decay * EX_L[i]);
+    for (i = 0; i < 2; i++)
+        eq[i] = EX_Q[i] - c->lr * (gR[i] / (sqrt(VR) + c->eps) / 3.0 + c->weight_decay * EX_Q[i]);
+    example_step(layer, EX_GL, EX_GQ, l, q);
     assert_close(l, el, 3, 1e-13, "L");
     assert_close(q, eq, 2, 1e-13, "R");
     assert_int_equal(rite_step_count(layer), 1);
+    rite_free(layer);
+}
+
+/* the first step written out, without weight decay; its size */
+static void test_r1_first_step(void **state) {
+    rite_config c = config_lr_eps(0.1, 1e-3); /* eps large enough that its place (outside the root) matters */
+    double l[3], d[3];
+    int i;
+    (void)state;
+    check_first_step_written_out(&c, l);
     /* the direction is that of the gradient, the size ~ lr / ||other||:
        with eps -> 0, M = g / rms(g) has rms 1, so rms(D_L) = 1 / 5 */
-    {
-        double d[3];
-        for (i = 0; i < 3; i++) d[i] = (EX_L[i] - l[i]) / c.lr;
-        assert_true(fabs(norm(d, 3) / sqrt(3.0) - 0.2) < 0.2 * 2e-2);
-    }
-    rite_free(layer);
+    for (i = 0; i < 3; i++) d[i] = (EX_L[i] - l[i]) / c.lr;
+    assert_true(fabs(norm(d, 3) / sqrt(3.0) - 0.2) < 0.2 * 2e-2);
 }
 
 /* The same step with the factors negated (l -> -l, q -> -q): the product
    and the gradients' relation are unchanged in magnitude and every result
    flips sign, whatever signs the QR picks. */
 static void test_r1_sign_symmetry(void **state) {
-    rite_config c = rite_config_default(RITE_LORA_RITE);
+    rite_config c = config_lr_eps(0.1, 1e-3);
     double l1[3], q1[2], l2[3], q2[2], g1[3], g2[2];
-    rite_layer *a, *b;
+    rite_layer *b = make_layer(3, 2, 1, &c);
     int i;
     (void)state;
-    c.lr = 0.1;
-    c.eps = 1e-3;
-    a = make_layer(3, 2, 1, &c);
-    b = make_layer(3, 2, 1, &c);
-    memcpy(l1, EX_L, sizeof l1);
-    memcpy(q1, EX_Q, sizeof q1);
+    first_example_step(&c, l1, q1);
     for (i = 0; i < 3; i++) { l2[i] = -EX_L[i]; g1[i] = -EX_GL[i]; }
     for (i = 0; i < 2; i++) { q2[i] = -EX_Q[i]; g2[i] = -EX_GQ[i]; }
-    assert_int_equal(rite_step_f64(a, l1, q1, EX_GL, EX_GQ), RITE_OK);
     assert_int_equal(rite_step_f64(b, l2, q2, g1, g2), RITE_OK);
     for (i = 0; i < 3; i++) l2[i] = -l2[i];
     for (i = 0; i < 2; i++) q2[i] = -q2[i];
     assert_close(l2, l1, 3, 1e-14, "L");
     assert_close(q2, q1, 2, 1e-14, "R");
-    rite_free(a);
     rite_free(b);
 }
 
 /* ---- r = 1 through the hand model, several steps and options ----------- */
 
-/* Runs `steps` steps of the library and of hand1 from a small example
+/* Runs R1_STEPS steps of the library and of hand1 from a small example
    (||l|| = 0.3, ||q|| = 0.5, so steps turn the factors noticeably and P is
-   well away from 1). Returns the smallest |P| seen, to show it mattered. */
-static double run_r1(const rite_config *c, int steps, int check_moved) {
+   well away from 1); every step moves both factors. Returns the smallest
+   |P| seen, to show it mattered. */
+enum { R1_STEPS = 4 };
+static double run_r1(const rite_config *c) {
     static const double gl[4][3] = {{0.03, -0.06, 0.09}, {-0.05, 0.02, 0.04},
                                     {0.01, 0.07, -0.03}, {0.06, 0.01, 0.02}};
     static const double gq[4][2] = {{0.08, -0.04}, {0.02, 0.06}, {-0.07, 0.03}, {0.05, 0.05}};
@@ -252,7 +283,7 @@ static double run_r1(const rite_config *c, int steps, int check_moved) {
     hand1_init(&h, 3, 2);
     memcpy(hl, l, sizeof l);
     memcpy(hq, q, sizeof q);
-    for (t = 0; t < steps; t++) {
+    for (t = 0; t < R1_STEPS; t++) {
         double l0[3], q0[2];
         memcpy(l0, l, sizeof l);
         memcpy(q0, q, sizeof q);
@@ -266,130 +297,107 @@ static double run_r1(const rite_config *c, int steps, int check_moved) {
         hand1_step(&h, c, hl, hq, gl[t], gq[t]);
         assert_close(l, hl, 3, 1e-12, "L");
         assert_close(q, hq, 2, 1e-12, "R");
-        if (check_moved) {
-            assert_true(fabs(l[0] - l0[0]) + fabs(l[1] - l0[1]) > 1e-4);
-            assert_true(fabs(q[0] - q0[0]) + fabs(q[1] - q0[1]) > 1e-4);
-        }
+        assert_true(fabs(l[0] - l0[0]) + fabs(l[1] - l0[1]) > 1e-4);
+        assert_true(fabs(q[0] - q0[0]) + fabs(q[1] - q0[1]) > 1e-4);
         assert_int_equal(rite_step_count(layer), t + 1);
     }
     rite_free(layer);
     return minP;
 }
 
-static rite_config base_config(void) {
-    rite_config c = rite_config_default(RITE_LORA_RITE);
-    c.lr = 0.05;
-    c.eps = 1e-3;
-    return c;
-}
+static rite_config base_config(void) { return config_lr_eps(0.05, 1e-3); }
 
 /* Second and later steps: P (the cosine between successive bases), the
    bias-corrected decays bh(1) = beta / (1 + beta), bh(2), ... */
 static void test_r1_later_steps(void **state) {
     rite_config c = base_config();
-    double minP;
     (void)state;
-    minP = run_r1(&c, 4, 1);
-    /* P really differs from 1: a step ignoring P would fail above */
-    assert_true(minP < 0.98);
+    /* P really differs from 1: a step ignoring P would fail in run_r1 */
+    assert_true(run_r1(&c) < 0.98);
+}
+
+/* ---- r = 1 through the hand model with one option changed -------------- */
+
+/* A field of rite_config set to a value: a double or an int field (at
+   `offset`), or none. */
+enum { NO_FIELD, DOUBLE_FIELD, INT_FIELD };
+typedef struct config_setting {
+    int kind;
+    size_t offset;
+    double value;
+} config_setting;
+#define SET_DOUBLE(field, v) {DOUBLE_FIELD, offsetof(rite_config, field), v}
+#define SET_INT(field, v) {INT_FIELD, offsetof(rite_config, field), v}
+
+static void apply_setting(rite_config *c, const config_setting *s) {
+    char *field = (char *)c + s->offset;
+    if (s->kind == DOUBLE_FIELD) *(double *)(void *)field = s->value;
+    if (s->kind == INT_FIELD) *(int *)(void *)field = (int)s->value;
+}
+
+/* One test: run_r1 with base_config() changed by `set`. */
+typedef struct r1_case {
+    const char *name;
+    config_setting set[2];
+} r1_case;
+
+static const r1_case r1_cases[] = {
     /* beta1 = 0: no momentum, so M = S at every step */
-    c.beta1 = 0.0;
-    run_r1(&c, 4, 1);
+    {"test_r1_without_momentum", {SET_DOUBLE(beta1, 0.0)}},
     /* beta2 close to 1 and beta1 small */
-    c.beta1 = 0.5;
-    c.beta2 = 0.99;
-    run_r1(&c, 4, 1);
+    {"test_r1_slow_second_moment", {SET_DOUBLE(beta1, 0.5), SET_DOUBLE(beta2, 0.99)}},
+    /* escaped mass: at k = 1, rho = bh2(1) (1 - P^2) V_old enters under the root */
+    {"test_r1_escape", {SET_INT(escape, 1)}},
+    /* eps_root under the root, absolute and relative to the largest eigenvalue */
+    {"test_r1_eps_root", {SET_DOUBLE(eps_root, 1e-2)}},
+    {"test_r1_relative_eps_root", {SET_INT(relative_eps, 1), SET_DOUBLE(eps_root, 0.5)}},
+    /* clipping sometimes active; clip = 0 turns it off */
+    {"test_r1_clip_steps", {SET_DOUBLE(clip, 0.2)}},
+    {"test_r1_clip_off", {SET_DOUBLE(clip, 0.0)}},
+    {"test_r1_weight_decay_steps", {SET_DOUBLE(weight_decay, 0.3)}},
+    /* balance: a = ||L_new|| + 1e-6, b = ||R_new|| + 1e-6, L *= sqrt(ab)/a, ... */
+    {"test_r1_balance", {SET_INT(balance, 1)}},
+    {"test_r1_cap_steps", {SET_DOUBLE(cap, 0.4)}},
+};
+
+static void run_r1_case(void **state) {
+    const r1_case *rc = (const r1_case *)*state;
+    rite_config c = base_config();
+    apply_setting(&c, &rc->set[0]);
+    apply_setting(&c, &rc->set[1]);
+    run_r1(&c);
 }
 
-/* Escaped mass: at k = 1, rho = bh2(1) (1 - P^2) V_old enters under the root. */
-static void test_r1_escape(void **state) {
-    rite_config c = base_config();
-    (void)state;
-    c.escape = 1;
-    run_r1(&c, 4, 1);
-}
-
-/* eps_root under the root, absolute and relative to the largest eigenvalue. */
-static void test_r1_eps_root(void **state) {
-    rite_config c = base_config();
-    (void)state;
-    c.eps_root = 1e-2;
-    run_r1(&c, 4, 1);
-    c.relative_eps = 1;
-    c.eps_root = 0.5;
-    run_r1(&c, 4, 1);
-}
+/* the cmocka entry of r1 case i */
+#define R1_TEST(i) {r1_cases[i].name, run_r1_case, NULL, NULL, (void *)&r1_cases[i]}
 
 /* Clip active: gamma = sqrt(||g_L||^2 + ||g_R||^2) > clip scales both g by
    clip / gamma. With eps = 0.05 comparable to sqrt(V), clipping changes
    the step (S = c g / (c sqrt(V0) + eps) depends on c). */
 static void test_r1_clip(void **state) {
-    rite_config c = rite_config_default(RITE_LORA_RITE), noclip;
+    rite_config c = config_lr_eps(0.1, 0.05), noclip;
     double l[3], q[2], hl[3], hq[2], nl[3], nq[2];
     hand1 h, hn;
-    rite_layer *layer;
     (void)state;
-    c.lr = 0.1;
-    c.eps = 0.05;
     c.clip = 0.1; /* gamma = 0.373 for the example */
     noclip = c;
     noclip.clip = 0.0;
-    layer = make_layer(3, 2, 1, &c);
-    memcpy(l, EX_L, sizeof l); memcpy(hl, EX_L, sizeof l); memcpy(nl, EX_L, sizeof l);
-    memcpy(q, EX_Q, sizeof q); memcpy(hq, EX_Q, sizeof q); memcpy(nq, EX_Q, sizeof q);
-    hand1_init(&h, 3, 2);
-    hand1_init(&hn, 3, 2);
-    assert_int_equal(rite_step_f64(layer, l, q, EX_GL, EX_GQ), RITE_OK);
-    hand1_step(&h, &c, hl, hq, EX_GL, EX_GQ);
-    hand1_step(&hn, &noclip, nl, nq, EX_GL, EX_GQ);
+    first_example_step(&c, l, q);
+    hand1_example_step(&h, &c, EX_GL, EX_GQ, hl, hq);
+    hand1_example_step(&hn, &noclip, EX_GL, EX_GQ, nl, nq);
     assert_close(l, hl, 3, 1e-13, "L");
     assert_close(q, hq, 2, 1e-13, "R");
     /* the clipped and unclipped answers are far apart */
     assert_true(tu_rel_diff(hl, nl, 3) > 1e-3);
-    rite_free(layer);
-    /* and over several steps, with clipping sometimes active */
-    c = base_config();
-    c.clip = 0.2;
-    run_r1(&c, 4, 1);
-    /* clip = 0 turns clipping off */
-    c.clip = 0.0;
-    run_r1(&c, 4, 1);
 }
 
 /* Weight decay: D_L = M_L / ||q|| + wd * l_old; written out for k = 0. */
 static void test_r1_weight_decay(void **state) {
-    rite_config c = rite_config_default(RITE_LORA_RITE);
-    double l[3], q[2], el[3], eq[2];
-    double VL = 0.0504 / 3.0, VR = (0.8 / 9.0) / 2.0;
-    double gL[3] = {0.06, -0.12, 0.18}, gR[2] = {0.8 / 3.0, -0.4 / 3.0};
-    rite_layer *layer;
-    int i;
+    rite_config c = config_lr_eps(0.1, 1e-3);
+    double l[3];
     (void)state;
-    c.lr = 0.1;
-    c.eps = 1e-3;
     c.weight_decay = 0.25;
-    layer = make_layer(3, 2, 1, &c);
-    memcpy(l, EX_L, sizeof l);
-    memcpy(q, EX_Q, sizeof q);
-    for (i = 0; i < 3; i++)
-        el[i] = EX_L[i] - c.lr * (gL[i] / (sqrt(VL) + c.eps) / 5.0 + c.weight_decay * EX_L[i]);
-    for (i = 0; i < 2; i++)
-        eq[i] = EX_Q[i] - c.lr * (gR[i] / (sqrt(VR) + c.eps) / 3.0 + c.weight_decay * EX_Q[i]);
-    assert_int_equal(rite_step_f64(layer, l, q, EX_GL, EX_GQ), RITE_OK);
-    assert_close(l, el, 3, 1e-13, "L");
-    assert_close(q, eq, 2, 1e-13, "R");
-    rite_free(layer);
-    c = base_config();
-    c.weight_decay = 0.3;
-    run_r1(&c, 4, 1);
-}
-
-/* Balance: a = ||L_new|| + 1e-6, b = ||R_new|| + 1e-6, L *= sqrt(ab)/a, ... */
-static void test_r1_balance(void **state) {
-    rite_config c = base_config();
-    (void)state;
-    c.balance = 1;
-    run_r1(&c, 4, 1);
+    check_first_step_written_out(&c, l);
 }
 
 /* ---- skipping ----------------------------------------------------------- */
@@ -401,19 +409,17 @@ static void test_r1_balance(void **state) {
    ||g_R|| = sqrt(0.8) / 3 = 0.298 the scale is 0.2 / 0.298 (not
    0.2 / 22.4). prepare reports sumsq = ||g_R||^2 = 0.8 / 9. */
 static void test_skip_one_factor(void **state) {
-    rite_config c = rite_config_default(RITE_LORA_RITE), wrong;
+    rite_config c = config_lr_eps(0.1, 0.05), wrong;
     const double big[3] = {30, -60, 90};
-    double l[3], q[2], hl[3], hq[2], sumsq = -1, eq[2], cs;
-    hand1 h;
+    double l[3], q[2], hl[3], hq[2], wl[3], wq[2], sumsq = -1, eq[2], cs;
+    hand1 h, hw;
     rite_layer *layer;
     int i;
     (void)state;
-    c.lr = 0.1;
-    c.eps = 0.05;
     c.clip = 0.2;
     layer = make_layer(3, 2, 1, &c);
-    memcpy(l, EX_L, sizeof l); memcpy(hl, EX_L, sizeof l);
-    memcpy(q, EX_Q, sizeof q); memcpy(hq, EX_Q, sizeof q);
+    memcpy(l, EX_L, sizeof l);
+    memcpy(q, EX_Q, sizeof q);
     assert_int_equal(rite_prepare_f64(layer, l, q, big, EX_GQ, &sumsq), RITE_OK);
     assert_true(fabs(sumsq - 0.8 / 9.0) <= 1e-15);
     assert_int_equal(rite_apply(layer, sumsq), RITE_OK);
@@ -425,21 +431,13 @@ static void test_skip_one_factor(void **state) {
         eq[i] = EX_Q[i] - c.lr * g / (sqrt(cs * cs * (0.8 / 9.0) / 2.0) + c.eps) / 3.0;
     }
     assert_close(q, eq, 2, 1e-13, "R");
-    hand1_init(&h, 3, 2);
-    hand1_step(&h, &c, hl, hq, big, EX_GQ);
+    hand1_example_step(&h, &c, big, EX_GQ, hl, hq);
     assert_close(q, hq, 2, 1e-13, "R (model)");
     /* had the skipped gradient stayed in gamma, R would differ */
     wrong = c;
     wrong.skip = 0.0;
-    {
-        hand1 hw;
-        double wl[3], wq[2];
-        memcpy(wl, EX_L, sizeof wl);
-        memcpy(wq, EX_Q, sizeof wq);
-        hand1_init(&hw, 3, 2);
-        hand1_step(&hw, &wrong, wl, wq, big, EX_GQ);
-        assert_true(tu_rel_diff(wq, eq, 2) > 1e-3);
-    }
+    hand1_example_step(&hw, &wrong, big, EX_GQ, wl, wq);
+    assert_true(tu_rel_diff(wq, eq, 2) > 1e-3);
     assert_int_equal(rite_step_count(layer), 1);
     rite_free(layer);
 }
@@ -452,15 +450,11 @@ static void test_skip_both_then_continue(void **state) {
     const double bigL[3] = {30, -60, 90}, bigQ[2] = {-80, 40};
     double l[3], q[2], hl[3], hq[2], el[3];
     hand1 h;
-    rite_layer *layer;
+    rite_layer *layer = make_layer(3, 2, 1, &c);
     int i;
     (void)state;
-    layer = make_layer(3, 2, 1, &c);
-    memcpy(l, EX_L, sizeof l); memcpy(hl, EX_L, sizeof l);
-    memcpy(q, EX_Q, sizeof q); memcpy(hq, EX_Q, sizeof q);
-    hand1_init(&h, 3, 2);
-    assert_int_equal(rite_step_f64(layer, l, q, bigL, bigQ), RITE_OK);
-    hand1_step(&h, &c, hl, hq, bigL, bigQ);
+    example_step(layer, bigL, bigQ, l, q);
+    hand1_example_step(&h, &c, bigL, bigQ, hl, hq);
     for (i = 0; i < 3; i++) assert_true(l[i] == EX_L[i]);
     for (i = 0; i < 2; i++) assert_true(q[i] == EX_Q[i]);
     assert_int_equal(rite_step_count(layer), 1);
@@ -486,18 +480,12 @@ static void test_skip_both_then_continue(void **state) {
    just under 1; with cap = 0.5 the update is U = M_L * 0.5 / rms(M_L), so
    rms(D_L) = rms(U) / ||q|| = 0.5 / 5. A cap above rms(M) changes nothing. */
 static void test_cap(void **state) {
-    rite_config c = rite_config_default(RITE_LORA_RITE);
-    double l[3], q[2], d[3], dq[2];
-    rite_layer *layer;
+    rite_config c = config_lr_eps(0.1, 1e-3), c2, c0;
+    double l[3], q[2], d[3], dq[2], l2[3], q2[2], l0[3], q0[2];
     int i;
     (void)state;
-    c.lr = 0.1;
-    c.eps = 1e-3;
     c.cap = 0.5;
-    layer = make_layer(3, 2, 1, &c);
-    memcpy(l, EX_L, sizeof l);
-    memcpy(q, EX_Q, sizeof q);
-    assert_int_equal(rite_step_f64(layer, l, q, EX_GL, EX_GQ), RITE_OK);
+    first_example_step(&c, l, q);
     for (i = 0; i < 3; i++) d[i] = (EX_L[i] - l[i]) / c.lr;
     for (i = 0; i < 2; i++) dq[i] = (EX_Q[i] - q[i]) / c.lr;
     assert_true(fabs(norm(d, 3) / sqrt(3.0) - 0.5 / 5.0) <= 1e-13);
@@ -505,30 +493,15 @@ static void test_cap(void **state) {
     /* the direction is still the gradient's */
     for (i = 0; i < 3; i++)
         assert_true(fabs(d[i] / norm(d, 3) - EX_GL[i] / norm(EX_GL, 3)) <= 1e-13);
-    rite_free(layer);
 
     /* cap = 2 > rms(M): inactive, same as cap = 0 */
-    {
-        rite_config c2 = c, c0 = c;
-        double l2[3], q2[2], l0[3], q0[2];
-        rite_layer *a, *b;
-        c2.cap = 2.0;
-        c0.cap = 0.0;
-        a = make_layer(3, 2, 1, &c2);
-        b = make_layer(3, 2, 1, &c0);
-        memcpy(l2, EX_L, sizeof l2); memcpy(l0, EX_L, sizeof l0);
-        memcpy(q2, EX_Q, sizeof q2); memcpy(q0, EX_Q, sizeof q0);
-        assert_int_equal(rite_step_f64(a, l2, q2, EX_GL, EX_GQ), RITE_OK);
-        assert_int_equal(rite_step_f64(b, l0, q0, EX_GL, EX_GQ), RITE_OK);
-        assert_close(l2, l0, 3, 1e-15, "L");
-        assert_close(q2, q0, 2, 1e-15, "R");
-        rite_free(a);
-        rite_free(b);
-    }
-    /* several steps against the model */
-    c = base_config();
-    c.cap = 0.4;
-    run_r1(&c, 4, 1);
+    c2 = c0 = c;
+    c2.cap = 2.0;
+    c0.cap = 0.0;
+    first_example_step(&c2, l2, q2);
+    first_example_step(&c0, l0, q0);
+    assert_close(l2, l0, 3, 1e-15, "L");
+    assert_close(q2, q0, 2, 1e-15, "R");
 }
 
 /* Capping scales the update, not the stored M: step two layers once with
@@ -545,10 +518,8 @@ static void test_cap_leaves_moment(void **state) {
     plain.lr = 0.0;
     a = make_layer(3, 2, 1, &capped);
     b = make_layer(3, 2, 1, &plain);
-    memcpy(l1, EX_L, sizeof l1); memcpy(l2, EX_L, sizeof l2);
-    memcpy(q1, EX_Q, sizeof q1); memcpy(q2, EX_Q, sizeof q2);
-    assert_int_equal(rite_step_f64(a, l1, q1, EX_GL, EX_GQ), RITE_OK);
-    assert_int_equal(rite_step_f64(b, l2, q2, EX_GL, EX_GQ), RITE_OK);
+    example_step(a, EX_GL, EX_GQ, l1, q1);
+    example_step(b, EX_GL, EX_GQ, l2, q2);
     plain.lr = 0.1;
     assert_int_equal(rite_set_config(a, &plain), RITE_OK);
     assert_int_equal(rite_set_config(b, &plain), RITE_OK);
@@ -610,7 +581,7 @@ static void expected_orthonormal(const double *X, const double *g, const double 
      gradR col 1 = 0.3 (1, -1, 0):    ||.||^2 = 0.18, V_11 = 0.06
    gamma^2 = 0.09 + 0.06 + 0.12 + 0.18 = 0.45 < 1: no clipping. */
 static void test_orthonormal_diagonal(void **state) {
-    rite_config c = rite_config_default(RITE_LORA_RITE);
+    rite_config c = config_lr_eps(0.1, 1e-3);
     double L[8], R[6], eL[8], eR[6];
     const double gL[8] = {0.1, 0.2, 0.2, -0.1, 0.0, 0.1, 0.2, 0.0};
     const double gR[6] = {0.2, 0.3, 0.2, -0.3, 0.2, 0.0};
@@ -618,8 +589,6 @@ static void test_orthonormal_diagonal(void **state) {
     rite_layer *layer;
     int i, j;
     (void)state;
-    c.lr = 0.1;
-    c.eps = 1e-3;
     layer = make_layer(4, 3, 2, &c);
     identity_columns(L, 4);
     identity_columns(R, 3);
@@ -655,10 +624,8 @@ static void check_orthonormal_general(double scale, const rite_config *c) {
 }
 
 static void test_orthonormal_general(void **state) {
-    rite_config c = rite_config_default(RITE_LORA_RITE);
+    rite_config c = config_lr_eps(0.1, 1e-2);
     (void)state;
-    c.lr = 0.1;
-    c.eps = 1e-2;
     c.clip = 0.0; /* gamma is about 1.03 here */
     check_orthonormal_general(1.0, &c);
     /* clip = 0 and skip = 0 disable both: gradients 1000 times larger
@@ -672,7 +639,7 @@ static void test_orthonormal_general(void **state) {
 /* Capping with T = I: D = M / max(1, rms(M) / cap), so rms(D) = cap
    exactly when rms(M) > cap, and D is parallel to the uncapped g Q. */
 static void test_orthonormal_cap(void **state) {
-    rite_config c = rite_config_default(RITE_LORA_RITE);
+    rite_config c = config_lr_eps(0.1, 1e-2);
     double L[8], R[6], Q[4], eL[8], d[8], e[8];
     const double gL[8] = {0.3, -0.1, 0.2, 0.4, -0.5, 0.1, 0.05, 0.25};
     const double gR[6] = {0.1, 0.3, -0.2, 0.1, 0.4, -0.35};
@@ -680,8 +647,6 @@ static void test_orthonormal_cap(void **state) {
     double rmsM;
     int i;
     (void)state;
-    c.lr = 0.1;
-    c.eps = 1e-2;
     c.clip = 0.0;
     c.cap = 0.3;
     layer = make_layer(4, 3, 2, &c);
@@ -728,15 +693,13 @@ static void check_r2_diagonal_second_step(int escape) {
     const double gR1[6] = {c0, 0, 0, 0, 0, c1};
     const double gL2[8] = {0.1, 0, 0, 0.3, 0.2, 0, 0, -0.1};
     const double gR2[6] = {0, 0, 0, 0, 0, 0};
-    rite_config c = rite_config_default(RITE_LORA_RITE);
+    rite_config c = config_lr_eps(lr, eps);
     double L[8], R[6], L1[8], R1[6], L2[8], R2[6], ML0[8], MR0[6];
     double VL0[2], VR0[2], qL0[2], qR0[2], tR[2], tL[2], PL[2], Vt[2], rho = 0, eA, eB;
     double bh1, bh2, gb[8];
     rite_layer *layer;
     int i, j;
 
-    c.lr = lr;
-    c.eps = eps;
     c.clip = 0.0;
     c.skip = 0.0;
     c.escape = escape;
@@ -818,37 +781,25 @@ static void test_r2_second_step(void **state) {
 
 static void test_step_count(void **state) {
     rite_config c = base_config();
-    const double bigL[3] = {30, -60, 90};
-    double l[3], q[2];
-    rite_layer *layer;
+    const double bigL[3] = {30, -60, 90}, bigQ[2] = {500, 500};
+    double l[3], q[2], hl[3], hq[2];
+    hand1 h;
+    rite_layer *layer = make_layer(3, 2, 1, &c);
     (void)state;
-    layer = make_layer(3, 2, 1, &c);
-    memcpy(l, EX_L, sizeof l);
-    memcpy(q, EX_Q, sizeof q);
     assert_int_equal(rite_step_count(layer), 0);
-    assert_int_equal(rite_step_f64(layer, l, q, EX_GL, EX_GQ), RITE_OK);
+    example_step(layer, EX_GL, EX_GQ, l, q);
     assert_int_equal(rite_step_count(layer), 1);
     assert_int_equal(rite_step_f64(layer, l, q, bigL, EX_GQ), RITE_OK); /* L skipped */
     assert_int_equal(rite_step_count(layer), 2);
-    {
-        const double bigQ[2] = {500, 500};
-        assert_int_equal(rite_step_f64(layer, l, q, bigL, bigQ), RITE_OK); /* both skipped */
-    }
+    assert_int_equal(rite_step_f64(layer, l, q, bigL, bigQ), RITE_OK); /* both skipped */
     assert_int_equal(rite_step_count(layer), 3);
     rite_reset(layer);
     assert_int_equal(rite_step_count(layer), 0);
     /* after a reset the first step is again the k = 0 step */
-    {
-        double hl[3], hq[2];
-        hand1 h;
-        memcpy(l, EX_L, sizeof l); memcpy(hl, EX_L, sizeof l);
-        memcpy(q, EX_Q, sizeof q); memcpy(hq, EX_Q, sizeof q);
-        hand1_init(&h, 3, 2);
-        assert_int_equal(rite_step_f64(layer, l, q, EX_GL, EX_GQ), RITE_OK);
-        hand1_step(&h, &c, hl, hq, EX_GL, EX_GQ);
-        assert_close(l, hl, 3, 1e-13, "L after reset");
-        assert_close(q, hq, 2, 1e-13, "R after reset");
-    }
+    example_step(layer, EX_GL, EX_GQ, l, q);
+    hand1_example_step(&h, &c, EX_GL, EX_GQ, hl, hq);
+    assert_close(l, hl, 3, 1e-13, "L after reset");
+    assert_close(q, hq, 2, 1e-13, "R after reset");
     assert_int_equal(rite_step_count(layer), 1);
     rite_free(layer);
 }
@@ -858,14 +809,21 @@ int main(void) {
         cmocka_unit_test(test_r1_first_step),
         cmocka_unit_test(test_r1_sign_symmetry),
         cmocka_unit_test(test_r1_later_steps),
-        cmocka_unit_test(test_r1_escape),
-        cmocka_unit_test(test_r1_eps_root),
+        R1_TEST(0),
+        R1_TEST(1),
+        R1_TEST(2),
+        R1_TEST(3),
+        R1_TEST(4),
         cmocka_unit_test(test_r1_clip),
+        R1_TEST(5),
+        R1_TEST(6),
         cmocka_unit_test(test_r1_weight_decay),
-        cmocka_unit_test(test_r1_balance),
+        R1_TEST(7),
+        R1_TEST(8),
         cmocka_unit_test(test_skip_one_factor),
         cmocka_unit_test(test_skip_both_then_continue),
         cmocka_unit_test(test_cap),
+        R1_TEST(9),
         cmocka_unit_test(test_cap_leaves_moment),
         cmocka_unit_test(test_orthonormal_diagonal),
         cmocka_unit_test(test_orthonormal_general),

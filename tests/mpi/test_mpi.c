@@ -506,60 +506,50 @@ static void check_parity(const train_config *c, const parity *r, double tol)
     assert_true(r->diff <= tol);
 }
 
-static void test_parity_rite_f64(void **state)
+/* One parity case: mpi_train's options (config_default() for the others),
+   the tolerance of the factors and, with check_clipping, the checks that
+   global clipping was active, that the trainer's last sum of squares is the
+   reference's, and that clipping each layer by its own norm would have given
+   other factors (the comparison would see it). */
+typedef struct parity_case {
+    const char *options;
+    double tol;
+    int check_clipping;
+} parity_case;
+
+/* batch 50: 25 + 25 on two processes, 16 + 17 + 17 on three (uneven);
+   clip 0.25: the global norm exceeds it, clipping is active */
+static parity_case parity_rite_f64 = {"--steps 40 --batch 50 --clip 0.25", 1e-12, 1};
+static parity_case parity_adamw_f64 = {"--optimizer adamw --steps 30 --batch 47", 1e-12, 0};
+static parity_case parity_rite_cyclic = {"--assign cyclic --layers 7 --rank 3 --steps 25 --clip 0.25", 1e-12, 0};
+static parity_case parity_rite_f32 = {"--precision f32 --steps 40 --batch 50 --clip 0.25", 1e-5, 0};
+
+/* a cmocka test named test_<row> running test_parity on the row */
+#define PARITY_TEST(row) {"test_" #row, test_parity, NULL, NULL, &(row)}
+
+/* parse_args on options split at the spaces; 0 when they parse */
+static int parse_option_line(const char *options, train_config *c)
 {
-    train_config c = config_default();
+    char line[256], err[256], *argv[32] = {"mpi_train"}, *word;
+    int argc = 1;
+    snprintf(line, sizeof line, "%s", options);
+    for (word = strtok(line, " "); word && argc < 32; word = strtok(NULL, " ")) argv[argc++] = word;
+    return parse_args(argc, argv, c, err, sizeof err);
+}
+
+static void test_parity(void **state)
+{
+    const parity_case *pc = (const parity_case *)*state;
+    train_config c;
     parity r;
-    (void)state;
-    c.steps = 40;
-    c.batch = 50;        /* 25 + 25 on two processes, 16 + 17 + 17 on three */
-    c.clip = 0.25;       /* the global norm exceeds it: clipping is active */
+    assert_int_equal(parse_option_line(pc->options, &c), 0);   /* the same on every process */
     r = run_parity(&c);
-    check_parity(&c, &r, 1e-12);
+    check_parity(&c, &r, pc->tol);
+    if (!pc->check_clipping) return;
     assert_true(r.max_sumsq > c.clip * c.clip);
     assert_true(fabs(r.trainer_last_sumsq - r.last_sumsq) <= 1e-12 * r.last_sumsq);
-    /* clipping each layer by its own norm gives other factors: the comparison would see it */
     assert_true(r.ref_pl_ok);
     assert_true(r.diff_per_layer > 1e-6);
-}
-
-static void test_parity_adamw_f64(void **state)
-{
-    train_config c = config_default();
-    parity r;
-    (void)state;
-    c.optimizer = RITE_ADAMW;
-    c.steps = 30;
-    c.batch = 47;
-    r = run_parity(&c);
-    check_parity(&c, &r, 1e-12);
-}
-
-static void test_parity_rite_cyclic(void **state)
-{
-    train_config c = config_default();
-    parity r;
-    (void)state;
-    c.assign = ASSIGN_CYCLIC;
-    c.layers = 7;
-    c.rank = 3;
-    c.steps = 25;
-    c.clip = 0.25;
-    r = run_parity(&c);
-    check_parity(&c, &r, 1e-12);
-}
-
-static void test_parity_rite_f32(void **state)
-{
-    train_config c = config_default();
-    parity r;
-    (void)state;
-    c.precision = RITE_FLOAT32;
-    c.steps = 40;
-    c.batch = 50;
-    c.clip = 0.25;
-    r = run_parity(&c);
-    check_parity(&c, &r, 1e-5);
 }
 
 /* The example's own --check: the same trainer on MPI_COMM_SELF, which owns
@@ -658,10 +648,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_parse_args),
         cmocka_unit_test(test_config_agreement),
         cmocka_unit_test(test_too_many_processes),
-        cmocka_unit_test(test_parity_rite_f64),
-        cmocka_unit_test(test_parity_adamw_f64),
-        cmocka_unit_test(test_parity_rite_cyclic),
-        cmocka_unit_test(test_parity_rite_f32),
+        PARITY_TEST(parity_rite_f64),
+        PARITY_TEST(parity_adamw_f64),
+        PARITY_TEST(parity_rite_cyclic),
+        PARITY_TEST(parity_rite_f32),
         cmocka_unit_test(test_check_against_self),
         cmocka_unit_test(test_sharding_rite),
         cmocka_unit_test(test_sharding_adamw),
