@@ -745,11 +745,11 @@ typedef struct rite__side {
     /* persistent state */
     void *M;               /* first moment, k x r (LoRA-RITE: row-major in float, column-major in
                               double; AdamW: the factor's storage) */
-    void *B;               /* AdamW: second moment (k x r) */
+    void *exp_avg_sq;      /* AdamW: second moment (k x r), PyTorch's name */
     double *Vp;            /* LoRA-RITE: second moment, upper triangle packed by columns */
     double *C;             /* LoRA-RITE: X_new^T U, what the next step needs of this
                               factor's basis U to transport the moments (r x r) */
-    void *B0;              /* LoRA-RITE with keep_basis: the basis U of the last step (k x r) */
+    void *U_prev;          /* LoRA-RITE with keep_basis: the basis U of the last step (k x r) */
     double rho;            /* LoRA-RITE: escaped mass */
     double m2;             /* ||M||_F^2 (not stored: recomputed when M is loaded) */
     /* LoRA-RITE: prepare's results, two sets (the pending one survives a failed
@@ -766,7 +766,7 @@ typedef struct rite__side {
     void *Mn;              /* the new first moment (k x r, laid out as M) */
     void *Xw;              /* k x r work: the QR's copy of X; a double layer's unmagnified
                               gradient; the new factor on the careful path */
-    void *Us;              /* keep_basis: this step's basis U = X T^+ (k x r) */
+    void *U_new;           /* keep_basis: this step's basis U = X T^+ (k x r) */
     double *Cn;            /* new C (r x r) */
     double *E;             /* Mn^T X (r x r), for SPEC 16 */
     double mn2;            /* ||Mn||_F^2 */
@@ -1666,7 +1666,7 @@ static void rite__plan_ws(rite_layer *l, rite__carver *c)
         size_t kb = (size_t)s->k * r * es;
         s->Mn = rite__carve(c, kb);
         s->Xw = RITE__F32(l) ? s->Mn : rite__carve(c, kb);   /* a float layer's Xw is used by prepare only */
-        s->Us = l->desc.keep_basis ? rite__carve(c, kb) : NULL;
+        s->U_new = l->desc.keep_basis ? rite__carve(c, kb) : NULL;
         s->Cn = (double *)rite__carve(c, dr);
         s->E = (double *)rite__carve(c, dr);
     }
@@ -1727,11 +1727,11 @@ static void rite__plan(rite_layer *l, char *base, rite_memory *mem)
         size_t kb = (size_t)s->k * r * l->es;
         s->M = rite__carve(&c, kb);
         if (l->desc.optimizer == RITE_ADAMW) {
-            s->B = rite__carve(&c, kb);
+            s->exp_avg_sq = rite__carve(&c, kb);
             continue;
         }
         s->Vp = (double *)rite__carve(&c, (rr + r) / 2 * sizeof(double));
-        if (l->desc.keep_basis) s->B0 = rite__carve(&c, kb);
+        if (l->desc.keep_basis) s->U_prev = rite__carve(&c, kb);
         else s->C = (double *)rite__carve(&c, dr);
     }
     if (l->desc.optimizer == RITE_LORA_RITE) {
@@ -1926,10 +1926,10 @@ LORA_RITE_API void rite_reset(rite_layer *layer)
         rite__side *s = &layer->s[side];
         size_t kb = (size_t)s->k * r * layer->es;
         memset(s->M, 0, kb);
-        if (s->B) memset(s->B, 0, kb);
+        if (s->exp_avg_sq) memset(s->exp_avg_sq, 0, kb);
         if (s->Vp) memset(s->Vp, 0, (r * r + r) / 2 * sizeof(double));
         if (s->C) memset(s->C, 0, r * r * sizeof(double));
-        if (s->B0) memset(s->B0, 0, kb);
+        if (s->U_prev) memset(s->U_prev, 0, kb);
         s->rho = 0;
         s->m2 = 0;
     }
@@ -2211,7 +2211,7 @@ static void rite__transport(rite_layer *l, const rite__side *o, const rite__prep
     if (l->steps == 0) return;
     if (l->desc.keep_basis) {
         rite__gemm(l, o->layout == RITE_RANK_LAST ? CblasNoTrans : CblasTrans, CblasNoTrans, r, r, o->k, 1.0, o->X,
-                   o->ld, o->B0, o->k, 0.0, l->WT, r);
+                   o->ld, o->U_prev, o->k, 0.0, l->WT, r);
         rite__to_double(l, l->WT, r, l->T3);
         rite__dgemm(CblasTrans, CblasNoTrans, r, 1.0, po->Tp, l->T3, 0.0, P);
     } else if (l->stale) {
@@ -2592,7 +2592,7 @@ static void rite__lorarite_commit(rite_layer *l, int careful, const double *f)
             for (i = 0; i <= j; i++, q++) s->Vp[q] = s->Vn[(size_t)j * r + i];
         s->m2 = s->mn2;
         if (l->desc.keep_basis) {
-            memcpy(s->B0, s->Us, (size_t)s->k * (size_t)r * l->es);   /* SPEC 16 */
+            memcpy(s->U_prev, s->U_new, (size_t)s->k * (size_t)r * l->es);   /* SPEC 16 */
         } else {
             memcpy(s->C, s->Cn, (size_t)r * (size_t)r * sizeof(double));
         }
@@ -2684,7 +2684,7 @@ static rite_status rite__lorarite_run(rite_layer *l, int commit)
     /* SPEC 16 with keep_basis: this step's bases U = X T^+, before X changes */
     for (side = 0; side < 2 && l->desc.keep_basis; side++) {
         rite__side *s = &l->s[side];
-        rite__times_rr(l, s->k, 1.0, s->X, s->layout, s->ld, s->pre[l->pend].Tp, 0.0, s->Us);
+        rite__times_rr(l, s->k, 1.0, s->X, s->layout, s->ld, s->pre[l->pend].Tp, 0.0, s->U_new);
     }
     for (side = 0; side < 2; side++) {   /* SPEC 10-11 */
         rite__side *s = &l->s[side];
@@ -2742,12 +2742,12 @@ static int rite__adamw_side(rite_layer *l, rite__side *s, int write, double *acc
     for (a = 0; a < no; a++) {
         if (RITE__F32(l))
             flags |= rite__adamw_fast_f32((float *)s->X + (size_t)a * s->ld, (const float *)s->G + (size_t)a * s->ldg,
-                                          (float *)s->M + (size_t)a * ni, (float *)s->B + (size_t)a * ni, ni, kf,
-                                          write, acc);
+                                          (float *)s->M + (size_t)a * ni, (float *)s->exp_avg_sq + (size_t)a * ni, ni,
+                                          kf, write, acc);
         else
             flags |= rite__adamw_fast_f64((double *)s->X + (size_t)a * s->ld,
                                           (const double *)s->G + (size_t)a * s->ldg, (double *)s->M + (size_t)a * ni,
-                                          (double *)s->B + (size_t)a * ni, ni, kd, write, acc);
+                                          (double *)s->exp_avg_sq + (size_t)a * ni, ni, kd, write, acc);
     }
     return flags;
 }
@@ -3101,12 +3101,12 @@ static int rite__state_fields(const rite_layer *l, rite__field *f)
             f[nf - 1].cols = (int)r;
         }
         if (l->desc.optimizer == RITE_ADAMW) {
-            rite__field_set(&f[nf++], s->B, kb, 1);
+            rite__field_set(&f[nf++], s->exp_avg_sq, kb, 1);
             continue;
         }
         rite__field_set(&f[nf++], s->Vp, (r * r + r) / 2 * sizeof(double), 2);
         if (l->desc.keep_basis)
-            rite__field_set(&f[nf++], s->B0, kb, 1);
+            rite__field_set(&f[nf++], s->U_prev, kb, 1);
         else
             rite__field_set(&f[nf++], s->C, r * r * sizeof(double), 2);
         rite__field_set(&f[nf++], (void *)&s->rho, sizeof s->rho, 2);
