@@ -1326,6 +1326,17 @@ RITE__ADAMW_SSE2(f64, double, __m128d, pd, 2)
 
 #define RITE__F32(l) ((l)->desc.precision == RITE_FLOAT32)
 
+/* the largest finite number and the machine epsilon of the layer precision */
+static double rite__top(const rite_layer *l)
+{
+    return RITE__F32(l) ? (double)FLT_MAX : DBL_MAX;
+}
+
+static double rite__eps(const rite_layer *l)
+{
+    return RITE__F32(l) ? (double)FLT_EPSILON : DBL_EPSILON;
+}
+
 static void rite__gemm(const rite_layer *l, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,
                        int M, int N, int K, double alpha, const void *A, int lda,
                        const void *B, int ldb, double beta, void *C, int ldc)
@@ -1383,6 +1394,31 @@ static void rite__to_double(const rite_layer *l, const void *x, int ldx, double 
     int r = l->desc.r;
     if (RITE__F32(l)) rite__to_double_f32((const float *)x, ldx, r, r, y, r);
     else rite__to_double_f64((const double *)x, ldx, r, r, y, r);
+}
+
+/* Householder QR (LAPACK ?geqrf) of side s's factor, copied column-major
+   into Xw (k x r): T in the upper triangle of Xw */
+static lapack_int rite__geqrf(rite_layer *l, rite__side *s)
+{
+    int r = l->desc.r, k = s->k;
+    if (RITE__F32(l)) {
+        rite__load_f32((const float *)s->X, s->layout, s->ld, k, r, (float *)s->Xw);
+        return LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, k, r, (float *)s->Xw, k, (float *)l->work,
+                                   (float *)l->work + r, l->lwork - r);
+    }
+    rite__load_f64((const double *)s->X, s->layout, s->ld, k, r, (double *)s->Xw);
+    return LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, k, r, (double *)s->Xw, k, (double *)l->work,
+                               (double *)l->work + r, l->lwork - r);
+}
+
+/* n doubles divided by p -> the layer precision (packed) */
+static void rite__from_double(const rite_layer *l, const double *x, int n, double p, void *y)
+{
+    int i;
+    if (RITE__F32(l))
+        for (i = 0; i < n; i++) ((float *)y)[i] = (float)(x[i] / p);
+    else
+        for (i = 0; i < n; i++) ((double *)y)[i] = x[i] / p;
 }
 
 /* column-major k x r times a scalar -> caller storage */
@@ -2018,16 +2054,13 @@ static double rite__absmax_d(const double *x, size_t n)
    2^e, is then finite whenever its result is. */
 static double rite__to_layer_scaled(const rite_layer *l, const double *x, int n, void *y)
 {
-    double big = RITE__F32(l) ? (double)FLT_MAX / 4 : DBL_MAX / 4, m = rite__absmax_d(x, (size_t)n), p = 1;
-    int i, e;
+    double big = rite__top(l) / 4, m = rite__absmax_d(x, (size_t)n), p = 1;
+    int e;
     if (m > big) {
         frexp(m / big, &e);
         p = ldexp(1.0, e);
     }
-    if (RITE__F32(l))
-        for (i = 0; i < n; i++) ((float *)y)[i] = (float)(x[i] / p);
-    else
-        for (i = 0; i < n; i++) ((double *)y)[i] = x[i] / p;
+    rite__from_double(l, x, n, p, y);
     return p;
 }
 
@@ -2041,7 +2074,7 @@ static rite_status rite__pinv(rite_layer *l, const double *T, double *Tp, double
     int r = l->desc.r, i, p;
     size_t rr = (size_t)r * (size_t)r;
     double *A = l->T1, *Usv = l->T2, *VsT = l->T3, *sv = l->lam;
-    double tol, eps = RITE__F32(l) ? (double)FLT_EPSILON : DBL_EPSILON;
+    double tol, eps = rite__eps(l);
     lapack_int info;
     memcpy(A, T, rr * sizeof(double));
     info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, 'N', 'N', r, r, A, r, sv, Usv, r, VsT, r, l->dwork, l->ldwork);
@@ -2068,19 +2101,9 @@ static rite_status rite__pinv(rite_layer *l, const double *T, double *Tp, double
 /* Householder QR of side s's factor (copied into Xw): T, then T^+. */
 static rite_status rite__householder(rite_layer *l, rite__side *s, rite__prep *p)
 {
-    int r = l->desc.r, k = s->k;
-    lapack_int info;
-    if (RITE__F32(l)) {
-        rite__load_f32((const float *)s->X, s->layout, s->ld, k, r, (float *)s->Xw);
-        info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, k, r, (float *)s->Xw, k, (float *)l->work,
-                                   (float *)l->work + r, l->lwork - r);
-    } else {
-        rite__load_f64((const double *)s->X, s->layout, s->ld, k, r, (double *)s->Xw);
-        info = LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, k, r, (double *)s->Xw, k, (double *)l->work,
-                                   (double *)l->work + r, l->lwork - r);
-    }
-    if (info != 0) return RITE_ERR_LAPACK;
-    rite__to_double(l, s->Xw, k, p->T);
+    int r = l->desc.r;
+    if (rite__geqrf(l, s) != 0) return RITE_ERR_LAPACK;
+    rite__to_double(l, s->Xw, s->k, p->T);
     rite__zero_lower(p->T, r);
     /* a factor so large that its norms overflow: refuse before LAPACK sees it */
     if (!rite__all_finite_d(p->T, (size_t)r * (size_t)r)) return RITE_ERR_NONFINITE_UPDATE;
@@ -2385,7 +2408,7 @@ static void rite__descend_product(rite_layer *l, const rite__side *s, const rite
 static int rite__descend_safe(const rite_layer *l, const rite__side *s, const rite__prep *p, const rite__prep *po)
 {
     int r = l->desc.r;
-    double a = fabs(1.0 - l->cfg.lr * l->cfg.weight_decay), big = RITE__F32(l) ? (double)FLT_MAX : DBL_MAX;
+    double a = fabs(1.0 - l->cfg.lr * l->cfg.weight_decay), big = rite__top(l);
     double tn = sqrt(cblas_ddot(r * r, po->Tp, 1, po->Tp, 1));
     double bu = l->cfg.lr * s->capf * rite__absmax_d(po->Tp, (size_t)r * (size_t)r);
     double prod = l->cfg.lr * s->capf * sqrt(s->mn2) * tn;
@@ -2567,7 +2590,7 @@ static rite_status rite__careful_factors(rite_layer *l, double *f)
     if (!l->cfg.balance) return RITE_OK;
     sab = sqrt(nrm[0] * nrm[1]);   /* SPEC 15: balance the factor norms */
     /* an element of X_new f is at most ||X_new||_F f = sab */
-    if (!(sab <= (RITE__F32(l) ? (double)FLT_MAX : DBL_MAX) / 2)) return RITE_ERR_NONFINITE_UPDATE;
+    if (!(sab <= rite__top(l) / 2)) return RITE_ERR_NONFINITE_UPDATE;
     f[0] = sab / nrm[0];
     f[1] = sab / nrm[1];
     return RITE_OK;
@@ -2617,7 +2640,7 @@ static int rite__lorarite_bound(rite_layer *l)
 {
     int side, r = l->desc.r;
     size_t rr = (size_t)r * (size_t)r;
-    double big = RITE__F32(l) ? (double)FLT_MAX / 4 : DBL_MAX / 4, lr = l->cfg.lr;
+    double big = rite__top(l) / 4, lr = l->cfg.lr;
     double b1h = rite__bhat(l->cfg.beta1, l->steps), a = fabs(1.0 - lr * l->cfg.weight_decay);
     double xnb[2], t[2], tt[2], f = 1.0, dmax = DBL_MAX / 4;
     for (side = 0; side < 2; side++) {
