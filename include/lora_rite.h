@@ -1469,10 +1469,11 @@ static int rite__all_finite_d(const double *x, size_t count)
     return acc == 0;
 }
 
-/* SPEC 6: bias-corrected decay beta_hat(k) = beta (1 - beta^k) / (1 - beta^(k+1)) */
-static double rite__bhat(double beta, long long k)
+/* SPEC 6: bias-corrected decay beta_hat(k) = beta (1 - beta^k) / (1 - beta^(k+1)),
+   with k the steps completed */
+static double rite__bhat(double beta, long long steps)
 {
-    return beta * (1.0 - pow(beta, (double)k)) / (1.0 - pow(beta, (double)(k + 1)));
+    return beta * (1.0 - pow(beta, (double)steps)) / (1.0 - pow(beta, (double)(steps + 1)));
 }
 
 /* ---- @config: hyper-parameters and descs --------------------------------------- */
@@ -2744,20 +2745,20 @@ static int rite__adamw_side(rite_layer *l, rite__side *s, int write, double *acc
 {
     int a, flags = 0, r = l->desc.r;
     int no = RITE__OUTER(s->layout, s->k, r), ni = RITE__INNER(s->layout, s->k, r);
-    double t = (double)(l->steps + 1), kd[9];
-    float kf[9];
-    kd[0] = l->cfg.beta1;
-    kd[1] = l->cfg.beta2;
-    kd[2] = 1.0 - l->cfg.beta1;
-    kd[3] = 1.0 - l->cfg.beta2;
-    kd[4] = 1.0 - pow(l->cfg.beta1, t);
-    kd[5] = 1.0 / sqrt(1.0 - pow(l->cfg.beta2, t));
-    kd[6] = l->cfg.lr;
-    kd[7] = l->cfg.eps;
-    kd[8] = l->cfg.weight_decay;
-    for (a = 0; a < 9; a++) kf[a] = (float)kd[a];
-    kf[2] = (float)(1.0 - l->cfg.beta1);   /* not 1 - (float)b1: b1 may round to 1 in float */
-    kf[3] = (float)(1.0 - l->cfg.beta2);
+    double t = (double)(l->steps + 1), ac_d[9];
+    float ac_f[9];
+    ac_d[0] = l->cfg.beta1;
+    ac_d[1] = l->cfg.beta2;
+    ac_d[2] = 1.0 - l->cfg.beta1;
+    ac_d[3] = 1.0 - l->cfg.beta2;
+    ac_d[4] = 1.0 - pow(l->cfg.beta1, t);
+    ac_d[5] = 1.0 / sqrt(1.0 - pow(l->cfg.beta2, t));
+    ac_d[6] = l->cfg.lr;
+    ac_d[7] = l->cfg.eps;
+    ac_d[8] = l->cfg.weight_decay;
+    for (a = 0; a < 9; a++) ac_f[a] = (float)ac_d[a];
+    ac_f[2] = (float)(1.0 - l->cfg.beta1);   /* not 1 - (float)b1: b1 may round to 1 in float */
+    ac_f[3] = (float)(1.0 - l->cfg.beta2);
     if (s->ld == ni && s->ldg == ni && (double)no * ni <= INT_MAX) {   /* packed: one run */
         ni *= no;
         no = 1;
@@ -2766,11 +2767,11 @@ static int rite__adamw_side(rite_layer *l, rite__side *s, int write, double *acc
         if (RITE__F32(l))
             flags |= rite__adamw_fast_f32((float *)s->X + (size_t)a * s->ld, (const float *)s->G + (size_t)a * s->ldg,
                                           (float *)s->M + (size_t)a * ni, (float *)s->exp_avg_sq + (size_t)a * ni, ni,
-                                          kf, write, acc);
+                                          ac_f, write, acc);
         else
             flags |= rite__adamw_fast_f64((double *)s->X + (size_t)a * s->ld,
                                           (const double *)s->G + (size_t)a * s->ldg, (double *)s->M + (size_t)a * ni,
-                                          (double *)s->exp_avg_sq + (size_t)a * ni, ni, kd, write, acc);
+                                          (double *)s->exp_avg_sq + (size_t)a * ni, ni, ac_d, write, acc);
     }
     return flags;
 }
@@ -3461,21 +3462,22 @@ struct rite__pool {
 #define RITE__STORE(x, v) ((x) = (v))
 #endif
 
-static void rite__relax(int k)
+/* one turn of a spin loop (the spin-th): a pause, and every 256 a yield */
+static void rite__relax(int spin)
 {
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
     __builtin_ia32_pause();
 #endif
-    if (k % 256 == 255) sched_yield();
+    if (spin % 256 == 255) sched_yield();
 }
 
 /* a worker, with mu held: until the generation differs from seen */
 static void rite__pool_wait(rite__pool *p, unsigned long seen)
 {
-    int k = 0;
+    int spin = 0;
     if (p->gen != seen) return;
     pthread_mutex_unlock(&p->mu);
-    while (RITE__LOAD(p->gen) == seen && (RITE__LOAD(p->hold) || k < RITE__SPIN)) rite__relax(k++);
+    while (RITE__LOAD(p->gen) == seen && (RITE__LOAD(p->hold) || spin < RITE__SPIN)) rite__relax(spin++);
     pthread_mutex_lock(&p->mu);
     while (p->gen == seen) pthread_cond_wait(&p->go, &p->mu);
 }
@@ -3561,9 +3563,9 @@ static void rite__pool_run(rite__pool *p, int count, rite_task_fn fn, void *task
     pthread_cond_broadcast(&p->go);
     rite__pool_drain(p, 0);
     if (p->running != 0) {   /* wait for the workers, spinning first */
-        int k;
+        int spin;
         pthread_mutex_unlock(&p->mu);
-        for (k = 0; k < 64 * RITE__SPIN && RITE__LOAD(p->running) != 0; k++) rite__relax(k);
+        for (spin = 0; spin < 64 * RITE__SPIN && RITE__LOAD(p->running) != 0; spin++) rite__relax(spin);
         pthread_mutex_lock(&p->mu);
         while (p->running != 0) pthread_cond_wait(&p->idle, &p->mu);
     }
