@@ -3573,6 +3573,13 @@ static void rite__pool_run(rite__pool *p, int count, rite_task_fn fn, void *task
 }
 #endif
 
+/* one buffer of a model's step: its bytes [begin, end), its layer, and
+   which of the layer's buffers it is (0 A, 1 B, 2 gA, 3 gB) */
+typedef struct rite__extent {
+    uintptr_t begin, end;
+    int layer, which;
+} rite__extent;
+
 /* the phases of a model's step, each run over every layer */
 enum { RITE__PH_PREPARE, RITE__PH_BEGIN, RITE__PH_END };
 
@@ -3582,6 +3589,7 @@ struct rite_model {
     rite_layer **lay;
     rite_status *st;             /* per layer: the status of the phase */
     double *ss;                  /* per layer: prepare's sum of squares */
+    rite__extent *ext;           /* 4 per layer: a step's buffers, sorted by address */
     char **ws;                   /* a workspace per worker */
     int workers;
     rite_config cfg;             /* the model's config (lr unscaled) */
@@ -3696,6 +3704,7 @@ static size_t rite__model_carve(rite_model *m, char *base, int n, int workers, s
     m->lay = (rite_layer **)rite__carve(&c, (size_t)n * sizeof(rite_layer *));
     m->st = (rite_status *)rite__carve(&c, (size_t)n * sizeof(rite_status));
     m->ss = (double *)rite__carve(&c, (size_t)n * sizeof(double));
+    m->ext = (rite__extent *)rite__carve(&c, (size_t)4 * (size_t)n * sizeof(rite__extent));
     m->ws = (char **)rite__carve(&c, (size_t)workers * sizeof(char *));
 #ifdef RITE__PTHREADS
     m->pool = pool ? (rite__pool *)rite__carve(&c, sizeof(rite__pool)) : NULL;
@@ -3905,43 +3914,91 @@ static int rite__model_phase(rite_model *m, int phase)
     return -1;
 }
 
-/* 1 when two packed buffers of bytes a, b bytes share a byte */
-static int rite__model_overlap(const void *a, size_t na, const void *b, size_t nb)
+/* Heapsort of the extents by first byte (qsort may allocate, a step must not). */
+static void rite__extent_sift(rite__extent *e, size_t root, size_t n)
 {
-    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
-    return pa < pb + nb && pb < pa + na;
+    rite__extent top = e[root];
+    size_t child;
+    while ((child = 2 * root + 1) < n) {
+        if (child + 1 < n && e[child + 1].begin > e[child].begin) child++;
+        if (e[child].begin <= top.begin) break;
+        e[root] = e[child];
+        root = child;
+    }
+    e[root] = top;
+}
+
+static void rite__extent_sort(rite__extent *e, size_t n)
+{
+    size_t i;
+    for (i = n / 2; i-- > 0;) rite__extent_sift(e, i, n);
+    for (i = n; i-- > 1;) {
+        rite__extent t = e[0];
+        e[0] = e[i];
+        e[i] = t;
+        rite__extent_sift(e, 0, i);
+    }
+}
+
+/* Of the extents seen so far, the one reaching furthest and the one reaching
+   furthest among those of the other layers. */
+typedef struct rite__reach {
+    const rite__extent *first, *second;
+} rite__reach;
+
+static void rite__reach_add(rite__reach *r, const rite__extent *e)
+{
+    if (!r->first || e->end > r->first->end) {
+        if (r->first && r->first->layer != e->layer) r->second = r->first;
+        r->first = e;
+    } else if (e->layer != r->first->layer && (!r->second || e->end > r->second->end)) {
+        r->second = e;
+    }
+}
+
+/* an extent seen so far, of a layer other than `layer`, that reaches past
+   `begin`; NULL when there is none */
+static const rite__extent *rite__reach_past(const rite__reach *r, int layer, uintptr_t begin)
+{
+    const rite__extent *e = r->first && r->first->layer != layer ? r->first : r->second;
+    return e && e->end > begin ? e : NULL;
 }
 
 /* The arrays m->arr: not NULL, and no factor sharing storage with another
-   layer's factor or gradient (the layers run at once). */
+   layer's factor or gradient (the layers run at once). The 4n buffers are
+   sorted by address, and one sweep finds any such pair: O(n log n) a step. */
 static rite_status rite__model_buffers(rite_model *m)
 {
-    int i, j, a, b, n = m->desc.n_layers;
-    size_t es = m->prec == RITE_FLOAT32 ? sizeof(float) : sizeof(double), rows[2];
+    int i, a, n = m->desc.n_layers;
+    size_t es = m->prec == RITE_FLOAT32 ? sizeof(float) : sizeof(double), k;
     static const char *const an[4] = {"A", "B", "gA", "gB"};
+    rite__reach all = {NULL, NULL}, factors = {NULL, NULL};
     for (a = 0; a < 4; a++)
         if (!m->arr[a]) return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "the array %s is NULL", an[a]);
     for (i = 0; i < n; i++)
-        for (a = 0; a < 4; a++)
-            if (!rite__model_buf(m, a, i))
+        for (a = 0; a < 4; a++) {
+            rite__extent *e = &m->ext[4 * i + a];
+            e->begin = (uintptr_t)rite__model_buf(m, a, i);
+            if (!e->begin)
                 return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "layer %d: %s is NULL", i,
                                  rite__model_names[a]);
-    for (i = 0; i < n; i++)
-        for (j = 0; j < n; j++) {
-            if (i == j) continue;
-            rows[0] = (size_t)m->mods[j].in_features;
-            rows[1] = (size_t)m->mods[j].out_features;
-            for (a = 0; a < 2; a++)
-                for (b = 0; b < 4; b++) {
-                    size_t na = (a ? (size_t)m->mods[i].out_features : (size_t)m->mods[i].in_features) *
-                                (size_t)m->mods[i].r * es;
-                    if (rite__model_overlap(rite__model_buf(m, a, i), na, rite__model_buf(m, b, j),
-                                            rows[b & 1] * (size_t)m->mods[j].r * es))
-                        return rite__say(m->msg, sizeof m->msg, RITE_ERR_ALIASING,
-                                         "layer %d's %s shares storage with layer %d's %s", i, rite__model_names[a],
-                                         j, rite__model_names[b]);
-                }
+            e->end = e->begin + (size_t)(a & 1 ? m->mods[i].out_features : m->mods[i].in_features) *
+                                    (size_t)m->mods[i].r * es;
+            e->layer = i;
+            e->which = a;
         }
+    rite__extent_sort(m->ext, (size_t)4 * (size_t)n);
+    for (k = 0; k < (size_t)4 * (size_t)n; k++) {
+        const rite__extent *c = &m->ext[k];
+        const rite__extent *o = rite__reach_past(c->which < 2 ? &all : &factors, c->layer, c->begin);
+        if (o) {   /* the factor first */
+            const rite__extent *f = c->which < 2 ? c : o, *g = c->which < 2 ? o : c;
+            return rite__say(m->msg, sizeof m->msg, RITE_ERR_ALIASING, "layer %d's %s shares storage with layer %d's %s",
+                             f->layer, rite__model_names[f->which], g->layer, rite__model_names[g->which]);
+        }
+        rite__reach_add(&all, c);
+        if (c->which < 2) rite__reach_add(&factors, c);
+    }
     return RITE_OK;
 }
 

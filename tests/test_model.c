@@ -942,6 +942,83 @@ static void model_step_refuses_bad_arrays(void **state) {
     free_twins(m, NULL, n, before);
 }
 
+/* 1 when a factor of one layer shares a byte with any buffer of another
+   (off, len: per layer and buffer A, B, gA, gB, in floats) */
+static int naive_shared_across_layers(size_t off[][4], size_t len[][4], int nl) {
+    int i, j, a, b;
+    for (i = 0; i < nl; i++)
+        for (j = 0; j < nl; j++)
+            for (a = 0; a < 2 && i != j; a++)
+                for (b = 0; b < 4; b++)
+                    if (off[i][a] < off[j][b] + len[j][b] && off[j][b] < off[i][a] + len[i][a]) return 1;
+    return 0;
+}
+
+/* random places for every layer's four buffers in one arena; a layer's A
+   and B never overlap (the layer refuses that itself), while its gradients
+   may share storage with its factors, as LoRA-RITE allows */
+static void place_buffers(tu_rng *g, size_t off[][4], size_t len[][4], int nl, size_t arena) {
+    int i, a;
+    for (i = 0; i < nl; i++)
+        do {
+            for (a = 0; a < 4; a++) off[i][a] = (size_t)(tu_uniform(g) * (double)(arena - len[i][a] + 1));
+        } while (off[i][0] < off[i][1] + len[i][1] && off[i][1] < off[i][0] + len[i][0]);
+}
+
+/* The model's check of storage shared between layers (sorted, one sweep)
+   refuses exactly what the naive all-pairs check finds, over 1000 random
+   placements, with both outcomes common. */
+static void model_shared_storage_check_matches_naive(void **state) {
+    enum { NL = 6, ARENA = 60000, TRIALS = 1000 };
+    rite_lora mods[NL];
+    rite_model_desc md;
+    rite_model *m;
+    size_t off[NL][4], len[NL][4];
+    float *arena = (float *)malloc(ARENA * sizeof(float)), *p[4][NL];
+    tu_rng g = {0x5a5a0042ull};
+    int i, a, t, refused = 0;
+    double sq;
+    (void)state;
+    assert_non_null(arena);
+    for (i = 0; i < ARENA; i++) arena[i] = (float)(0.1 * tu_normal(&g));
+    for (i = 0; i < NL; i++) {
+        mods[i] = rite_lora_peft(3 + 40 * (i % 3), 5 + 60 * ((i + 1) % 3), 2);   /* short and long ones */
+        for (a = 0; a < 4; a++) len[i][a] = (size_t)(a & 1 ? mods[i].out_features : mods[i].in_features) * 2;
+    }
+    memset(&md, 0, sizeof md);
+    md.layers = mods;
+    md.n_layers = NL;
+    assert_int_equal(rite_model_init(&m, &md, NULL, 0), RITE_OK);
+    for (t = 0; t < TRIALS; t++) {
+        int want;
+        place_buffers(&g, off, len, NL, ARENA);
+        for (i = 0; i < NL; i++)
+            for (a = 0; a < 4; a++) p[a][i] = arena + off[i][a];
+        want = naive_shared_across_layers(off, len, NL);
+        refused += want;
+        if (rite_model_prepare_f32(m, p[0], p[1], p[2], p[3], &sq) != (want ? RITE_ERR_ALIASING : RITE_OK)) {
+            print_error("trial %d: %s, want %s\n", t, rite_model_last_error(m), want ? "refused" : "accepted");
+            fail();
+        }
+    }
+    assert_true(refused > TRIALS / 5 && refused < TRIALS * 4 / 5);
+    /* what a sweep that kept only the furthest-reaching buffer would miss:
+       layer 1's A starts inside its own gA (allowed), which reaches past
+       layer 0's gB, and A overlaps that gB; every other buffer apart */
+    for (i = 0, t = 2000; i < NL; i++)
+        for (a = 0; a < 4; a++, t += (int)len[i][a - 1]) off[i][a] = (size_t)t;
+    off[0][3] = 1000;                                       /* layer 0's gB: 130 floats */
+    off[1][2] = off[0][3] + len[0][3] + 6 - len[1][2];      /* layer 1's gA: 86, ends 6 later */
+    off[1][0] = off[1][2] + 1;                              /* layer 1's A, inside both */
+    for (i = 0; i < NL; i++)
+        for (a = 0; a < 4; a++) p[a][i] = arena + off[i][a];
+    assert_true(naive_shared_across_layers(off, len, NL));
+    assert_int_equal(rite_model_prepare_f32(m, p[0], p[1], p[2], p[3], &sq), RITE_ERR_ALIASING);
+    assert_non_null(strstr(rite_model_last_error(m), "layer 1's lora_A shares storage with layer 0's gB"));
+    rite_model_free(m);
+    free(arena);
+}
+
 /* A prepare that fails after a successful one leaves nothing half done:
    apply then either refuses (NOT_PREPARED) and nothing changed, or applies
    the first prepare exactly as the layer path does. */
@@ -2372,6 +2449,7 @@ int main(void) {
         cmocka_unit_test(model_step_that_would_overflow_changes_no_layer),
         cmocka_unit_test(rite_model_step_that_would_overflow_changes_no_layer),
         cmocka_unit_test(model_step_refuses_bad_arrays),
+        cmocka_unit_test(model_shared_storage_check_matches_naive),
         /* 4. two phases */
         CASE_TEST(two_phase_cases, 0),
         CASE_TEST(two_phase_cases, 1),
