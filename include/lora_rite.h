@@ -1437,14 +1437,19 @@ static void rite__store_f64(const double *d, int k, int r, double scale, double 
     }
 }
 
-/* largest |x| of a double k x r matrix in storage (lay, ld) */
+/* largest |x| of a double k x r matrix in storage (lay, ld), or NaN when
+   it holds NaN or Inf: the finiteness check in the same pass */
 static double rite__absmax_f64(const double *x, rite_layout lay, int ld, int k, int r)
 {
     int a, b, no = RITE__OUTER(lay, k, r), ni = RITE__INNER(lay, k, r);
-    double m = 0;
+    double m = 0, z = 0;
     for (a = 0; a < no; a++)
-        for (b = 0; b < ni; b++) m = fabs(x[(size_t)a * ld + b]) > m ? fabs(x[(size_t)a * ld + b]) : m;
-    return m;
+        for (b = 0; b < ni; b++) {
+            double v = fabs(x[(size_t)a * ld + b]);
+            z += v * 0;   /* NaN from the first NaN or Inf on */
+            m = v > m ? v : m;
+        }
+    return z == 0 ? m : (double)NAN;
 }
 
 /* ---- @dispatch: small r x r helpers (double) --------------------------------- */
@@ -2188,21 +2193,22 @@ static rite_status rite__lorarite_prepare(rite_layer *l, double *sumsq)
                                  l->names[2 + side]);
         }
     } else {
-        for (side = 0; side < 2; side++) {
+        for (side = 0; side < 2; side++) {   /* one pass a buffer: the largest |x|, NaN if not finite */
             rite__side *s = &l->s[side];
-            if (!rite__finite_f64((const double *)s->X, s->layout, s->ld, s->k, l->desc.r))
+            s->pre[set].xmax = rite__absmax_f64((const double *)s->X, s->layout, s->ld, s->k, l->desc.r);
+            if (!(s->pre[set].xmax <= DBL_MAX))
                 return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_FACTOR, "%s holds NaN or Inf",
                                  l->names[side]);
         }
         for (side = 0; side < 2; side++) {
             rite__side *s = &l->s[side];
             double kr = (double)s->k * l->desc.r;
-            if (!rite__finite_f64((const double *)s->G, s->layout, s->ldg, s->k, l->desc.r))
+            double gmax = rite__absmax_f64((const double *)s->G, s->layout, s->ldg, s->k, l->desc.r);
+            if (!(gmax <= DBL_MAX))
                 return rite__say(l->msg, sizeof l->msg, RITE_ERR_NONFINITE_GRADIENT, "%s holds NaN or Inf",
                                  l->names[2 + side]);
-            s->pre[set].xmax = rite__absmax_f64((const double *)s->X, s->layout, s->ld, s->k, l->desc.r);
             s->pre[set].xnorm = sqrt(kr) * s->pre[set].xmax;
-            s->pre[set].gnorm = sqrt(kr) * rite__absmax_f64((const double *)s->G, s->layout, s->ldg, s->k, l->desc.r);
+            s->pre[set].gnorm = sqrt(kr) * gmax;
         }
     }
     /* SPEC 1 */
