@@ -766,7 +766,6 @@ typedef struct rite__side {
     void *Mn;              /* the new first moment (k x r, laid out as M) */
     void *Xw;              /* k x r work: the QR's copy of X; a double layer's unmagnified
                               gradient; the new factor on the careful path */
-    void *U_new;           /* keep_basis: this step's basis U = X T^+ (k x r) */
     double *Cn;            /* new C (r x r) */
     double *E;             /* Mn^T X (r x r), for SPEC 16 */
     double mn2;            /* ||Mn||_F^2 */
@@ -1708,7 +1707,6 @@ static void rite__plan_ws(rite_layer *l, rite__carver *c)
         size_t kb = (size_t)s->k * r * es;
         s->Mn = rite__carve(c, kb);
         s->Xw = RITE__F32(l) ? s->Mn : rite__carve(c, kb);   /* a float layer's Xw is used by prepare only */
-        s->U_new = l->desc.keep_basis ? rite__carve(c, kb) : NULL;
         s->Cn = (double *)rite__carve(c, dr);
         s->E = (double *)rite__carve(c, dr);
     }
@@ -2611,6 +2609,8 @@ static void rite__lorarite_commit(rite_layer *l, int careful, const double *f)
     for (side = 0; side < 2; side++) {
         rite__side *s = &l->s[side];
         const rite__prep *po = &l->s[1 - side].pre[l->pend];
+        if (l->desc.keep_basis)   /* SPEC 16: this step's basis U = X T^+, kept before X changes */
+            rite__times_rr(l, s->k, 1.0, s->X, s->layout, s->ld, s->pre[l->pend].Tp, 0.0, s->U_prev);
         if (RITE__F32(l)) {
             rite__descend_f32(l, s, po, 1, (float)f[side]);
         } else {
@@ -2621,11 +2621,7 @@ static void rite__lorarite_commit(rite_layer *l, int careful, const double *f)
         for (j = 0, q = 0; j < r; j++)                             /* SPEC 7, packed */
             for (i = 0; i <= j; i++, q++) s->Vp[q] = s->Vn[(size_t)j * r + i];
         s->m2 = s->mn2;
-        if (l->desc.keep_basis) {
-            memcpy(s->U_prev, s->U_new, (size_t)s->k * (size_t)r * l->es);   /* SPEC 16 */
-        } else {
-            memcpy(s->C, s->Cn, (size_t)r * (size_t)r * sizeof(double));
-        }
+        if (!l->desc.keep_basis) memcpy(s->C, s->Cn, (size_t)r * (size_t)r * sizeof(double));   /* SPEC 16 */
         s->rho = s->rho_n;
     }
     l->stale = 0;
@@ -2711,11 +2707,6 @@ static rite_status rite__lorarite_run(rite_layer *l, int commit)
     double b1h = rite__bhat(l->cfg.beta1, l->steps), f[2] = {1.0, 1.0};
     int side, careful = l->cfg.balance;
     rite_status st;
-    /* SPEC 16 with keep_basis: this step's bases U = X T^+, before X changes */
-    for (side = 0; side < 2 && l->desc.keep_basis; side++) {
-        rite__side *s = &l->s[side];
-        rite__times_rr(l, s->k, 1.0, s->X, s->layout, s->ld, s->pre[l->pend].Tp, 0.0, s->U_new);
-    }
     for (side = 0; side < 2; side++) {   /* SPEC 10-11 */
         rite__side *s = &l->s[side];
         const rite__prep *p = &s->pre[l->pend], *po = &l->s[1 - side].pre[l->pend];
