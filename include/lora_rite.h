@@ -4601,8 +4601,7 @@ LORA_RITE_API rite_status rite_model_checkpoint_load_file(rite_model *model, con
                                                           const char *path)
 {
     rite_model *m = model;
-    long end;
-    size_t n;
+    size_t want, got;
     void *buf;
     FILE *fp;
     rite_status st;
@@ -4610,18 +4609,18 @@ LORA_RITE_API rite_status rite_model_checkpoint_load_file(rite_model *model, con
     m->msg[0] = 0;
     if (!path) return rite__say(m->msg, sizeof m->msg, RITE_ERR_NULL_ARGUMENT, "path is NULL");
     fp = fopen(path, "rb");
-    if (!fp || fseek(fp, 0, SEEK_END) != 0 || (end = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) {
-        if (fp) fclose(fp);
-        return rite__say(m->msg, sizeof m->msg, RITE_ERR_IO, "could not open or read %s", path);
-    }
-    n = (size_t)end;
-    buf = rite__alloc(&m->desc.allocator, n ? n : 1);
+    if (!fp) return rite__say(m->msg, sizeof m->msg, RITE_ERR_IO, "could not open %s", path);
+    /* no file of this model is longer than its checkpoint with the factors:
+       read one byte more, which shows a file that is too long */
+    want = rite__mckpt_size(m, 1);
+    buf = rite__alloc(&m->desc.allocator, want + 1);
     if (!buf) {
         fclose(fp);
-        return rite__say(m->msg, sizeof m->msg, RITE_ERR_OUT_OF_MEMORY, "%zu bytes", n);
+        return rite__say(m->msg, sizeof m->msg, RITE_ERR_OUT_OF_MEMORY, "%zu bytes", want + 1);
     }
-    if (fread(buf, 1, n, fp) != n) st = rite__say(m->msg, sizeof m->msg, RITE_ERR_IO, "could not read %s", path);
-    else st = rite_model_checkpoint_load(m, A, B, buf, n);
+    got = fread(buf, 1, want + 1, fp);
+    if (ferror(fp)) st = rite__say(m->msg, sizeof m->msg, RITE_ERR_IO, "could not read %s", path);
+    else st = rite_model_checkpoint_load(m, A, B, buf, got);
     fclose(fp);
     rite__dealloc(&m->desc.allocator, buf);
     return st;

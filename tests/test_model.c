@@ -1902,6 +1902,17 @@ static void model_checkpoint_file_errors_change_nothing(void **state) {
     tmp_path(path, sizeof path);
     remove(path);   /* now it does not exist */
     check_status(ck_load_file(m, a, path), RITE_ERR_IO, "load of a missing file");
+    {   /* a good checkpoint with 1 MiB after it: too long, refused */
+        FILE *fp;
+        int i;
+        ck_save_file(m, a, path);
+        fp = fopen(path, "ab");
+        assert_non_null(fp);
+        for (i = 0; i < 1 << 20; i++) fputc(i & 0xff, fp);
+        assert_int_equal(fclose(fp), 0);
+        check_status(ck_load_file(m, a, path), RITE_ERR_CHECKPOINT_FORMAT, "load of a file 1 MiB too long");
+        remove(path);
+    }
     check_status(rite_model_checkpoint_save_file(m, A, B, "/nonexistent-dir-of-rite/x.ckpt"), RITE_ERR_IO,
                  "save into a missing directory");
     {
