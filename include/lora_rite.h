@@ -4552,8 +4552,7 @@ LORA_RITE_API rite_status rite_model_checkpoint_load(rite_model *model, const vo
             rite__le_swap((unsigned char *)f[j].p, f[j].n, rite__field_es(l, &f[j]));
         }
         rite__moments_loaded(l);
-        l->prepared = 0;
-        l->unprepared = "the pending prepare was cancelled by a checkpoint load";
+        rite__cancel(l, "the pending prepare was cancelled by a checkpoint load");
     }
     for (i = 0; A && i < m->desc.n_layers; i++) {
         size_t na = (size_t)m->mods[i].in_features * (size_t)m->mods[i].r * m->lay[i]->es;

@@ -1888,6 +1888,30 @@ static void model_checkpoint_damaged_is_refused_and_changes_nothing(void **state
     free(tn);
 }
 
+/* A checkpoint load cancels a pending prepare as rite_checkpoint_load does
+   for a layer: apply is refused, and every layer counts one dropped prepare. */
+static void model_checkpoint_load_cancels_a_pending_prepare(void **state) {
+    net *a = net_new(3, SHAPES, RITE_FLOAT32, 0xca9ce100ull);
+    rite_model *m = model_new(a, RITE_LORA_RITE, NULL, 0);
+    unsigned char *buf;
+    size_t size;
+    double sq;
+    int i;
+    (void)state;
+    run_steps(m, a, 0, 1);
+    buf = ck_save(m, NULL, &size);
+    net_grad(a, 1.0);
+    check_status(net_prepare(m, a, &sq), RITE_OK, "prepare");
+    check_status(ck_load(m, NULL, buf, size), RITE_OK, "load");
+    check_status(rite_model_apply(m, sq), RITE_ERR_NOT_PREPARED, "apply after the load");
+    for (i = 0; i < a->nl; i++) {
+        assert_int_equal(rite_prepares_dropped(rite_model_layer(m, i)), 1);
+        assert_false(rite_is_prepared(rite_model_layer(m, i)));
+    }
+    free(buf);
+    free_twins(m, NULL, a, NULL);
+}
+
 static void model_checkpoint_file_errors_change_nothing(void **state) {
     net *a = net_new(3, SHAPES, RITE_FLOAT64, 0xf11e0014ull);
     rite_model *m = model_new(a, RITE_LORA_RITE, NULL, 0);
@@ -2487,6 +2511,7 @@ int main(void) {
         cmocka_unit_test(model_checkpoint_layout_is_the_documented_one),
         cmocka_unit_test(model_checkpoint_for_another_model_is_refused),
         cmocka_unit_test(model_checkpoint_damaged_is_refused_and_changes_nothing),
+        cmocka_unit_test(model_checkpoint_load_cancels_a_pending_prepare),
         cmocka_unit_test(model_checkpoint_file_errors_change_nothing),
         cmocka_unit_test(model_checkpoint_keeps_the_models_hyper_parameters),
         cmocka_unit_test(model_checkpoint_load_and_a_pending_prepare),
