@@ -760,7 +760,6 @@ typedef struct rite__side {
     double *Q;             /* SPEC 9: the preconditioner */
     double *Vn;            /* SPEC 7: the new second moment */
     double rho_n;          /* SPEC 8: the new escaped mass */
-    double mn_bound;       /* a bound of ||Mn||_F from r x r data (rite__lorarite_bound) */
     /* LoRA-RITE workspace (k x r blocks and r x r matrices of apply's second phase;
        a layer's own, or a model's, bound by rite__bind) */
     void *Mn;              /* the new first moment (k x r, laid out as M) */
@@ -1898,16 +1897,21 @@ static void rite__cancel(rite_layer *l, const char *why)
     l->prepared = 0;
 }
 
+/* a checked config in place; a change of skip, which prepare used, cancels
+   a pending prepare */
+static void rite__config_set(rite_layer *l, const rite_config *c)
+{
+    if (c->skip != l->cfg.skip) rite__cancel(l, "the pending prepare was cancelled by a change of skip");
+    l->cfg = *c;
+}
+
 LORA_RITE_API rite_status rite_set_config(rite_layer *layer, const rite_config *config)
 {
     rite_status st;
     if (!layer) return RITE_ERR_NULL_ARGUMENT;
     st = rite__check_new_config(config, layer->desc.optimizer, layer->desc.precision, layer->msg, sizeof layer->msg);
-    if (st != RITE_OK) return st;
-    if (config->skip != layer->cfg.skip)   /* prepare used skip */
-        rite__cancel(layer, "the pending prepare was cancelled by rite_set_config changing skip");
-    layer->cfg = *config;
-    return RITE_OK;
+    if (st == RITE_OK) rite__config_set(layer, config);
+    return st;
 }
 
 LORA_RITE_API rite_status rite_set_lr(rite_layer *layer, double lr)
@@ -2653,7 +2657,6 @@ static int rite__lorarite_bound(rite_layer *l)
         double wg = p->skipped ? 0 : (1.0 - b1h) * l->scale * tpo * rite__fro(s->Q, rr);
         double wm = l->steps > 0 && b1h != 0 ? b1h * rite__fro(s->P, rr) : 0;
         double mnb = 1.01 * (p->gnorm * wg + sqrt(s->m2) * wm), eb = 1.01 * mnb * p->xnorm;
-        s->mn_bound = mnb;
         xnb[side] = 1.01 * (a * p->xnorm + lr * mnb * tpo);
         t[side] = rite__fro(p->T, rr);
         tt[side] = 1.01 * tpo * eb * tp;   /* SPEC 16's T_o^+ E T^+ */
@@ -3795,15 +3798,15 @@ LORA_RITE_API rite_status rite_model_init(rite_model **model, const rite_model_d
     rite_status st;
     int i, n;
     if (detail && detail_size) detail[0] = 0;
-    if (!model) return rite__say(detail, detail ? detail_size : 0, RITE_ERR_NULL_ARGUMENT, "model is NULL");
+    if (!model) return rite__say(detail, detail_size, RITE_ERR_NULL_ARGUMENT, "model is NULL");
     *model = NULL;
     st = rite__model_check(desc, &cfg, msg, sizeof msg);
     if (st == RITE_OK) st = rite__model_sizes(desc, &cfg, &mem, &wsb);
-    if (st != RITE_OK) return rite__say(detail, detail ? detail_size : 0, st, "%s", msg);
+    if (st != RITE_OK) return rite__say(detail, detail_size, st, "%s", msg);
     n = desc->n_layers;
     bytes = rite__model_carve(&tmp, NULL, n, rite__model_workers(desc), wsb, rite__model_pooled(desc));
     raw = (char *)rite__alloc(&desc->allocator, bytes);
-    if (!raw) return rite__say(detail, detail ? detail_size : 0, RITE_ERR_OUT_OF_MEMORY, "%zu bytes", bytes);
+    if (!raw) return rite__say(detail, detail_size, RITE_ERR_OUT_OF_MEMORY, "%zu bytes", bytes);
     base = raw + (RITE__ALIGN - (size_t)((uintptr_t)raw % RITE__ALIGN)) % RITE__ALIGN;
     memset(base, 0, bytes - RITE__ALIGN);
     m = (rite_model *)(void *)base;
@@ -3834,7 +3837,7 @@ LORA_RITE_API rite_status rite_model_init(rite_model **model, const rite_model_d
 #endif
     if (st != RITE_OK) {
         rite_model_free(m);
-        return rite__say(detail, detail ? detail_size : 0, st, "%s",
+        return rite__say(detail, detail_size, st, "%s",
                          st == RITE_ERR_THREADS ? "a thread could not be started" : "out of memory");
     }
     m->mem = mem;
@@ -4157,12 +4160,13 @@ static rite_status rite__model_configure(rite_model *m, const rite_config *c)
             rite_config lc = *c;
             lc.lr = c->lr * m->mods[i].lr_scale;
             if (pass == 0) {
-                rite_status st = rite__check_config(&lc, l->desc.optimizer, l->desc.precision, l->msg, sizeof l->msg);
+                rite_status st = rite__check_new_config(&lc, l->desc.optimizer, l->desc.precision, l->msg,
+                                                        sizeof l->msg);
                 if (st != RITE_OK) return rite__say(m->msg, sizeof m->msg, st, "layer %d: %s", i, l->msg);
                 continue;
             }
-            if (lc.skip != l->cfg.skip && l->prepared) m->prepared = 0;   /* prepare used skip */
-            rite_set_config(l, &lc);
+            rite__config_set(l, &lc);
+            m->prepared &= l->prepared;   /* a change of skip cancels the model's prepare too */
         }
     m->cfg = *c;
     return RITE_OK;

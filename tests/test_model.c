@@ -1912,6 +1912,30 @@ static void model_checkpoint_load_cancels_a_pending_prepare(void **state) {
     free_twins(m, NULL, a, NULL);
 }
 
+/* Between prepare and apply the lr may change, skip may not: a config that
+   changes skip cancels the model's prepare and every layer's, as
+   rite_set_config does for a layer. */
+static void model_set_config_changing_skip_cancels_the_prepare(void **state) {
+    net *a = net_new(3, SHAPES, RITE_FLOAT32, 0x5c1b0001ull);
+    rite_model *m = model_new(a, RITE_LORA_RITE, NULL, 0);
+    rite_config c = rite_model_get_config(m);
+    double sq;
+    int i;
+    (void)state;
+    net_grad(a, 1.0);
+    check_status(net_prepare(m, a, &sq), RITE_OK, "prepare");
+    c.lr *= 0.5;
+    check_status(rite_model_set_config(m, &c), RITE_OK, "a new lr");
+    check_status(rite_model_apply(m, sq), RITE_OK, "apply after a new lr");
+    check_status(net_prepare(m, a, &sq), RITE_OK, "prepare again");
+    c.skip *= 2;
+    check_status(rite_model_set_config(m, &c), RITE_OK, "a new skip");
+    check_status(rite_model_apply(m, sq), RITE_ERR_NOT_PREPARED, "apply after a new skip");
+    assert_non_null(strstr(rite_model_last_error(m), "no pending rite_model_prepare"));   /* the model knows */
+    for (i = 0; i < a->nl; i++) assert_int_equal(rite_prepares_dropped(rite_model_layer(m, i)), 1);
+    free_twins(m, NULL, a, NULL);
+}
+
 static void model_checkpoint_file_errors_change_nothing(void **state) {
     net *a = net_new(3, SHAPES, RITE_FLOAT64, 0xf11e0014ull);
     rite_model *m = model_new(a, RITE_LORA_RITE, NULL, 0);
@@ -2512,6 +2536,7 @@ int main(void) {
         cmocka_unit_test(model_checkpoint_for_another_model_is_refused),
         cmocka_unit_test(model_checkpoint_damaged_is_refused_and_changes_nothing),
         cmocka_unit_test(model_checkpoint_load_cancels_a_pending_prepare),
+        cmocka_unit_test(model_set_config_changing_skip_cancels_the_prepare),
         cmocka_unit_test(model_checkpoint_file_errors_change_nothing),
         cmocka_unit_test(model_checkpoint_keeps_the_models_hyper_parameters),
         cmocka_unit_test(model_checkpoint_load_and_a_pending_prepare),
