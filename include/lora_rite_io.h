@@ -2294,7 +2294,7 @@ LORA_RITE_IO_API const char *rite_io_status_string(rite_io_status status)
    (rite__state_fields), with nothing between them: the step count (long long), then per factor the
    first moment M (k x r), and AdamW's second moment (k x r), or LoRA-RITE's second moment (the
    upper triangle of an r x r matrix packed by columns, doubles), C (r x r doubles) or with
-   keep_basis B0 (k x r), and the escaped mass (a double); then LoRA-RITE's stale flag (int) unless
+   keep_basis U_prev (k x r), and the escaped mass (a double); then LoRA-RITE's stale flag (int) unless
    keep_basis. k x r matrices are column-major, except AdamW's, which are stored as their factor
    is (row-major k x r for RITE_RANK_LAST). */
 typedef struct rite_io__state_map {
