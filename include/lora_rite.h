@@ -3204,6 +3204,8 @@ LORA_RITE_API rite_status rite_state_copy(const rite_layer *layer, void *dst, si
 #define RITE__CKPT_VERSION 1u
 #define RITE__CKPT_HEADER 64u
 
+#define RITE__FNV_BASIS 14695981039346656037ull   /* FNV-1a 64: the offset basis; h is it or a running hash */
+
 static uint64_t rite__fnv1a(uint64_t h, const void *data, size_t n)
 {
     const unsigned char *p = (const unsigned char *)data;
@@ -3253,7 +3255,7 @@ LORA_RITE_API rite_status rite_checkpoint_save(const rite_layer *layer, void *ds
     if (dst_size < n) return RITE_ERR_BUFFER_SIZE;
     rite__ckpt_header(layer, o);
     rite_state_copy(layer, o + RITE__CKPT_HEADER, n - RITE__CKPT_HEADER - 8);
-    h = rite__fnv1a(14695981039346656037ull, o, n - 8);
+    h = rite__fnv1a(RITE__FNV_BASIS, o, n - 8);
     memcpy(o + n - 8, &h, 8);
     return RITE_OK;
 }
@@ -3302,7 +3304,7 @@ static rite_status rite__ckpt_check_header(rite_layer *layer, const unsigned cha
     if (src_size != n)   /* truncated, or trailing bytes */
         return rite__say(msg, ms, RITE_ERR_CHECKPOINT_FORMAT, "%zu bytes, the layer's checkpoint has %zu", src_size, n);
     memcpy(&stored, in + n - 8, 8);
-    h = rite__fnv1a(14695981039346656037ull, in, n - 8);
+    h = rite__fnv1a(RITE__FNV_BASIS, in, n - 8);
     if (h != stored || memcmp(in + 56, in + RITE__CKPT_HEADER, 8) != 0)
         return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "%s",
                          h != stored ? "checksum mismatch" : "the two step counts differ");
@@ -3375,7 +3377,7 @@ LORA_RITE_API rite_status rite_checkpoint_save_file(const rite_layer *layer, con
     fp = fopen(path, "wb");
     if (!fp) return RITE_ERR_IO;
     rite__ckpt_header(layer, head);
-    h = rite__fnv1a(14695981039346656037ull, head, sizeof head);
+    h = rite__fnv1a(RITE__FNV_BASIS, head, sizeof head);
     ok = fwrite(head, 1, sizeof head, fp) == sizeof head;
     nf = rite__state_fields(layer, f);
     for (i = 0; i < nf && ok; i++) {
@@ -4391,7 +4393,7 @@ LORA_RITE_API rite_status rite_model_checkpoint_save(const rite_model *model, co
         rite__le_swap(o + na, nb, m->lay[i]->es);
         o += na + nb;
     }
-    rite__put_u64(o, rite__fnv1a(14695981039346656037ull, dst, n - 8));
+    rite__put_u64(o, rite__fnv1a(RITE__FNV_BASIS, dst, n - 8));
     return RITE_OK;
 }
 
@@ -4453,7 +4455,7 @@ static rite_status rite__mckpt_check_header(rite_model *m, const unsigned char *
     if (size != rite__mckpt_size(m, (int)v))
         return rite__say(msg, ms, RITE_ERR_CHECKPOINT_FORMAT, "%zu bytes, the model's checkpoint has %zu", size,
                          rite__mckpt_size(m, (int)v));
-    if (rite__get_u64(in + size - 8) != rite__fnv1a(14695981039346656037ull, in, size - 8))
+    if (rite__get_u64(in + size - 8) != rite__fnv1a(RITE__FNV_BASIS, in, size - 8))
         return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "checksum mismatch");
     if (rite__get_u64(in + 40) >= ((uint64_t)1 << 62))
         return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "step count 2^62 or more");
