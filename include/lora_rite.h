@@ -3140,25 +3140,6 @@ static int rite__state_fields(const rite_layer *l, rite__field *f)
     return nf;
 }
 
-/* 1 when the n bytes at p (possibly unaligned) are finite numbers */
-static int rite__finite_bytes(const unsigned char *p, size_t n, size_t es)
-{
-    size_t i;
-    int bad = 0;
-    for (i = 0; i + es <= n; i += es) {
-        if (es == sizeof(float)) {
-            float v;
-            memcpy(&v, p + i, sizeof v);
-            bad |= v * 0 != 0;
-        } else {
-            double v;
-            memcpy(&v, p + i, sizeof v);
-            bad |= v * 0 != 0;
-        }
-    }
-    return !bad;
-}
-
 #define RITE__MAX_FIELDS 16
 
 static size_t rite__state_bytes(const rite_layer *l)
@@ -3311,32 +3292,90 @@ static rite_status rite__ckpt_check_header(rite_layer *layer, const unsigned cha
     return RITE_OK;
 }
 
-/* The payload's numbers: every one finite, a step count that can go on
-   counting, no negative escaped mass, a factors-changed flag of 0 or 1 (a
-   payload resealed by hand could hold anything). */
-static rite_status rite__ckpt_check_payload(rite_layer *layer, const unsigned char *in)
+static int rite__big_endian(void)
+{
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 0;
+}
+
+/* n bytes of es-byte numbers, in place, between the host's order and little-endian */
+static void rite__le_swap(unsigned char *p, size_t n, size_t es)
+{
+    size_t i, j;
+    if (!rite__big_endian() || es < 2) return;
+    for (i = 0; i + es <= n; i += es)
+        for (j = 0; j < es / 2; j++) {
+            unsigned char t = p[i + j];
+            p[i + j] = p[i + es - 1 - j];
+            p[i + es - 1 - j] = t;
+        }
+}
+
+/* the element size of a state field */
+static size_t rite__field_es(const rite_layer *l, const rite__field *f)
+{
+    return f->kind == 0 ? f->n : f->kind == 1 ? l->es : sizeof(double);
+}
+
+/* a number of es bytes at p, in little-endian (le) or the host's order: its
+   value, and its bits as an unsigned integer in *u */
+static double rite__number_at(const unsigned char *p, size_t es, int le, uint64_t *u)
+{
+    unsigned char b[8];
+    memcpy(b, p, es);
+    if (le) rite__le_swap(b, es, es);
+    if (es == sizeof(double)) {
+        double d;
+        memcpy(u, b, sizeof *u);
+        memcpy(&d, b, sizeof d);
+        return d;
+    } else {
+        uint32_t v;
+        float f;
+        memcpy(&v, b, sizeof v);
+        memcpy(&f, b, sizeof f);
+        *u = v;
+        return f;
+    }
+}
+
+/* What is wrong with a layer's state as a checkpoint holds it at p (le:
+   little-endian, else the host's order), or NULL: a number that is NaN or
+   Inf, a negative escaped mass, a factors-changed flag other than 0 or 1 (a
+   file resealed by hand could hold anything). *steps: its step count. */
+static const char *rite__state_problem(const rite_layer *l, const unsigned char *p, int le, uint64_t *steps)
 {
     rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
-    char *msg = layer->msg;
-    size_t off, ms = sizeof layer->msg;
-    uint64_t k;
-    int i, nf = rite__state_fields(layer, f);
-    for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++)
-        if (f[i].kind && !rite__finite_bytes(in + off, f[i].n, f[i].kind == 1 ? layer->es : sizeof(double)))
-            return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "a number is NaN or Inf");
-    memcpy(&k, in + 56, 8);
-    if (k >= ((uint64_t)1 << 62)) return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "step count 2^62 or more");
-    for (i = 0, off = RITE__CKPT_HEADER; i < nf; off += f[i].n, i++)
-        if (f[i].p == (void *)&layer->s[0].rho || f[i].p == (void *)&layer->s[1].rho) {
-            double rho;
-            memcpy(&rho, in + off, sizeof rho);
-            if (rho < 0) return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "negative escaped mass");
-        } else if (f[i].p == (void *)&layer->stale) {
-            int stale;
-            memcpy(&stale, in + off, sizeof stale);
-            if (stale != 0 && stale != 1)
-                return rite__say(msg, ms, RITE_ERR_CHECKPOINT_CORRUPT, "factors-changed flag %d", stale);
+    int j, nf = rite__state_fields(l, f);
+    size_t e, es;
+    uint64_t u;
+    *steps = 0;
+    for (j = 0; j < nf; p += f[j].n, j++)
+        for (e = 0, es = rite__field_es(l, &f[j]); e + es <= f[j].n; e += es) {
+            double v = rite__number_at(p + e, es, le, &u);
+            if (f[j].kind == 0) {   /* the integers */
+                if (f[j].p == (const void *)&l->steps) *steps = u;
+                if (f[j].p == (const void *)&l->stale && u > 1) return "a factors-changed flag other than 0 or 1";
+            } else if (v * 0 != 0) {
+                return "a number that is NaN or Inf";
+            } else if (v < 0 && (f[j].p == (const void *)&l->s[0].rho || f[j].p == (const void *)&l->s[1].rho)) {
+                return "a negative escaped mass";
+            }
         }
+    return NULL;
+}
+
+/* The payload's numbers (rite__state_problem), and a step count that can go
+   on counting. */
+static rite_status rite__ckpt_check_payload(rite_layer *layer, const unsigned char *in)
+{
+    uint64_t steps;
+    const char *why = rite__state_problem(layer, in + RITE__CKPT_HEADER, 0, &steps);
+    if (why) return rite__say(layer->msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "the state holds %s", why);
+    if (steps >= ((uint64_t)1 << 62))
+        return rite__say(layer->msg, sizeof layer->msg, RITE_ERR_CHECKPOINT_CORRUPT, "step count 2^62 or more");
     return RITE_OK;
 }
 
@@ -4256,27 +4295,6 @@ LORA_RITE_API void rite_model_factors_changed(rite_model *model)
 #define RITE__MCKPT_HEAD 48u
 #define RITE__MCKPT_LAYER 32u
 
-static int rite__big_endian(void)
-{
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 0;
-}
-
-/* n bytes of es-byte numbers, in place, between the host's order and little-endian */
-static void rite__le_swap(unsigned char *p, size_t n, size_t es)
-{
-    size_t i, j;
-    if (!rite__big_endian() || es < 2) return;
-    for (i = 0; i + es <= n; i += es)
-        for (j = 0; j < es / 2; j++) {
-            unsigned char t = p[i + j];
-            p[i + j] = p[i + es - 1 - j];
-            p[i + es - 1 - j] = t;
-        }
-}
-
 static void rite__put_u32(unsigned char *p, uint32_t v)
 {
     int i;
@@ -4300,12 +4318,6 @@ static uint64_t rite__get_u64(const unsigned char *p)
     int i;
     for (i = 7; i >= 0; i--) v = v << 8 | p[i];
     return v;
-}
-
-/* the element size of a state field */
-static size_t rite__field_es(const rite_layer *l, const rite__field *f)
-{
-    return f->kind == 0 ? f->n : f->kind == 1 ? l->es : sizeof(double);
 }
 
 static size_t rite__model_factor_bytes(const rite_model *m, int i)
@@ -4462,57 +4474,18 @@ static rite_status rite__mckpt_check_header(rite_model *m, const unsigned char *
     return RITE_OK;
 }
 
-/* one number of es bytes at p (little-endian) as a double; its bits in *u */
-static double rite__le_number(const unsigned char *p, size_t es, uint64_t *u)
-{
-    unsigned char b[8];
-    memcpy(b, p, es);
-    rite__le_swap(b, es, es);
-    *u = es == 8 ? rite__get_u64(p) : rite__get_u32(p);
-    if (es == sizeof(float)) {
-        float f;
-        memcpy(&f, b, sizeof f);
-        return f;
-    } else {
-        double d;
-        memcpy(&d, b, sizeof d);
-        return d;
-    }
-}
-
-/* layer i's state at p (of the checkpoint in): finite numbers, the model's
-   step count (checked below 2^62 already), no negative escaped mass, a
-   factors-changed flag of 0 or 1 */
+/* layer i's state at p (of the checkpoint in): rite__state_problem's
+   checks, and the model's step count (checked below 2^62 already) */
 static rite_status rite__mckpt_check_state(rite_model *m, int i, const unsigned char *in, const unsigned char *p)
 {
-    rite__field f[RITE__MAX_FIELDS] = {{NULL, 0, 0, 0, 0}};
-    const rite_layer *l = m->lay[i];
-    int j, nf = rite__state_fields(l, f);
-    size_t e;
-    uint64_t u;
-    for (j = 0; j < nf; p += f[j].n, j++) {
-        size_t es = rite__field_es(l, &f[j]);
-        if (f[j].kind == 0) {
-            rite__le_number(p, es, &u);
-            if (f[j].p == (const void *)&l->steps && u != rite__get_u64(in + 40))
-                return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT, "layer %d: step count %llu, the "
-                                 "model's %llu", i, (unsigned long long)u,
-                                 (unsigned long long)rite__get_u64(in + 40));
-            if (f[j].p == (const void *)&l->stale && u > 1)
-                return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT, "layer %d: factors-changed "
-                                 "flag %u", i, (unsigned)u);
-            continue;
-        }
-        for (e = 0; e + es <= f[j].n; e += es) {
-            double v = rite__le_number(p + e, es, &u);
-            if (v * 0 != 0)
-                return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT, "layer %d: a number of its state "
-                                 "is NaN or Inf", i);
-            if (v < 0 && (f[j].p == (const void *)&l->s[0].rho || f[j].p == (const void *)&l->s[1].rho))
-                return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT, "layer %d: negative escaped "
-                                 "mass", i);
-        }
-    }
+    uint64_t steps, model_steps = rite__get_u64(in + 40);
+    const char *why = rite__state_problem(m->lay[i], p, 1, &steps);
+    if (why)
+        return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT, "layer %d: its state holds %s", i, why);
+    if (steps != model_steps)
+        return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT,
+                         "layer %d: step count %llu, the model's %llu", i, (unsigned long long)steps,
+                         (unsigned long long)model_steps);
     return RITE_OK;
 }
 
@@ -4543,7 +4516,7 @@ LORA_RITE_API rite_status rite_model_checkpoint_load(rite_model *model, const vo
         size_t e, es = m->lay[i]->es;
         uint64_t u;
         for (e = 0; e < rite__model_factor_bytes(m, i); e += es)
-            if (rite__le_number(p + e, es, &u) * 0 != 0)
+            if (rite__number_at(p + e, es, 1, &u) * 0 != 0)
                 return rite__say(m->msg, sizeof m->msg, RITE_ERR_CHECKPOINT_CORRUPT, "layer %d: a factor holds NaN "
                                  "or Inf", i);
     }

@@ -1258,6 +1258,23 @@ static void reject_resealed_edits_case(int t, ck_twin *tw, const ck_before *befo
     ck_reseal(b, n);
     ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), RITE_ERR_CHECKPOINT_CORRUPT,
               "NaN in the payload, checksum recomputed", 0);
+    if (c->opt == RITE_LORA_RITE) {   /* the payload ends with R's escaped mass, then (no keep_basis) the flag */
+        const size_t rho_at = n - 8 - sizeof(double) - (c->keep_basis ? 0 : sizeof(int));
+        const double neg = -1.0;
+        const int flag = 2;
+        memcpy(b, good, n);
+        memcpy(b + rho_at, &neg, sizeof neg);
+        ck_reseal(b, n);
+        ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), RITE_ERR_CHECKPOINT_CORRUPT,
+                  "a negative escaped mass, checksum recomputed", 0);
+        if (!c->keep_basis) {
+            memcpy(b, good, n);
+            memcpy(b + n - 8 - sizeof(int), &flag, sizeof flag);
+            ck_reseal(b, n);
+            ck_expect(tw->a, before, rite_checkpoint_load(tw->a, b, n), RITE_ERR_CHECKPOINT_CORRUPT,
+                      "a factors-changed flag of 2, checksum recomputed", 0);
+        }
+    }
     free(good);
     free(b);
 }

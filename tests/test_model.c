@@ -1852,6 +1852,20 @@ static void model_checkpoint_damaged_is_refused_and_changes_nothing(void **state
     put_le32(bad + factors_at, 0x7fc00000u);   /* layer 0's first lora_A element: a float NaN */
     reseal(bad, size);
     expect_load_fails(m, n, bad, size, RITE_ERR_CHECKPOINT_CORRUPT, "NaN", "a NaN factor, resealed");
+    /* the last layer's state ends with R's escaped mass (a double) and the
+       factors-changed flag (4 bytes), just before the factors */
+    memcpy(bad, good, size);
+    put_le64(bad + factors_at - 12, 0xbff0000000000000ull);   /* -1.0 */
+    reseal(bad, size);
+    expect_load_fails(m, n, bad, size, RITE_ERR_CHECKPOINT_CORRUPT, "escaped mass", "a negative escaped mass");
+    memcpy(bad, good, size);
+    put_le64(bad + factors_at - 12, 0x7ff8000000000000ull);   /* NaN */
+    reseal(bad, size);
+    expect_load_fails(m, n, bad, size, RITE_ERR_CHECKPOINT_CORRUPT, "NaN", "a NaN escaped mass");
+    memcpy(bad, good, size);
+    put_le32(bad + factors_at - 4, 2);
+    reseal(bad, size);
+    expect_load_fails(m, n, bad, size, RITE_ERR_CHECKPOINT_CORRUPT, "factors-changed", "a flag of 2");
     memcpy(bad, good, size);
     put_le64(bad + 40, (uint64_t)1 << 62);
     reseal(bad, size);
